@@ -1,0 +1,18 @@
+//! One function per command. Each takes its parsed arguments, does its work through the
+//! layers below, prints its result, and returns an error for `exit` to map to a code.
+
+pub mod exec;
+pub mod init;
+pub mod inventory_check;
+pub mod ping;
+
+use crate::cli::{Command, InventoryCommand};
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(args) => init::run(&args),
+        Command::Inventory(InventoryCommand::Check(args)) => inventory_check::run(&args),
+        Command::Ping(args) => ping::run(&args).await,
+        Command::Exec(args) => exec::run(&args).await,
+    }
+}

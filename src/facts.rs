@@ -1,0 +1,1 @@
+//! Host facts gathered in one round trip: OS, kernel, arch, CPUs, memory, GPUs.

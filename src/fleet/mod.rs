@@ -1,0 +1,1 @@
+//! Fleet: run work on many hosts with bounded concurrency, progress and per-host logs.

@@ -1,0 +1,13 @@
+//! gpuctl: turn bare Linux machines into an offline GPU machine-learning cluster over SSH.
+//!
+//! Layers, from the top (data flows down, never back up):
+//! `cli` → `commands` → `inventory` → `fleet` → `transport`. See `docs/architecture.md`.
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod facts;
+pub mod fleet;
+pub mod inventory;
+pub mod secret;
+pub mod transport;
