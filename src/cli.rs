@@ -10,7 +10,13 @@ use crate::commands;
 
 /// Turn bare Linux machines into an offline GPU machine-learning cluster over SSH.
 #[derive(Debug, Parser)]
-#[command(name = "gpuctl", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "gpuctl",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

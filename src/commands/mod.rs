@@ -1,6 +1,7 @@
 //! One function per command. Each takes its parsed arguments, does its work through the
 //! layers below, prints its result, and returns an error for `exit` to map to a code.
 
+pub mod connect;
 pub mod exec;
 pub mod init;
 pub mod inventory_check;

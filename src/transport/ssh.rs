@@ -10,7 +10,11 @@ pub struct SshSession {
 }
 
 impl SshSession {
-    pub async fn connect(host: &str, _target: &super::SshTarget, _opts: &ConnectOptions) -> Result<Self, TransportError> {
+    pub async fn connect(
+        host: &str,
+        _target: &super::SshTarget,
+        _opts: &ConnectOptions,
+    ) -> Result<Self, TransportError> {
         Ok(SshSession {
             host: host.to_string(),
         })
