@@ -48,7 +48,7 @@ fn run_logs(inventory: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn ping_exec_and_copy_on_three_nodes() {
-    let lab = Lab::up(LabSpec::new(3).gpu(1));
+    let lab = Lab::up(&LabSpec::new(3).gpu(1));
 
     let ping = Gpuctl::new().args(["ping"]).inventory(&lab.inventory).run().success();
     for node in ["node1", "node2", "node3"] {
@@ -93,7 +93,7 @@ fn ping_exec_and_copy_on_three_nodes() {
         .stderr_has("the command exited non-zero on: node2");
 
     // copy: atomic put with sha256, then unchanged on a second run.
-    let src = lab.dir.join("payload.bin");
+    let src = lab.dir().join("payload.bin");
     let payload = b"gpuctl copy payload\n".repeat(1000);
     fs::write(&src, &payload).unwrap_or_else(|e| panic!("{e}"));
     let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&payload));
@@ -127,7 +127,7 @@ fn ping_exec_and_copy_on_three_nodes() {
 
 #[test]
 fn unreachable_host_is_reported_with_the_others_still_done() {
-    let lab = Lab::up(LabSpec::new(3));
+    let lab = Lab::up(&LabSpec::new(3));
     lab.kill("node2");
     Gpuctl::new()
         .args(["exec", "--connect-timeout", "5"])
@@ -142,12 +142,12 @@ fn unreachable_host_is_reported_with_the_others_still_done() {
 
 #[test]
 fn sudo_password_works_and_never_reaches_a_log() {
-    let lab = Lab::up(LabSpec::new(3).sudo_password(&["node2"]));
+    let lab = Lab::up(&LabSpec::new(3).sudo_password(&["node2"]));
     let password = lab
         .sudo_password()
         .unwrap_or_else(|| panic!("the lab wrote no sudo password"));
     // The lab's inventory plus the one line an admin adds for a password-sudo host.
-    let inventory = lab.dir.join("inventory-sudo.yaml");
+    let inventory = lab.dir().join("inventory-sudo.yaml");
     let text = fs::read_to_string(&lab.inventory).unwrap_or_else(|e| panic!("{e}"));
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     doc["ssh"]["sudo_password"] = serde_yaml::from_str("{ env: LAB_SUDO_PASSWORD }")

@@ -1,4 +1,5 @@
 //! gpuctl's integration tests: one binary, one module per topic, helpers in `support`.
 
+mod cli;
 mod lab_smoke;
 mod support;
