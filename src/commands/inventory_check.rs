@@ -1,7 +1,109 @@
 //! `gpuctl inventory check`: validate and print the resolved hosts table.
+//!
+//! It contacts no host: it shows what gpuctl *would* connect to, after `~/.ssh/config`
+//! and the defaults, so a wrong user or bastion is seen before anything runs.
 
 use crate::cli::InventoryArgs;
+use crate::inventory::{self, GpuPresence, Inventory, LoadOptions};
+use crate::transport::Endpoint;
 
-pub fn run(_args: &InventoryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+pub fn run(args: &InventoryArgs) -> anyhow::Result<()> {
+    let inv = inventory::load(&args.inventory, &LoadOptions::default())?;
+    for w in &inv.warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", render(&inv));
+    Ok(())
+}
+
+/// The summary line and the hosts table.
+pub fn render(inv: &Inventory) -> String {
+    let c = &inv.cluster;
+    let mut out = format!(
+        "cluster {}: {} {}, {}, {}; pods {}, services {}\n\n",
+        c.name,
+        serde_name(&c.distribution),
+        c.version,
+        serde_name(&c.cni),
+        serde_name(&c.container_runtime),
+        c.pod_cidr,
+        c.service_cidr,
+    );
+    let mut rows = vec![["NAME", "ADDRESS", "VIA", "ROLES", "GPU", "LABELS"].map(String::from)];
+    for h in &inv.hosts {
+        let (address, via) = match &h.endpoint {
+            Endpoint::Local => ("local".to_string(), "-".to_string()),
+            Endpoint::Ssh(t) if t.jumps.is_empty() => (t.display(), "-".to_string()),
+            Endpoint::Ssh(t) => (
+                t.display(),
+                t.jumps
+                    .iter()
+                    .map(|j| j.display())
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+            ),
+        };
+        let roles: Vec<&str> = h.roles.iter().map(|r| r.as_str()).collect();
+        let gpu = match h.gpu {
+            GpuPresence::Yes => "yes",
+            GpuPresence::No => "no",
+            GpuPresence::Auto => "auto",
+        };
+        let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels = if labels.is_empty() {
+            "-".to_string()
+        } else {
+            labels.join(",")
+        };
+        rows.push([
+            h.name.clone(),
+            address,
+            via,
+            roles.join(","),
+            gpu.to_string(),
+            labels,
+        ]);
+    }
+    out.push_str(&table(&rows));
+    let n = inv.hosts.len();
+    out.push_str(&format!(
+        "\n{n} host{}, {} server{}; inventory is valid\n",
+        if n == 1 { "" } else { "s" },
+        inv.servers().count(),
+        if inv.servers().count() == 1 { "" } else { "s" },
+    ));
+    out
+}
+
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

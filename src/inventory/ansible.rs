@@ -1,0 +1,1 @@
+//! Ansible inventory conversion (INI and YAML) into a gpuctl inventory.

@@ -1,0 +1,1 @@
+//! Tests of inventory loading against fixture files.
