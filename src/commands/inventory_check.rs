@@ -107,3 +107,51 @@ pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_every_host_with_its_route() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let opts = LoadOptions {
+            no_ssh_config: true,
+            home: Some(root.join("tests/fixtures/inventory/home")),
+            user: Some("tester".into()),
+            ..LoadOptions::default()
+        };
+        let inv = inventory::load(&root.join("inventories/kubeadm-calico.yaml"), &opts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_snapshot!(render(&inv));
+
+        let text = "cluster: { name: lab }\nssh: { user: ops, bastion: { host: js.example.org, port: 9022, user: jump } }\nhosts:\n  - { name: a, address: 10.0.0.1, roles: [server, worker], labels: { zone: a } }\n  - { name: me, connection: local, roles: [worker] }\n";
+        let inv = inventory::load_text(text, std::path::Path::new("t.yaml"), root, &opts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let table = render(&inv);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["NAME", "ADDRESS", "VIA", "ROLES", "GPU", "LABELS"]
+        );
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            [
+                "a",
+                "ops@10.0.0.1:22",
+                "jump@js.example.org:9022",
+                "server,worker",
+                "auto",
+                "zone=a"
+            ]
+        );
+        assert_eq!(
+            lines[4].split_whitespace().collect::<Vec<_>>(),
+            ["me", "local", "-", "worker", "auto", "-"]
+        );
+        // Columns line up: every row starts its ADDRESS at the same offset.
+        let col = lines[2].find("ADDRESS");
+        assert_eq!(lines[3].find("ops@"), col);
+        assert_eq!(lines[4].find("local"), col);
+    }
+}

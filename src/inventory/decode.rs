@@ -194,8 +194,14 @@ pub fn boolean(p: &mut Problems, node: &Node, path: &str) -> Option<S<bool>> {
     None
 }
 
-/// An unquoted whole number in `min..=max`.
-pub fn number(p: &mut Problems, node: &Node, path: &str, min: u64, max: u64) -> Option<S<u64>> {
+/// An unquoted whole number in `min..=max`; `example` goes into the hint.
+pub fn number(
+    p: &mut Problems,
+    node: &Node,
+    path: &str,
+    (min, max): (u64, u64),
+    example: u64,
+) -> Option<S<u64>> {
     let at = At::new(node.pos, path);
     if let Kind::Scalar {
         text,
@@ -206,20 +212,26 @@ pub fn number(p: &mut Problems, node: &Node, path: &str, min: u64, max: u64) -> 
     {
         return Some(S { v, at });
     }
+    let hint = match &node.kind {
+        Kind::Scalar { text, quoted: true } if text.parse::<u64>().is_ok() => {
+            format!("write {text} without quotes")
+        }
+        _ => format!("write a number such as {example}"),
+    };
     p.error_hint(
         &at,
         format!(
             "expected a whole number from {min} to {max}, found {}",
             node.describe()
         ),
-        format!("write a number such as {}", min.max(1)),
+        hint,
     );
     None
 }
 
 /// A port number.
 pub fn port(p: &mut Problems, node: &Node, path: &str) -> Option<S<u16>> {
-    let n = number(p, node, path, 1, 65535)?;
+    let n = number(p, node, path, (1, 65535), 22)?;
     let v = u16::try_from(n.v).ok()?;
     Some(S { v, at: n.at })
 }

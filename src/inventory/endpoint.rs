@@ -6,6 +6,11 @@
 //! `$USER`, `~/.ssh/id_ed25519`/`id_ecdsa`/`id_rsa` that exist). A bastion is not an
 //! inventory host, so for it `~/.ssh/config` comes before the top-level block, whose user
 //! and keys are only fallbacks there.
+//!
+//! A bastion list is the path, outermost first. When its first hop is an inventory host,
+//! the chain that reaches that host comes first; later hops are reached through the ones
+//! before them. A host never jumps through itself, so a top-level chain may name the
+//! bastion host while that host is reached through the hops before its own name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,12 +41,8 @@ pub fn expand(env: &SshEnv<'_>, path: &str) -> PathBuf {
     if let Some(rest) = path.strip_prefix("~/") {
         return env.home.join(rest);
     }
-    let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        env.base_dir.join(p)
-    }
+    // components() drops the `.` in `./keys/lab`, so messages show a clean path.
+    env.base_dir.join(path).components().collect()
 }
 
 /// Whether a host is this machine rather than an SSH target.
@@ -319,8 +320,8 @@ impl Resolver<'_> {
                     .unwrap_or(hops.len());
                 let mut out = Vec::new();
                 let mut ok = true;
-                for hop in &hops[..end] {
-                    match self.hop(p, hop, visiting) {
+                for (k, hop) in hops[..end].iter().enumerate() {
+                    match self.hop(p, hop, k == 0, visiting) {
                         Some(mut targets) => out.append(&mut targets),
                         None => ok = false,
                     }
@@ -346,6 +347,7 @@ impl Resolver<'_> {
         &mut self,
         p: &mut Problems,
         hop: &RawHop,
+        first: bool,
         visiting: &mut Vec<usize>,
     ) -> Option<Vec<SshTarget>> {
         match hop {
@@ -396,8 +398,14 @@ impl Resolver<'_> {
                     );
                     return None;
                 }
+                let base = self.bases.get(j).cloned().flatten()?;
+                // Later hops are reached through the hops before them; only the first
+                // brings the chain that reaches it.
+                if !first {
+                    return Some(vec![base]);
+                }
                 let mut chain = self.chain(p, j, visiting)?;
-                chain.push(self.bases.get(j).cloned().flatten()?);
+                chain.push(base);
                 Some(chain)
             }
         }

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use super::decode::S;
 use super::endpoint::{SshEnv, endpoints, is_local};
 use super::model::*;
@@ -12,11 +14,21 @@ use super::raw::{RawHost, RawInventory};
 use super::syntax;
 use crate::transport::Endpoint;
 
+/// What the host checks need from `cluster:`, known even when other cluster keys are
+/// wrong (so a bad cluster name does not hide a host inside the pod network).
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterFacts {
+    pub distribution: Distribution,
+    pub pod_cidr: Option<IpNet>,
+    pub service_cidr: Option<IpNet>,
+    pub has_api_endpoint: bool,
+}
+
 pub fn resolve_hosts(
     p: &mut Problems,
     raw: &RawInventory,
     env: &SshEnv<'_>,
-    cluster: Option<&Cluster>,
+    cluster: &ClusterFacts,
 ) -> Vec<Option<Host>> {
     if raw.hosts.is_empty() && raw.hosts_at.path == "hosts" {
         p.error_hint(
@@ -154,10 +166,17 @@ fn first_seen(h: &RawHost, i: usize) -> String {
     }
 }
 
+fn local_key() -> (String, String) {
+    (
+        "this machine".to_string(),
+        "is this machine too".to_string(),
+    )
+}
+
 fn duplicates(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>]) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut reach: HashMap<String, usize> = HashMap::new();
-    let mut internal: HashMap<IpAddr, usize> = HashMap::new();
+    let mut internal: HashMap<IpAddr, (usize, bool)> = HashMap::new();
     for (i, (h, resolved)) in raw.hosts.iter().zip(hosts).enumerate() {
         if let Some(n) = &h.name {
             if let Some(&j) = names.get(n.v.as_str()) {
@@ -173,26 +192,40 @@ fn duplicates(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>]) {
                 names.insert(&n.v, i);
             }
         }
-        let Some(host) = resolved else { continue };
         // The same address and port through different bastions can be different machines.
-        let key = match &host.endpoint {
-            Endpoint::Local => "this machine".to_string(),
-            Endpoint::Ssh(t) => {
+        // When the endpoint could not be resolved (a bad bastion, reported already), the
+        // address as written still finds duplicates.
+        let (key, what) = match resolved.as_ref().map(|h| &h.endpoint) {
+            Some(Endpoint::Local) => local_key(),
+            None if is_local(h) => local_key(),
+            Some(Endpoint::Ssh(t)) => {
                 let via: Vec<String> = t.jumps.iter().map(|j| j.display()).collect();
-                format!(
-                    "{}:{} via [{}]",
-                    t.host.to_ascii_lowercase(),
-                    t.port,
-                    via.join(",")
+                (
+                    format!(
+                        "{}:{} via [{}]",
+                        t.host.to_ascii_lowercase(),
+                        t.port,
+                        via.join(",")
+                    ),
+                    format!("reaches the same place ({}:{})", t.host, t.port),
+                )
+            }
+            None => {
+                let Some(addr) = &h.address else { continue };
+                let port = h
+                    .ssh
+                    .port
+                    .as_ref()
+                    .or(raw.ssh.port.as_ref())
+                    .map_or(22, |p| p.v);
+                (
+                    format!("{}:{port} unresolved", addr.v.to_ascii_lowercase()),
+                    format!("reaches the same place ({}:{port})", addr.v),
                 )
             }
         };
         let at = h.address.as_ref().map_or(h.at.clone(), |a| a.at.clone());
         if let Some(&j) = reach.get(&key) {
-            let what = match &host.endpoint {
-                Endpoint::Local => "is this machine too".to_string(),
-                Endpoint::Ssh(t) => format!("reaches the same place ({}:{})", t.host, t.port),
-            };
             p.error_hint(
                 &at,
                 format!("this host {what} as {}", first_seen(&raw.hosts[j], j)),
@@ -201,32 +234,33 @@ fn duplicates(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>]) {
         } else {
             reach.insert(key, i);
         }
+        let Some(host) = resolved else { continue };
         if let Some(ip) = host.internal_address {
+            let explicit = h.internal_address.is_some();
             let at = h.internal_address.as_ref().map_or(at, |a| a.at.clone());
             match internal.get(&ip) {
-                Some(&j) => p.error_hint(
+                // Hosts behind one address on different ports (port forwarding, test
+                // containers) share a defaulted internal address; only the admin knows the
+                // real ones.
+                Some(&(j, first_explicit)) if !explicit && !first_explicit => p.warn(
                     &at,
-                    format!(
-                        "internal address {ip} is also the internal address of {}",
-                        first_seen(&raw.hosts[j], j)
-                    ),
+                    format!("this host and {} both default to internal address {ip}", first_seen(&raw.hosts[j], j)),
+                    Some("set `internal_address:` to each node's own IP so nodes can reach each other".into()),
+                ),
+                Some(&(j, _)) => p.error_hint(
+                    &at,
+                    format!("internal address {ip} is also the internal address of {}", first_seen(&raw.hosts[j], j)),
                     "set `internal_address:` to each node's own IP",
                 ),
                 None => {
-                    internal.insert(ip, i);
+                    internal.insert(ip, (i, explicit));
                 }
             }
         }
     }
 }
 
-fn networks(
-    p: &mut Problems,
-    raw: &RawInventory,
-    hosts: &[Option<Host>],
-    cluster: Option<&Cluster>,
-) {
-    let Some(c) = cluster else { return };
+fn networks(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>], c: &ClusterFacts) {
     for (h, resolved) in raw.hosts.iter().zip(hosts) {
         let mut addrs: Vec<(IpAddr, &At)> = Vec::new();
         if let Some(a) = &h.address
@@ -240,7 +274,8 @@ fn networks(
             addrs.push((ip, &ia.at));
         }
         for (ip, at) in addrs {
-            for (net, key) in [(c.pod_cidr, "pod_cidr"), (c.service_cidr, "service_cidr")] {
+            let nets = [(c.pod_cidr, "pod_cidr"), (c.service_cidr, "service_cidr")];
+            for (net, key) in nets.iter().filter_map(|(n, k)| Some(((*n)?, *k))) {
                 if net.contains(&ip) {
                     p.error_hint(
                         at,
@@ -253,7 +288,7 @@ fn networks(
     }
 }
 
-fn roles(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>], cluster: Option<&Cluster>) {
+fn roles(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>], c: &ClusterFacts) {
     let servers = raw
         .hosts
         .iter()
@@ -274,11 +309,7 @@ fn roles(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>], cluster: 
             Some(format!("use {} or {} servers", servers - 1, servers + 1)),
         );
     }
-    if let Some(c) = cluster
-        && c.distribution == Distribution::Kubeadm
-        && servers > 1
-        && c.api_endpoint.is_none()
-    {
+    if c.distribution == Distribution::Kubeadm && servers > 1 && !c.has_api_endpoint {
         p.warn(
             &raw.hosts_at,
             format!("{servers} kubeadm control-plane servers but no cluster.api_endpoint; nodes will reach the API through the first server only"),
@@ -309,12 +340,7 @@ fn roles(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>], cluster: 
 }
 
 /// `storage.nfs.server` names an inventory host with role nfs, or a machine outside.
-pub fn check_nfs_server(
-    p: &mut Problems,
-    server: &S<String>,
-    raw: &RawInventory,
-    hosts: &[Option<Host>],
-) {
+pub fn check_nfs_server(p: &mut Problems, server: &S<String>, raw: &RawInventory) {
     let by_name: BTreeSet<&str> = raw
         .hosts
         .iter()
@@ -322,9 +348,13 @@ pub fn check_nfs_server(
         .map(|n| n.v.as_str())
         .collect();
     if by_name.contains(server.v.as_str()) {
-        let host = hosts.iter().flatten().find(|h| h.name == server.v);
+        let host = raw
+            .hosts
+            .iter()
+            .find(|h| h.name.as_ref().is_some_and(|n| n.v == server.v));
         if let Some(host) = host
-            && !host.roles.contains(&Role::Nfs)
+            && host.roles_complete
+            && !host.roles.iter().any(|r| r.v == Role::Nfs)
         {
             p.error_hint(
                 &server.at,

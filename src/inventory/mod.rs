@@ -14,7 +14,9 @@ pub mod model;
 mod node;
 pub mod problem;
 mod raw;
+mod raw_host;
 mod resolve;
+mod schema;
 mod sshconfig;
 mod syntax;
 
@@ -35,10 +37,13 @@ pub const STARTER: &str = include_str!("starter.yaml");
 pub struct LoadOptions {
     /// `~/.ssh/config` to honour; `None` means `<home>/.ssh/config`.
     pub ssh_config: Option<PathBuf>,
+    /// Ignore the ssh config entirely (checks that must not depend on this machine).
+    pub no_ssh_config: bool,
     /// The home directory for `~`, default keys and `~/.ssh/known_hosts`; `None` means
     /// `$HOME`.
     pub home: Option<PathBuf>,
-    /// The login name when nothing else gives one; `None` means `$USER` (or `$LOGNAME`).
+    /// The login name when nothing else gives one; `None` means `$USER`, `$LOGNAME`, or
+    /// the name of this process's uid.
     pub user: Option<String>,
 }
 
@@ -99,13 +104,12 @@ fn load_str(
         .ssh_config
         .clone()
         .unwrap_or_else(|| home.join(".ssh").join("config"));
-    let ssh_config = sshconfig::load(&ssh_config_path, &home, &mut p);
-    let user = opts
-        .user
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .filter(|u| !u.is_empty());
+    let ssh_config = if opts.no_ssh_config {
+        None
+    } else {
+        sshconfig::load(&ssh_config_path, &home, &mut p)
+    };
+    let user = opts.user.clone().or_else(login_name);
     let env = endpoint::SshEnv {
         home: &home,
         base_dir,
@@ -132,6 +136,26 @@ fn load_str(
             }],
         }),
     }
+}
+
+/// The local login name, as ssh finds it: `$USER`, `$LOGNAME`, else the passwd entry of
+/// this process's uid (containers and cron often run without `$USER`).
+fn login_name() -> Option<String> {
+    let env = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty());
+    if env.is_some() {
+        return env;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_string())
+    })
 }
 
 fn finish_err(p: problem::Problems) -> InventoryError {

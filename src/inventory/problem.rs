@@ -77,7 +77,7 @@ impl fmt::Display for InventoryError {
         let noun = if n == 1 { "problem" } else { "problems" };
         write!(
             f,
-            "{}: {n} {noun} in the inventory; fix them and run again:",
+            "{}: {n} {noun} in the inventory (nothing was run):",
             self.file
         )?;
         for p in &self.problems {

@@ -1,148 +1,17 @@
 //! The inventory as written: every key decoded to its type with its position, nothing
-//! defaulted or cross-checked yet (that is `resolve.rs`).
+//! defaulted or cross-checked yet (that is `resolve.rs`). Hosts and SSH blocks are decoded
+//! in `raw_host.rs`.
 //!
 //! A field is `None` when the key is absent *or* when its value was wrong; in the second
 //! case the problem is already recorded, so the resolver never reports it twice.
 
-use super::decode::{
-    Fields, S, boolean, choice, fields, join, list, number, one_or_many, port, secret, string,
-    string_map,
-};
+use super::decode::{S, boolean, choice, fields, join, list, number, one_or_many, secret, string};
 use super::model::{Cni, ContainerRuntime, Distribution, GpuPresence, Role};
 use super::node::{Kind, Node};
 use super::problem::{At, Problems};
+use super::raw_host::{host, ssh_block};
+use super::schema::*;
 use crate::secret::SecretSource;
-
-pub const TOP_KEYS: &[&str] = &[
-    "cluster", "ssh", "bundle", "registry", "dns", "storage", "gpu", "stack", "users", "hosts",
-];
-pub const CLUSTER_KEYS: &[&str] = &[
-    "name",
-    "distribution",
-    "version",
-    "api_endpoint",
-    "pod_cidr",
-    "service_cidr",
-    "cni",
-    "data_dir",
-    "container_runtime",
-];
-/// Keys of an `ssh:` block on a host (and of a bastion hop, with `host`).
-pub const HOST_SSH_KEYS: &[&str] = &[
-    "user",
-    "port",
-    "identity_file",
-    "identity_passphrase",
-    "password",
-    "agent",
-    "bastion",
-];
-/// The top-level `ssh:` block also holds what is shared by every host.
-pub const TOP_SSH_KEYS: &[&str] = &[
-    "user",
-    "port",
-    "identity_file",
-    "identity_passphrase",
-    "password",
-    "agent",
-    "bastion",
-    "sudo_password",
-    "known_hosts",
-];
-pub const HOP_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "user",
-    "identity_file",
-    "identity_passphrase",
-    "password",
-    "agent",
-];
-pub const HOST_KEYS: &[&str] = &[
-    "name",
-    "address",
-    "connection",
-    "internal_address",
-    "ssh",
-    "roles",
-    "gpu",
-    "labels",
-    "taints",
-];
-pub const REGISTRY_KEYS: &[&str] = &["mirror", "insecure", "ca_file", "credentials"];
-pub const TIER_KEYS: &[&str] = &["cpu", "memory", "gpu", "storage", "pvcs"];
-pub const USER_KEYS: &[&str] = &["name", "email", "tier", "data_path"];
-
-const ROLES: &[(&str, Role)] = &[
-    ("server", Role::Server),
-    ("worker", Role::Worker),
-    ("nfs", Role::Nfs),
-    ("registry", Role::Registry),
-];
-/// Role names from other installers, and ours for them.
-const ROLE_ALIASES: &[(&str, &str)] = &[
-    ("master", "server"),
-    ("control-plane", "server"),
-    ("controlplane", "server"),
-    ("control_plane", "server"),
-    ("controller", "server"),
-    ("kube_control_plane", "server"),
-    ("etcd", "server"),
-    ("node", "worker"),
-    ("agent", "worker"),
-    ("kube_node", "worker"),
-    ("nas", "nfs"),
-    ("harbor", "registry"),
-];
-
-/// Keys written by habit from other tools, with what to write instead.
-const HOST_HINTS: &[(&str, &str)] = &[
-    (
-        "port",
-        "the SSH port goes under the host's ssh block: `ssh: { port: 2222 }`",
-    ),
-    (
-        "user",
-        "the login user goes under the host's ssh block: `ssh: { user: ops }`",
-    ),
-    ("ansible_host", "write `address:`"),
-    (
-        "ip",
-        "write `address:` (and `internal_address:` for the node IP)",
-    ),
-    (
-        "hostname",
-        "write `name:` for the node name and `address:` for where to reach it",
-    ),
-    ("role", "write `roles: [server]` (a list)"),
-    (
-        "identity_file",
-        "write it under the host's ssh block: `ssh: { identity_file: ... }`",
-    ),
-    (
-        "bastion",
-        "write it under the host's ssh block: `ssh: { bastion: ... }`",
-    ),
-];
-const SSH_HINTS: &[(&str, &str)] = &[
-    ("key", "write `identity_file:`"),
-    ("private_key", "write `identity_file:`"),
-    ("key_path", "write `identity_file:`"),
-    ("proxy_jump", "write `bastion:`"),
-    ("jump", "write `bastion:`"),
-];
-const HOST_SSH_HINTS: &[(&str, &str)] = &[
-    (
-        "sudo_password",
-        "one sudo password is shared by all hosts: set it in the top-level `ssh:` block",
-    ),
-    (
-        "known_hosts",
-        "set `known_hosts` in the top-level `ssh:` block",
-    ),
-    ("key", "write `identity_file:`"),
-    ("proxy_jump", "write `bastion:`"),
-];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionKind {
@@ -447,75 +316,6 @@ fn cluster(p: &mut Problems, node: &Node, path: &str) -> RawCluster {
     }
 }
 
-/// An `ssh:` block; `known` says which keys this place allows.
-pub fn ssh_block(
-    p: &mut Problems,
-    node: &Node,
-    path: &str,
-    known: &[&str],
-    hints: &[(&str, &str)],
-) -> RawSsh {
-    let f = fields(p, node, path, known, hints);
-    ssh_settings(p, &f)
-}
-
-fn ssh_settings(p: &mut Problems, f: &Fields<'_>) -> RawSsh {
-    let identity_files = f.get("identity_file").map(|(n, path)| {
-        one_or_many(n, &path)
-            .into_iter()
-            .filter_map(|(n, path)| string(p, n, &path))
-            .collect()
-    });
-    let bastion = if f.has("bastion") {
-        Some(match f.get("bastion") {
-            None => Vec::new(),
-            Some((n, path)) => one_or_many(n, &path)
-                .into_iter()
-                .filter_map(|(n, path)| hop(p, n, &path))
-                .collect(),
-        })
-    } else {
-        None
-    };
-    RawSsh {
-        user: f.get("user").and_then(|(n, path)| string(p, n, &path)),
-        port: f.get("port").and_then(|(n, path)| port(p, n, &path)),
-        identity_files,
-        identity_passphrase: f
-            .get("identity_passphrase")
-            .and_then(|(n, path)| secret(p, n, &path)),
-        password: f.get("password").and_then(|(n, path)| secret(p, n, &path)),
-        agent: f.get("agent").and_then(|(n, path)| boolean(p, n, &path)),
-        bastion,
-        sudo_password: f
-            .get("sudo_password")
-            .and_then(|(n, path)| secret(p, n, &path)),
-        known_hosts: f
-            .get("known_hosts")
-            .and_then(|(n, path)| string(p, n, &path)),
-    }
-}
-
-fn hop(p: &mut Problems, node: &Node, path: &str) -> Option<RawHop> {
-    match &node.kind {
-        Kind::Scalar { .. } => string(p, node, path).map(RawHop::Host),
-        _ => {
-            let f = fields(
-                p,
-                node,
-                path,
-                HOP_KEYS,
-                &[("address", "a bastion's address is written `host:`")],
-            );
-            let ssh = ssh_settings(p, &f);
-            let host = f
-                .require(p, "host", "js.example.org")
-                .and_then(|(n, path)| string(p, n, &path))?;
-            Some(RawHop::Outside { host, ssh })
-        }
-    }
-}
-
 fn registry(p: &mut Problems, node: &Node, path: &str) -> RawRegistry {
     let f = fields(
         p,
@@ -636,9 +436,9 @@ fn users(p: &mut Problems, node: &Node, path: &str) -> RawUsers {
                         },
                         cpu: s(p, "cpu"),
                         memory: s(p, "memory"),
-                        gpu: t.get("gpu").and_then(|(n, path)| number(p, n, &path, 0, 1024)),
+                        gpu: t.get("gpu").and_then(|(n, path)| number(p, n, &path, (0, 1024), 1)),
                         storage: s(p, "storage"),
-                        pvcs: t.get("pvcs").and_then(|(n, path)| number(p, n, &path, 0, 10_000)),
+                        pvcs: t.get("pvcs").and_then(|(n, path)| number(p, n, &path, (0, 10_000), 5)),
                     });
                 }
             }
@@ -667,94 +467,4 @@ fn users(p: &mut Problems, node: &Node, path: &str) -> RawUsers {
         }
     }
     out
-}
-
-fn host(p: &mut Problems, node: &Node, path: &str) -> RawHost {
-    let f = fields(p, node, path, HOST_KEYS, HOST_HINTS);
-    let connection = f.get("connection").and_then(|(n, path)| {
-        choice(
-            p,
-            n,
-            &path,
-            "connection",
-            &[
-                ("ssh", ConnectionKind::Ssh),
-                ("local", ConnectionKind::Local),
-            ],
-            &[],
-        )
-    });
-    let is_local = matches!(&connection, Some(c) if c.v == ConnectionKind::Local);
-    let address = if is_local {
-        f.get("address")
-    } else {
-        f.require(p, "address", "10.0.0.5")
-    }
-    .and_then(|(n, path)| string(p, n, &path));
-    let mut roles_complete = true;
-    let mut roles = Vec::new();
-    if let Some((n, path)) = f.require(p, "roles", "[worker]") {
-        let items = one_or_many(n, &path);
-        if items.is_empty() {
-            p.error_hint(
-                &At::new(n.pos, path.clone()),
-                "a host needs at least one role",
-                "write e.g. `roles: [worker]`; roles are server, worker, nfs, registry",
-            );
-        }
-        for (n, path) in items {
-            match choice(p, n, &path, "role", ROLES, ROLE_ALIASES) {
-                Some(r) => roles.push(r),
-                None => roles_complete = false,
-            }
-        }
-    } else {
-        roles_complete = false;
-    }
-    let gpu = f.get("gpu").and_then(|(n, path)| {
-        choice(
-            p,
-            n,
-            &path,
-            "gpu setting",
-            &[
-                ("true", GpuPresence::Yes),
-                ("false", GpuPresence::No),
-                ("auto", GpuPresence::Auto),
-            ],
-            &[("yes", "true"), ("no", "false"), ("detect", "auto")],
-        )
-    });
-    let taints = f
-        .get("taints")
-        .map(|(n, path)| {
-            one_or_many(n, &path)
-                .into_iter()
-                .filter_map(|(n, path)| string(p, n, &path))
-                .collect()
-        })
-        .unwrap_or_default();
-    RawHost {
-        at: f.at.clone(),
-        name: f
-            .require(p, "name", "node1")
-            .and_then(|(n, path)| string(p, n, &path)),
-        address,
-        connection,
-        internal_address: f
-            .get("internal_address")
-            .and_then(|(n, path)| string(p, n, &path)),
-        ssh: f
-            .get("ssh")
-            .map(|(n, path)| ssh_block(p, n, &path, HOST_SSH_KEYS, HOST_SSH_HINTS))
-            .unwrap_or_default(),
-        roles,
-        roles_complete,
-        gpu,
-        labels: f
-            .get("labels")
-            .map(|(n, path)| string_map(p, n, &path))
-            .unwrap_or_default(),
-        taints,
-    }
 }

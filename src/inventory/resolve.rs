@@ -41,11 +41,11 @@ pub fn resolve(
     env: &SshEnv<'_>,
     path: PathBuf,
 ) -> Option<Inventory> {
-    let cluster = cluster(p, &raw.cluster);
-    let hosts = hosts::resolve_hosts(p, raw, env, cluster.as_ref());
+    let (cluster, facts) = cluster(p, &raw.cluster);
+    let hosts = hosts::resolve_hosts(p, raw, env, &facts);
     let registry = raw.registry.as_ref().and_then(|r| registry(p, r, env));
     let dns = dns(p, &raw.dns);
-    let storage = storage(p, raw, &hosts);
+    let storage = storage(p, raw);
     let runtime_class = match &raw.gpu.runtime_class {
         Some(rc) => label_or_problem(p, rc, "RuntimeClass name"),
         None => Some("nvidia".to_string()),
@@ -196,7 +196,7 @@ fn version(p: &mut Problems, v: &S<String>, dist: Distribution) -> Option<String
     None
 }
 
-fn cluster(p: &mut Problems, c: &RawCluster) -> Option<Cluster> {
+fn cluster(p: &mut Problems, c: &RawCluster) -> (Option<Cluster>, hosts::ClusterFacts) {
     let name = c
         .name
         .as_ref()
@@ -277,21 +277,30 @@ fn cluster(p: &mut Problems, c: &RawCluster) -> Option<Cluster> {
             "write `container_runtime: containerd`, or use `distribution: k3s` which can drive docker",
         );
     }
-    let data_dir = match &c.data_dir {
-        Some(d) => Some(absolute(p, d, "data_dir")?),
-        None => None,
-    };
-    Some(Cluster {
-        name: name?,
+    let data_dir = c.data_dir.as_ref().map(|d| absolute(p, d, "data_dir"));
+    let facts = hosts::ClusterFacts {
         distribution,
-        version: version?,
-        api_endpoint,
-        pod_cidr: pod_cidr?.v,
-        service_cidr: service_cidr?.v,
-        cni,
-        data_dir,
-        container_runtime,
-    })
+        pod_cidr: pod_cidr.as_ref().map(|c| c.v),
+        service_cidr: service_cidr.as_ref().map(|c| c.v),
+        has_api_endpoint: c.api_endpoint.is_some(),
+    };
+    let cluster = (|| {
+        Some(Cluster {
+            name: name?,
+            distribution,
+            version: version?,
+            api_endpoint,
+            pod_cidr: pod_cidr?.v,
+            service_cidr: service_cidr?.v,
+            cni,
+            data_dir: match data_dir {
+                Some(d) => Some(d?),
+                None => None,
+            },
+            container_runtime,
+        })
+    })();
+    (cluster, facts)
 }
 
 fn registry(p: &mut Problems, r: &RawRegistry, env: &SshEnv<'_>) -> Option<Registry> {
@@ -303,17 +312,9 @@ fn registry(p: &mut Problems, r: &RawRegistry, env: &SshEnv<'_>) -> Option<Regis
             "write host:port, e.g. registry.lab:5000",
         );
     }
-    let ca_file = r.ca_file.as_ref().map(|c| {
-        let path = expand(env, &c.v);
-        if !path.is_file() {
-            p.error_hint(
-                &c.at,
-                format!("CA file {} does not exist", path.display()),
-                "fix the path (relative paths start at the inventory's directory), or remove ca_file",
-            );
-        }
-        path
-    });
+    // Not checked here: only the commands that talk to the registry need the file, and
+    // they say so when it is missing.
+    let ca_file = r.ca_file.as_ref().map(|c| expand(env, &c.v));
     if r.password.is_some() && r.username.is_none() {
         p.error_hint(
             &r.at,
@@ -359,7 +360,7 @@ fn dns(p: &mut Problems, raw: &[RawDnsHost]) -> Dns {
     Dns { hosts }
 }
 
-fn storage(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>]) -> Storage {
+fn storage(p: &mut Problems, raw: &RawInventory) -> Storage {
     let s = &raw.storage;
     let local_path = s.local_path.as_ref().and_then(|l| {
         Some(LocalPath {
@@ -369,7 +370,7 @@ fn storage(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>]) -> Stor
     });
     let nfs = s.nfs.as_ref().and_then(|n| {
         let server = n.server.as_ref()?;
-        hosts::check_nfs_server(p, server, raw, hosts);
+        hosts::check_nfs_server(p, server, raw);
         Some(Nfs {
             server: server.v.clone(),
             export: absolute(p, n.export.as_ref()?, "nfs.export")?,
@@ -487,7 +488,7 @@ fn users(p: &mut Problems, raw: &RawUsers) -> Users {
                     format!("unknown tier {:?}; the tiers are {}", t.v, known.join(", ")),
                     hint,
                 );
-                continue;
+                t.v.clone()
             }
             None => "small".to_string(),
         };

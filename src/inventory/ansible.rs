@@ -1,1 +1,0 @@
-//! Ansible inventory conversion (INI and YAML) into a gpuctl inventory.
