@@ -125,6 +125,10 @@ pub fn fields<'a>(
             kept.push(e);
             continue;
         }
+        // Top-level `x-...` keys hold anchors for the rest of the file, as in compose files.
+        if path.is_empty() && e.key.starts_with("x-") {
+            continue;
+        }
         let key_at = At::new(e.key_pos, join(path, &e.key));
         let hint = if let Some((_, h)) = hints.iter().find(|(k, _)| *k == e.key) {
             h.to_string()
@@ -315,7 +319,7 @@ pub fn secret(p: &mut Problems, node: &Node, path: &str) -> Option<S<SecretSourc
         );
         return None;
     }
-    let f = fields(p, node, path, &["env", "prompt"], &[]);
+    let f = fields(p, node, path, super::schema::SECRET_KEYS, &[]);
     let env = f.get("env").and_then(|(n, path)| string(p, n, &path));
     let prompt = f.get("prompt").and_then(|(n, path)| boolean(p, n, &path));
     match (env, prompt) {

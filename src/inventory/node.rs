@@ -76,6 +76,7 @@ pub fn parse(text: &str, problems: &mut Problems) -> Option<Node> {
         anchors: HashMap::new(),
         stack: Vec::new(),
         docs: Vec::new(),
+        expanded: 0,
     };
     for event in Parser::new_from_str(text) {
         match event {
@@ -128,9 +129,31 @@ enum Frame {
 }
 
 struct Builder {
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and their sizes in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
     stack: Vec<Frame>,
     docs: Vec<Node>,
+    /// Nodes copied by aliases so far.
+    expanded: usize,
+}
+
+/// Aliases may copy this many nodes in all. Nested aliases grow exponentially (the
+/// "billion laughs" file); a real inventory copies a few hundred.
+const ALIAS_BUDGET: usize = 100_000;
+
+/// The number of nodes in a tree, without recursion (the tree may be deep).
+fn size(node: &Node) -> usize {
+    let mut count = 0;
+    let mut todo = vec![node];
+    while let Some(n) = todo.pop() {
+        count += 1;
+        match &n.kind {
+            Kind::Seq(items) => todo.extend(items),
+            Kind::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
+            _ => {}
+        }
+    }
+    count
 }
 
 impl Builder {
@@ -143,16 +166,26 @@ impl Builder {
             | Event::DocumentStart(_)
             | Event::DocumentEnd => {}
             Event::Alias(id) => {
-                let node = match self.anchors.get(&id) {
-                    Some(n) => Node {
-                        pos: at,
-                        kind: n.kind.clone(),
-                    },
-                    None => Node {
-                        pos: at,
-                        kind: Kind::Null,
-                    },
+                let kind = match self.anchors.get(&id) {
+                    Some((n, size)) if self.expanded + size <= ALIAS_BUDGET => {
+                        self.expanded += size;
+                        n.kind.clone()
+                    }
+                    Some(_) => {
+                        // Said once; later aliases are as over budget as this one.
+                        if self.expanded <= ALIAS_BUDGET {
+                            problems.error_hint(
+                                &At::new(at, ""),
+                                format!("aliases here would copy more than {ALIAS_BUDGET} values"),
+                                "write the values out, or use fewer nested aliases",
+                            );
+                        }
+                        self.expanded = usize::MAX / 2;
+                        Kind::Null
+                    }
+                    None => Kind::Null,
                 };
+                let node = Node { pos: at, kind };
                 self.value(node, problems);
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -167,7 +200,7 @@ impl Builder {
                 };
                 let node = Node { pos: at, kind };
                 if anchor != 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), 1));
                 }
                 self.value(node, problems);
             }
@@ -210,7 +243,8 @@ impl Builder {
                     None => return,
                 };
                 if anchor != 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    let n = size(&node);
+                    self.anchors.insert(anchor, (node.clone(), n));
                 }
                 self.value(node, problems);
             }
@@ -351,6 +385,24 @@ mod tests {
         let keys: Vec<_> = h.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["user", "port"]);
         assert!(matches!(&h[1].value.kind, Kind::Scalar { text, .. } if text == "2222"));
+    }
+
+    #[test]
+    fn nested_aliases_cannot_blow_up_memory() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = if i == 1 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            text.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+        }
+        let mut p = Problems::new("t.yaml");
+        parse(&text, &mut p);
+        let err = p.finish().err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(err.matches("would copy more than").count(), 1, "{err}");
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub fn decode(p: &mut Problems, root: &Node) -> RawInventory {
     raw.bundle = top.get("bundle").and_then(|(n, path)| string(p, n, &path));
     raw.registry = top.get("registry").map(|(n, path)| registry(p, n, &path));
     if let Some((n, path)) = top.get("dns") {
-        let f = fields(p, n, &path, &["hosts"], &[]);
+        let f = fields(p, n, &path, DNS_KEYS, &[]);
         if let Some((n, path)) = f.get("hosts") {
             raw.dns = list(p, n, &path)
                 .into_iter()
@@ -205,13 +205,7 @@ pub fn decode(p: &mut Problems, root: &Node) -> RawInventory {
         raw.storage = storage(p, n, &path);
     }
     if let Some((n, path)) = top.get("gpu") {
-        let f = fields(
-            p,
-            n,
-            &path,
-            &["device_plugin", "runtime_class", "dcgm_exporter"],
-            &[],
-        );
+        let f = fields(p, n, &path, GPU_KEYS, &[]);
         raw.gpu = RawGpu {
             device_plugin: f
                 .get("device_plugin")
@@ -225,7 +219,7 @@ pub fn decode(p: &mut Problems, root: &Node) -> RawInventory {
         };
     }
     if let Some((n, path)) = top.get("stack") {
-        let f = fields(p, n, &path, &["components"], &[]);
+        let f = fields(p, n, &path, STACK_KEYS, &[]);
         if let Some((n, path)) = f.get("components") {
             raw.stack = list(p, n, &path)
                 .into_iter()
@@ -332,7 +326,7 @@ fn registry(p: &mut Problems, node: &Node, path: &str) -> RawRegistry {
     );
     let (username, password) = match f.get("credentials") {
         Some((n, path)) => {
-            let c = fields(p, n, &path, &["username", "password"], &[]);
+            let c = fields(p, n, &path, CREDENTIALS_KEYS, &[]);
             (
                 c.require(p, "username", "admin")
                     .and_then(|(n, path)| string(p, n, &path)),
@@ -358,7 +352,7 @@ fn dns_host(p: &mut Problems, node: &Node, path: &str) -> RawDnsHost {
         p,
         node,
         path,
-        &["ip", "names"],
+        DNS_HOST_KEYS,
         &[("name", "write `names: [...]` (a list)")],
     );
     let names = f
@@ -379,9 +373,9 @@ fn dns_host(p: &mut Problems, node: &Node, path: &str) -> RawDnsHost {
 }
 
 fn storage(p: &mut Problems, node: &Node, path: &str) -> RawStorage {
-    let f = fields(p, node, path, &["local_path", "nfs"], &[]);
+    let f = fields(p, node, path, STORAGE_KEYS, &[]);
     let local_path = f.get("local_path").map(|(n, path)| {
-        let l = fields(p, n, &path, &["path", "default"], &[]);
+        let l = fields(p, n, &path, LOCAL_PATH_KEYS, &[]);
         RawLocalPath {
             path: l
                 .require(p, "path", "/data/k8s/local-path")
@@ -390,13 +384,7 @@ fn storage(p: &mut Problems, node: &Node, path: &str) -> RawStorage {
         }
     });
     let nfs = f.get("nfs").map(|(n, path)| {
-        let l = fields(
-            p,
-            n,
-            &path,
-            &["server", "export", "provisioner", "default"],
-            &[("path", "write `export:`")],
-        );
+        let l = fields(p, n, &path, NFS_KEYS, &[("path", "write `export:`")]);
         RawNfs {
             server: l
                 .require(p, "server", "nas1")
@@ -414,13 +402,7 @@ fn storage(p: &mut Problems, node: &Node, path: &str) -> RawStorage {
 }
 
 fn users(p: &mut Problems, node: &Node, path: &str) -> RawUsers {
-    let f = fields(
-        p,
-        node,
-        path,
-        &["tiers", "list"],
-        &[("users", "write `list:`")],
-    );
+    let f = fields(p, node, path, USERS_KEYS, &[("users", "write `list:`")]);
     let mut out = RawUsers::default();
     if let Some((n, tiers_path)) = f.get("tiers") {
         match &n.kind {

@@ -61,8 +61,43 @@ pub const HOST_KEYS: &[&str] = &[
     "taints",
 ];
 pub const REGISTRY_KEYS: &[&str] = &["mirror", "insecure", "ca_file", "credentials"];
+pub const CREDENTIALS_KEYS: &[&str] = &["username", "password"];
+pub const DNS_KEYS: &[&str] = &["hosts"];
+pub const DNS_HOST_KEYS: &[&str] = &["ip", "names"];
+pub const STORAGE_KEYS: &[&str] = &["local_path", "nfs"];
+pub const LOCAL_PATH_KEYS: &[&str] = &["path", "default"];
+pub const NFS_KEYS: &[&str] = &["server", "export", "provisioner", "default"];
+pub const GPU_KEYS: &[&str] = &["device_plugin", "runtime_class", "dcgm_exporter"];
+pub const STACK_KEYS: &[&str] = &["components"];
+pub const USERS_KEYS: &[&str] = &["tiers", "list"];
+pub const SECRET_KEYS: &[&str] = &["env", "prompt"];
 pub const TIER_KEYS: &[&str] = &["cpu", "memory", "gpu", "storage", "pvcs"];
 pub const USER_KEYS: &[&str] = &["name", "email", "tier", "data_path"];
+
+/// Every mapping of the file and its keys, under the heading `docs/inventory.md` gives
+/// it; a test checks the document has a row for every key and no other.
+#[cfg(test)]
+pub const SECTIONS: &[(&str, &[&str])] = &[
+    ("Top level", TOP_KEYS),
+    ("`cluster`", CLUSTER_KEYS),
+    ("`ssh`", TOP_SSH_KEYS),
+    ("`hosts[].ssh`", HOST_SSH_KEYS),
+    ("A bastion hop", HOP_KEYS),
+    ("Secrets", SECRET_KEYS),
+    ("`registry`", REGISTRY_KEYS),
+    ("`registry.credentials`", CREDENTIALS_KEYS),
+    ("`dns`", DNS_KEYS),
+    ("`dns.hosts[]`", DNS_HOST_KEYS),
+    ("`storage`", STORAGE_KEYS),
+    ("`storage.local_path`", LOCAL_PATH_KEYS),
+    ("`storage.nfs`", NFS_KEYS),
+    ("`gpu`", GPU_KEYS),
+    ("`stack`", STACK_KEYS),
+    ("`users`", USERS_KEYS),
+    ("`users.tiers.NAME`", TIER_KEYS),
+    ("`users.list[]`", USER_KEYS),
+    ("`hosts[]`", HOST_KEYS),
+];
 
 pub const ROLES: &[(&str, Role)] = &[
     ("server", Role::Server),

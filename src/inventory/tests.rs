@@ -5,6 +5,7 @@
 //! login name.
 
 mod ansible;
+mod docs;
 mod fixtures;
 mod ssh;
 

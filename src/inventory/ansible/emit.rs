@@ -17,19 +17,19 @@ pub struct Converted {
     pub not_converted: Vec<String>,
 }
 
-const SERVER_GROUPS: &[&str] = &[
+pub(crate) const SERVER_GROUPS: &[&str] = &[
     "kube_control_plane",
     "kube-control-plane",
     "kube-master",
     "kube_master",
     "masters",
 ];
-const WORKER_GROUPS: &[&str] = &["kube_node", "kube-node", "nodes", "workers"];
-const NFS_GROUPS: &[&str] = &["nfs"];
-const REGISTRY_GROUPS: &[&str] = &["registry", "harbor"];
-const GPU_GROUPS: &[&str] = &["gpu", "gpus"];
+pub(crate) const WORKER_GROUPS: &[&str] = &["kube_node", "kube-node", "nodes", "workers"];
+pub(crate) const NFS_GROUPS: &[&str] = &["nfs"];
+pub(crate) const REGISTRY_GROUPS: &[&str] = &["registry", "harbor"];
+pub(crate) const GPU_GROUPS: &[&str] = &["gpu", "gpus"];
 /// Groups that only gather others; their variables still apply to their hosts.
-const PARENT_GROUPS: &[&str] = &[
+pub(crate) const PARENT_GROUPS: &[&str] = &[
     "all",
     "ungrouped",
     "k8s_cluster",
@@ -38,13 +38,13 @@ const PARENT_GROUPS: &[&str] = &[
     "cluster",
 ];
 
-const SUDO_VARS: &[&str] = &[
+pub(crate) const SUDO_VARS: &[&str] = &[
     "ansible_become_password",
     "ansible_become_pass",
     "ansible_sudo_pass",
     "ansible_sudo_password",
 ];
-const SSH_PASSWORD_VARS: &[&str] = &[
+pub(crate) const SSH_PASSWORD_VARS: &[&str] = &[
     "ansible_ssh_pass",
     "ansible_password",
     "ansible_ssh_password",
@@ -57,7 +57,7 @@ const IMPLIED_VARS: &[(&str, Option<&str>)] = &[
 ];
 
 /// Cluster settings found in group variables: (Ansible names, gpuctl key).
-const CLUSTER_VARS: &[(&[&str], &str)] = &[
+pub(crate) const CLUSTER_VARS: &[(&[&str], &str)] = &[
     (&["kube_network_plugin", "CLUSTER_NETWORK"], "cni"),
     (
         &["container_manager", "CONTAINER_RUNTIME"],

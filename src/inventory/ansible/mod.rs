@@ -6,7 +6,7 @@
 //! gpuctl meaning is listed as `# not converted: ...` instead of dropped, and secret values
 //! (become and SSH passwords) are never copied: the output names environment variables.
 
-mod emit;
+pub(crate) mod emit;
 mod ini;
 mod yaml;
 

@@ -191,3 +191,70 @@ fn the_starter_inventory_validates_without_warnings() {
     assert_eq!(inv.cluster.name, "mycluster");
     assert_eq!(inv.hosts.len(), 1);
 }
+
+/// Bad input must never panic: every prefix of every fixture, and every fixture with one
+/// line removed, loads to an inventory or to problems.
+#[test]
+fn truncated_and_mangled_inventories_never_panic() {
+    let dir = fixture_dir();
+    let mut texts = vec![STARTER.to_string()];
+    for sub in ["errors", "warnings"] {
+        for path in yaml_files(&dir.join(sub)) {
+            texts.push(std::fs::read_to_string(path).unwrap_or_default());
+        }
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories");
+    for path in yaml_files(&examples) {
+        texts.push(std::fs::read_to_string(path).unwrap_or_default());
+    }
+    let mut variants = 0;
+    for text in &texts {
+        let mut cases: Vec<String> = Vec::new();
+        if text.len() < 4000 {
+            cases.extend(
+                (0..text.len())
+                    .step_by(2)
+                    .filter(|&i| text.is_char_boundary(i))
+                    .map(|i| text[..i].to_string()),
+            );
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        cases.extend((0..lines.len()).map(|skip| {
+            let kept: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, l)| *l)
+                .collect();
+            kept.join("\n")
+        }));
+        for case in &cases {
+            let _ = load_text(case, &dir.join("mangled.yaml"), &dir, &opts());
+            variants += 1;
+        }
+    }
+    assert!(variants > 3000, "only {variants} variants tried");
+}
+
+#[test]
+fn x_keys_hold_anchors_that_hosts_merge() {
+    let text = "\
+x-gpu-worker: &w { roles: [worker], gpu: true, labels: { gpu-type: A100 } }
+cluster: { name: lab }
+hosts:
+  - { name: ctl, address: 10.0.0.1, roles: [server] }
+  - { <<: *w, name: gpu01, address: 10.0.1.1 }
+  - { <<: *w, name: gpu02, address: 10.0.1.2, gpu: false }
+";
+    let inv = super::load_text_file(text, &opts()).unwrap_or_else(|e| panic!("{e}"));
+    let gpu = |i: usize| inv.hosts[i].gpu;
+    assert_eq!((gpu(1), gpu(2)), (GpuPresence::Yes, GpuPresence::No));
+    assert!(inv.hosts[2].roles.contains(&Role::Worker));
+    assert_eq!(
+        inv.hosts[1].labels.get("gpu-type").map(String::as_str),
+        Some("A100")
+    );
+    // Elsewhere an `x-` key is still unknown.
+    let text = "cluster: { name: lab, x-note: hi }\nhosts:\n  - { name: n, address: 10.0.0.1, roles: [server] }\n";
+    assert!(super::load_text_file(text, &opts()).is_err());
+}
