@@ -154,4 +154,17 @@ mod tests {
         assert_eq!(lines[3].find("ops@"), col);
         assert_eq!(lines[4].find("local"), col);
     }
+
+    #[test]
+    fn an_invalid_inventory_is_exit_code_2_with_every_problem() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let args = InventoryArgs {
+            inventory: root.join("tests/fixtures/inventory/errors/many-problems.yaml"),
+        };
+        let err = run(&args)
+            .err()
+            .unwrap_or_else(|| panic!("an invalid inventory passed"));
+        assert_eq!(crate::exit::code_for(&err), crate::exit::BAD_INPUT);
+        assert_eq!(format!("{err:#}").lines().count(), 20);
+    }
 }
