@@ -50,7 +50,11 @@ fn run_logs(inventory: &Path) -> Vec<PathBuf> {
 fn ping_exec_and_copy_on_three_nodes() {
     let lab = Lab::up(&LabSpec::new(3).gpu(1));
 
-    let ping = Gpuctl::new().args(["ping"]).inventory(&lab.inventory).run().success();
+    let ping = Gpuctl::new()
+        .args(["ping"])
+        .inventory(&lab.inventory)
+        .run()
+        .success();
     for node in ["node1", "node2", "node3"] {
         assert!(ping.stdout.contains(node), "{}", ping.stdout);
     }
@@ -111,10 +115,18 @@ fn ping_exec_and_copy_on_three_nodes() {
         .args([src_arg.as_str(), "/data/payload.bin"])
         .run()
         .success();
-    assert_eq!(again.stdout.matches("unchanged").count(), 3, "{}", again.stdout);
+    assert_eq!(
+        again.stdout.matches("unchanged").count(),
+        3,
+        "{}",
+        again.stdout
+    );
     for node in ["node1", "node2", "node3"] {
         let sum = lab.exec(node, "sha256sum /data/payload.bin");
-        assert!(sum.starts_with(&expected), "{node}: {sum} (expected {expected})");
+        assert!(
+            sum.starts_with(&expected),
+            "{node}: {sum} (expected {expected})"
+        );
     }
 
     // Every command of those runs is in a per-host log.
@@ -146,19 +158,12 @@ fn sudo_password_works_and_never_reaches_a_log() {
     let password = lab
         .sudo_password()
         .unwrap_or_else(|| panic!("the lab wrote no sudo password"));
-    // The lab's inventory plus the one line an admin adds for a password-sudo host.
-    let inventory = lab.dir().join("inventory-sudo.yaml");
-    let text = fs::read_to_string(&lab.inventory).unwrap_or_else(|e| panic!("{e}"));
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    doc["ssh"]["sudo_password"] = serde_yaml::from_str("{ env: LAB_SUDO_PASSWORD }")
-        .unwrap_or_else(|e| panic!("{e}"));
-    fs::write(&inventory, serde_yaml::to_string(&doc).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
-
+    // The lab's inventory names `ssh.sudo_password: { env: GPUCTL_SUDO_PASSWORD }`.
+    let inventory = lab.inventory.clone();
     let out = Gpuctl::new()
         .args(["exec", "--sudo"])
         .inventory(&inventory)
-        .env("LAB_SUDO_PASSWORD", &password)
+        .env("GPUCTL_SUDO_PASSWORD", &password)
         .args(["--", "id -u; echo $SUDO_USER"])
         .run()
         .success()
@@ -166,31 +171,52 @@ fn sudo_password_works_and_never_reaches_a_log() {
     let ping = Gpuctl::new()
         .args(["ping"])
         .inventory(&inventory)
-        .env("LAB_SUDO_PASSWORD", &password)
+        .env("GPUCTL_SUDO_PASSWORD", &password)
         .run()
         .success();
-    let row = ping.stdout.lines().find(|l| l.starts_with("node2")).unwrap_or_default();
+    let row = ping
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("node2"))
+        .unwrap_or_default();
     assert!(row.contains("password"), "{}", ping.stdout);
 
     // A wrong password fails on that host only, and is not printed either.
     let wrong = Gpuctl::new()
         .args(["exec", "--sudo"])
         .inventory(&inventory)
-        .env("LAB_SUDO_PASSWORD", "not-the-password-123")
+        .env("GPUCTL_SUDO_PASSWORD", "not-the-password-123")
         .args(["--", "true"])
         .run()
         .code(1)
         .stderr_has("node2");
 
-    for text in [&out.stdout, &out.stderr, &ping.stdout, &ping.stderr, &wrong.stdout, &wrong.stderr] {
+    for text in [
+        &out.stdout,
+        &out.stderr,
+        &ping.stdout,
+        &ping.stderr,
+        &wrong.stdout,
+        &wrong.stderr,
+    ] {
         assert!(!text.contains(&password), "the password was printed");
-        assert!(!text.contains("not-the-password-123"), "a password was printed");
+        assert!(
+            !text.contains("not-the-password-123"),
+            "a password was printed"
+        );
     }
     let logs = run_logs(&inventory);
-    assert!(logs.len() >= 9, "expected a log per host and run, got {logs:?}");
+    assert!(
+        logs.len() >= 9,
+        "expected a log per host and run, got {logs:?}"
+    );
     for log in logs {
         let text = fs::read_to_string(&log).unwrap_or_default();
-        assert!(!text.contains(&password), "the password is in {}", log.display());
+        assert!(
+            !text.contains(&password),
+            "the password is in {}",
+            log.display()
+        );
         assert!(
             !text.contains("not-the-password-123"),
             "a password is in {}",
