@@ -5,6 +5,7 @@
 
 use crate::cli::InventoryArgs;
 use crate::inventory::{self, GpuPresence, Inventory, LoadOptions};
+use crate::table::Table;
 use crate::transport::Endpoint;
 
 pub fn run(args: &InventoryArgs) -> anyhow::Result<()> {
@@ -29,7 +30,7 @@ pub fn render(inv: &Inventory) -> String {
         c.pod_cidr,
         c.service_cidr,
     );
-    let mut rows = vec![["NAME", "ADDRESS", "VIA", "ROLES", "GPU", "LABELS"].map(String::from)];
+    let mut table = Table::new(["NAME", "ADDRESS", "VIA", "ROLES", "GPU", "LABELS"]);
     for h in &inv.hosts {
         let (address, via) = match &h.endpoint {
             Endpoint::Local => ("local".to_string(), "-".to_string()),
@@ -55,7 +56,7 @@ pub fn render(inv: &Inventory) -> String {
         } else {
             labels.join(",")
         };
-        rows.push([
+        table.row([
             h.name.clone(),
             address,
             via,
@@ -64,7 +65,7 @@ pub fn render(inv: &Inventory) -> String {
             labels,
         ]);
     }
-    out.push_str(&table(&rows));
+    out.push_str(&table.render());
     let n = inv.hosts.len();
     out.push_str(&format!(
         "\n{n} host{}, {} server{}; inventory is valid\n",
@@ -80,32 +81,6 @@ fn serde_name<T: serde::Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
-}
-
-/// Left-aligned columns two spaces apart; the last column is not padded.
-pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                let pad = widths[i] - cell.chars().count();
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
