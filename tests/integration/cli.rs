@@ -48,7 +48,7 @@ fn run_logs(inventory: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn ping_exec_and_copy_on_three_nodes() {
-    let lab = Lab::up(&LabSpec::new(3).gpu(1));
+    let lab = Lab::up(&LabSpec::new(3).gpu(1).hidden(&["node3"]));
 
     let ping = Gpuctl::new()
         .args(["ping"])
@@ -222,5 +222,72 @@ fn sudo_password_works_and_never_reaches_a_log() {
             "a password is in {}",
             log.display()
         );
+    }
+}
+
+#[test]
+fn ctrl_c_stops_every_host_and_says_so() {
+    use std::time::{Duration, Instant};
+
+    let lab = Lab::up(&LabSpec::new(2));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpuctl"))
+        .args(["exec", "--inventory"])
+        .arg(&lab.inventory)
+        .args(["--", "sleep 300 # gpuctl-ctrl-c-test"])
+        .env("NO_COLOR", "1")
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start gpuctl: {e}"));
+    // Wait until the command runs on both nodes, then interrupt as a terminal would.
+    let started = Instant::now();
+    while ["node1", "node2"]
+        .iter()
+        .any(|n| !lab.exec(n, "pgrep -f 'gpuctl-ctrl-c-[t]est' || true").contains(char::is_numeric))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command never started on both nodes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(status.success());
+    let interrupted = Instant::now();
+    let out = loop {
+        if let Some(_status) = child.try_wait().unwrap_or(None) {
+            break child
+                .wait_with_output()
+                .unwrap_or_else(|e| panic!("cannot read gpuctl's output: {e}"));
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(20),
+            "gpuctl did not stop within 20 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("2 of 2 hosts failed (interrupted)"), "{stderr}");
+    // Nothing is left running on the hosts.
+    let deadline = Instant::now();
+    for node in ["node1", "node2"] {
+        loop {
+            let left = lab.exec(node, "pgrep -f 'gpuctl-ctrl-c-[t]est' || true");
+            if !left.contains(char::is_numeric) {
+                break;
+            }
+            assert!(
+                deadline.elapsed() < Duration::from_secs(10),
+                "the command still runs on {node} after Ctrl-C: {left}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
