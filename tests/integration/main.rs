@@ -1,0 +1,4 @@
+//! gpuctl's integration tests: one binary, one module per topic, helpers in `support`.
+
+mod lab_smoke;
+mod support;

@@ -1,0 +1,7 @@
+//! Helpers shared by the integration tests.
+
+// Each test module uses the part of the helpers it needs, so some go unused in any one build
+// configuration.
+#![allow(dead_code)]
+
+pub mod lab;
