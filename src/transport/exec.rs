@@ -188,12 +188,14 @@ pub async fn run_command<E: Exec>(
         stdin,
         cmd.timeout,
         cmd.sink.as_ref(),
+        None,
     )
     .await
     .map(|o| o.output)
 }
 
 /// [`run_command`] with any feed on stdin (put streams a file through it).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_script<E: Exec>(
     host: &E,
     sudo: &SudoState,
@@ -202,6 +204,7 @@ pub async fn run_script<E: Exec>(
     feed: Feed,
     timeout: Option<Duration>,
     sink: Option<&OutputSink>,
+    label: Option<&str>,
 ) -> Result<Outcome, TransportError> {
     let elevation = if as_root {
         sudo.elevation(host.host())?
@@ -228,7 +231,8 @@ pub async fn run_script<E: Exec>(
         _ => None,
     };
     let sink = redacting.as_ref().or(sink);
-    let what = shell::first_line(script);
+    // What errors call the command: the caller's label, or the script's first line.
+    let what = label.map_or_else(|| shell::first_line(script), str::to_string);
     // The remote `timeout` stops the command first; this local deadline only catches a
     // host that stopped answering altogether.
     let deadline = timeout.map(|t| t + KILL_GRACE + Duration::from_secs(3));

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::TransportError;
+pub use put::temp_path;
 
 use crate::secret::{Secret, SecretSource};
 

@@ -4,8 +4,9 @@
 //! 1. hash the local file (cached per file version, see [`super::hash`]);
 //! 2. one round trip: is `dest` already this content? how much of the temp file
 //!    `<dir>/.<name>.gpuctl-<sha256[..16]>.part` did an earlier, broken transfer leave?
-//! 3. stream the rest with `cat >> TEMP` on the command's stdin;
-//! 4. one round trip: hash TEMP on the host, apply mode and owner, `mv -f TEMP dest`.
+//! 3. one round trip: stream the rest with `cat >> TEMP` on the command's stdin; after
+//!    EOF the same script hashes TEMP on the host, applies mode and owner, and runs
+//!    `mv -f TEMP dest`.
 //!
 //! The temp name carries the content hash, so a partial file is only ever resumed with the
 //! same content. When `mv` is refused with EBUSY because `dest` is a mount point (bind
@@ -120,6 +121,7 @@ pub async fn put<E: Exec>(
         Feed::Empty,
         Some(ROUND_TRIP_TIMEOUT),
         None,
+        Some(&format!("checking {dest}")),
     )
     .await?
     .output;
@@ -150,36 +152,8 @@ pub async fn put<E: Exec>(
             )
         })?;
 
-    let mut sent = 0;
-    if offset < total {
-        progress(offset);
-        let send = format!(
-            "(umask 022; mkdir -p {dir}) || exit 1\numask 077\nexec cat >> {t}",
-            dir = quote(&dir)
-        );
-        let outcome = run_script(
-            host,
-            sudo,
-            &send,
-            opts.sudo,
-            Feed::File {
-                path: src.to_path_buf(),
-                offset,
-                progress: opts.progress.clone(),
-            },
-            None,
-            None,
-        )
-        .await?;
-        sent = outcome.fed;
-        if !outcome.output.success() {
-            return Err(fail(
-                "sending",
-                outcome.output.stderr_str().trim().to_string(),
-            ));
-        }
-    }
-
+    // Sending and finishing share one round trip: after EOF, `cat` ends and the same
+    // script verifies the temp file and moves it into place.
     let finish = format!(
         "LC_ALL=C; export LC_ALL\n{HASH_FN}\n\
          got=$(h {t})\n\
@@ -195,17 +169,34 @@ pub async fn put<E: Exec>(
         attrs_dest = attrs_script(&d, opts, None),
         bak = quote(&format!("{dest}.gpuctl-backup")),
     );
-    let out = run_script(
+    let (script, feed, timeout) = if offset < total {
+        progress(offset);
+        let send = format!(
+            "(umask 022; mkdir -p {dir}) || exit 1\n(umask 077; cat >> {t}) || exit 1\n{finish}",
+            dir = quote(&dir)
+        );
+        let feed = Feed::File {
+            path: src.to_path_buf(),
+            offset,
+            progress: opts.progress.clone(),
+        };
+        (send, feed, None)
+    } else {
+        (finish, Feed::Empty, Some(ROUND_TRIP_TIMEOUT))
+    };
+    let label = format!("putting {dest}");
+    let outcome = run_script(
         host,
         sudo,
-        &finish,
+        &script,
         opts.sudo,
-        Feed::Empty,
-        Some(ROUND_TRIP_TIMEOUT),
+        feed,
+        timeout,
         None,
+        Some(&label),
     )
-    .await?
-    .output;
+    .await?;
+    let (out, sent) = (outcome.output, outcome.fed);
     let answer = out.stdout_str();
     let answer = answer.trim();
     if let Some(actual) = answer.strip_prefix("mismatch ") {
@@ -218,7 +209,7 @@ pub async fn put<E: Exec>(
     }
     if !out.success() || !matches!(answer, "moved" | "copied") {
         return Err(fail(
-            "moving it into place",
+            "writing it",
             format!("{} {}", out.stderr_str().trim(), answer)
                 .trim()
                 .to_string(),
@@ -252,6 +243,7 @@ pub async fn get<E: Exec>(
         Feed::Empty,
         Some(ROUND_TRIP_TIMEOUT),
         None,
+        Some(&format!("reading {path}")),
     )
     .await?
     .output;

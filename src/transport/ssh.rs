@@ -164,7 +164,16 @@ struct Inner {
     /// Bastion connections, outermost first: the target's traffic runs through them.
     jumps: Vec<Handle<Client>>,
     sudo: SudoState,
+    /// sshd allows 10 channels per connection by default (MaxSessions); more concurrent
+    /// commands wait here instead of failing.
+    channels: tokio::sync::Semaphore,
 }
+
+/// Concurrent channels per session, below OpenSSH's default MaxSessions of 10.
+const MAX_CHANNELS: usize = 8;
+
+/// How long a refused channel is retried before giving up.
+const CHANNEL_RETRY_FOR: Duration = Duration::from_secs(10);
 
 /// An authenticated SSH connection to one host. Cheap to clone.
 #[derive(Clone)]
@@ -271,6 +280,7 @@ impl SshSession {
                 handle,
                 jumps: handles,
                 sudo: SudoState::placeholder(&target.user),
+                channels: tokio::sync::Semaphore::new(MAX_CHANNELS),
             }),
         };
         let state = sudo::probe(&session, opts.sudo_password.as_ref()).await?;
@@ -318,6 +328,34 @@ impl SshSession {
         }
     }
 
+    /// Opens a session channel. sshd frees a finished session slightly after closing its
+    /// channel, and some hosts set MaxSessions lower than our own limit, so a refusal is
+    /// retried for a while before it becomes an error.
+    async fn open_channel(&self, what: &str) -> Result<russh::Channel<Msg>, TransportError> {
+        let mut delay = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.inner.handle.channel_open_session().await {
+                Ok(c) => return Ok(c),
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    if waited >= CHANNEL_RETRY_FOR {
+                        return Err(TransportError::Ssh {
+                            host: self.inner.host.clone(),
+                            what: format!("opening a channel for `{what}`"),
+                            reason: format!(
+                                "the host refused ({reason:?}) for {waited:?}; check MaxSessions in its sshd_config"
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(_) => return Err(self.lost(what)),
+            }
+        }
+    }
+
     fn lost(&self, what: &str) -> TransportError {
         TransportError::ConnectionLost {
             host: self.inner.host.clone(),
@@ -356,12 +394,13 @@ impl Exec for SshSession {
         deadline: Option<Duration>,
         what: &str,
     ) -> Result<Outcome, TransportError> {
-        let channel = self
+        let _permit = self
             .inner
-            .handle
-            .channel_open_session()
+            .channels
+            .acquire()
             .await
             .map_err(|_| self.lost(what))?;
+        let channel = self.open_channel(what).await?;
         channel
             .exec(true, line.as_bytes())
             .await

@@ -2,3 +2,4 @@
 
 mod lab_smoke;
 mod support;
+mod transport;
