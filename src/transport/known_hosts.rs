@@ -114,7 +114,7 @@ fn parse_line(line: &str) -> Result<(Marker, Vec<Pattern>, PublicKey), String> {
     let keytype = fields.next().ok_or("no key type")?;
     let blob = fields.next().ok_or("no key")?;
     let key = PublicKey::from_openssh(&format!("{keytype} {blob}"))
-        .map_err(|e| format!("cannot parse the {keytype} key: {e}"))?;
+        .map_err(|e| format!("cannot parse a key of type `{keytype}` ({e})"))?;
     Ok((marker, patterns, key))
 }
 
