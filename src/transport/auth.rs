@@ -5,7 +5,8 @@
 //! login password) are loaded once per process and shared by every connection, so fifty
 //! hosts never prompt fifty times.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use russh::client::Handle;
@@ -47,18 +48,39 @@ pub async fn load_secret(
     Ok(secret)
 }
 
+/// Loads (and decrypts) an identity file once per process: decrypting an OpenSSH key
+/// runs a deliberately slow KDF, which fifty hosts should not pay fifty times.
 async fn identity(
     host: &str,
     target: &SshTarget,
     path: &Path,
-) -> Result<keys::PrivateKey, TransportError> {
+) -> Result<Arc<keys::PrivateKey>, TransportError> {
+    type Loaded = tokio::sync::Mutex<HashMap<PathBuf, Arc<keys::PrivateKey>>>;
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
+    let mut loaded = LOADED
+        .get_or_init(|| tokio::sync::Mutex::new(HashMap::new()))
+        .lock()
+        .await;
+    if let Some(k) = loaded.get(path) {
+        return Ok(Arc::clone(k));
+    }
     let file_err = |reason: String| TransportError::IdentityFile {
         host: host.to_string(),
         file: path.to_path_buf(),
         reason,
     };
-    match keys::load_secret_key(path, None) {
-        Ok(k) => Ok(k),
+    let load = |pass: Option<Secret>| {
+        let path = path.to_path_buf();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                keys::load_secret_key(&path, pass.as_ref().map(Secret::expose))
+            })
+            .await
+            .unwrap_or(Err(keys::Error::CouldNotReadKey))
+        }
+    };
+    let key = match load(None).await {
+        Ok(k) => k,
         Err(keys::Error::KeyIsEncrypted) => {
             let Some(source) = &target.identity_passphrase else {
                 return Err(file_err(
@@ -66,20 +88,64 @@ async fn identity(
                 ));
             };
             let pass = load_secret(host, source, "identity file passphrase").await?;
-            keys::load_secret_key(path, Some(pass.expose())).map_err(|e| {
+            load(Some(pass)).await.map_err(|e| {
                 file_err(format!(
                     "cannot decrypt it with the passphrase from {} ({e}); check the passphrase",
                     source.describe()
                 ))
-            })
+            })?
         }
-        Err(keys::Error::IO(e)) => Err(file_err(format!(
-            "cannot read it ({e}); check the path and its permissions"
-        ))),
-        Err(e) => Err(file_err(format!(
-            "cannot parse it as an OpenSSH or PEM private key ({e}); point the inventory at the private key, not the .pub file"
-        ))),
+        Err(keys::Error::IO(e)) => {
+            return Err(file_err(format!(
+                "cannot read it ({e}); check the path and its permissions"
+            )));
+        }
+        Err(e) => {
+            return Err(file_err(format!(
+                "cannot parse it as an OpenSSH or PEM private key ({e}); point the inventory at the private key, not the .pub file"
+            )));
+        }
+    };
+    let key = Arc::new(key);
+    loaded.insert(path.to_path_buf(), Arc::clone(&key));
+    Ok(key)
+}
+
+/// Everything a login needs from this machine, gathered before connecting so that a
+/// passphrase prompt or a slow key never eats into the connect timeout, and a bad key
+/// file is reported without touching the network.
+pub struct Credentials {
+    /// Each identity file, or why it cannot be used. An unusable file does not stop the
+    /// others from being tried; it is reported when nothing else works.
+    keys: Vec<(PathBuf, Result<Arc<keys::PrivateKey>, TransportError>)>,
+    /// The login password and where it came from.
+    password: Option<(Secret, String)>,
+}
+
+pub async fn prepare(host: &str, target: &SshTarget) -> Result<Credentials, TransportError> {
+    let mut keys = Vec::new();
+    for path in &target.identity_files {
+        keys.push((path.clone(), identity(host, target, path).await));
     }
+    // With nothing else to try, a bad key file is the whole story: say so before
+    // connecting.
+    if !target.use_agent && target.password.is_none() && keys.iter().all(|(_, k)| k.is_err()) {
+        if let Some((_, Err(e))) = keys.into_iter().next() {
+            return Err(e);
+        }
+        return Ok(Credentials {
+            keys: Vec::new(),
+            password: None,
+        });
+    }
+    let password = match &target.password {
+        Some(source) => Some((
+            load_secret(host, source, "ssh login password").await?,
+            source.describe(),
+        )),
+        None => None,
+    };
+    Ok(Credentials { keys, password })
 }
 
 /// Authenticates `target.user` on an open connection, trying each method in order.
@@ -88,6 +154,7 @@ pub async fn authenticate<H: russh::client::Handler>(
     host: &str,
     addr: &str,
     target: &SshTarget,
+    creds: &Credentials,
 ) -> Result<(), TransportError> {
     let user = target.user.as_str();
     let ssh_err = |what: &str, e: russh::Error| TransportError::Ssh {
@@ -97,8 +164,20 @@ pub async fn authenticate<H: russh::client::Handler>(
     };
     let mut tried: Vec<String> = Vec::new();
 
-    for path in &target.identity_files {
-        let key = identity(host, target, path).await?;
+    let mut unusable: Option<&TransportError> = None;
+    for (path, key) in &creds.keys {
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => {
+                if !matches!(e, TransportError::IdentityFile { .. }) {
+                    tried.push(format!("identity file {} (unusable: {e})", path.display()));
+                } else {
+                    tried.push(format!("identity file {} (unusable)", path.display()));
+                }
+                unusable = unusable.or(Some(e));
+                continue;
+            }
+        };
         let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
             handle
                 .best_supported_rsa_hash()
@@ -108,7 +187,7 @@ pub async fn authenticate<H: russh::client::Handler>(
         } else {
             None
         };
-        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+        let key = PrivateKeyWithHashAlg::new(Arc::clone(key), hash);
         let result = handle
             .authenticate_publickey(user, key)
             .await
@@ -153,18 +232,28 @@ pub async fn authenticate<H: russh::client::Handler>(
         }
     }
 
-    if let Some(source) = &target.password {
-        let pw = load_secret(host, source, "ssh login password").await?;
+    if let Some((pw, from)) = &creds.password {
         let result = handle
             .authenticate_password(user, pw.expose())
             .await
             .map_err(|e| ssh_err("password authentication", e))?;
-        tried.push(format!("password from {}", source.describe()));
+        tried.push(format!("password from {from}"));
         if result.success() {
             return Ok(());
         }
     }
 
+    if let Some(TransportError::IdentityFile { file, reason, .. }) = unusable {
+        // The unusable key is the likely culprit; name it first.
+        return Err(TransportError::IdentityFile {
+            host: host.to_string(),
+            file: file.clone(),
+            reason: format!(
+                "{reason} (and every other method failed: {})",
+                tried.join(", ")
+            ),
+        });
+    }
     if tried.is_empty() {
         tried.push("nothing: no identity file, ssh-agent or password is configured".into());
     }

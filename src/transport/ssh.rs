@@ -213,6 +213,7 @@ async fn connect_hop(
             reason: e.to_string(),
         },
     };
+    let creds = auth::prepare(host, hop).await?;
     let attempt = async {
         let mut handle = match via {
             None => client::connect(config, (hop.host.as_str(), hop.port), handler)
@@ -237,7 +238,7 @@ async fn connect_hop(
                     .map_err(map_err)?
             }
         };
-        auth::authenticate(&mut handle, host, addr, hop).await?;
+        auth::authenticate(&mut handle, host, addr, hop, &creds).await?;
         Ok(handle)
     };
     tokio::time::timeout(opts.connect_timeout, attempt)

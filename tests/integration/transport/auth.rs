@@ -105,6 +105,33 @@ async fn wrong_and_unreadable_keys_say_which_file() {
         .await
         .unwrap();
 
+    // An unusable key file does not stop a usable one, in either order.
+    let missing = dir.path().join("missing");
+    for keys in [
+        vec![missing.clone(), lab.key.clone()],
+        vec![lab.key.clone(), missing.clone()],
+    ] {
+        t.identity_files = keys;
+        Connection::connect("node2", &Endpoint::Ssh(t.clone()), &options(lab))
+            .await
+            .unwrap();
+    }
+    // When nothing works, the unusable file is named as the likely cause.
+    t.identity_files = vec![missing.clone(), stranger.clone()];
+    let (err, text) = expect_err(
+        Connection::connect("node2", &Endpoint::Ssh(t.clone()), &options(lab)).await,
+        "an unusable key and a wrong one",
+    );
+    assert!(
+        matches!(err, TransportError::IdentityFile { .. }),
+        "{err:?}"
+    );
+    assert!(
+        text.contains(&missing.display().to_string())
+            && text.contains(&stranger.display().to_string()),
+        "{text}"
+    );
+
     for (path, what) in [
         (dir.path().join("missing"), "cannot read"),
         (stranger.with_extension("pub"), "cannot parse"),
