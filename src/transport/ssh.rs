@@ -365,8 +365,10 @@ impl SshSession {
     }
 }
 
-/// Closes a channel whose command is abandoned (timeout, or the caller dropped the
-/// future): the host then sees EOF and SIGPIPE instead of a channel left open.
+/// Stops a command whose caller gave up (local deadline, or the future was dropped): sends
+/// SIGTERM through the channel, then closes it. sshd delivers the signal as the login user,
+/// so a command running through sudo is out of its reach; such commands are stopped by the
+/// `timeout` wrapper their [`Command::timeout`] adds on the host.
 struct CloseOnDrop(Option<Arc<ChannelWriteHalf<Msg>>>);
 
 impl Drop for CloseOnDrop {

@@ -148,3 +148,35 @@ async fn many_commands_share_one_session_at_once() {
         started.elapsed()
     );
 }
+
+/// A command whose caller goes away gets SIGTERM through the channel. (Not through sudo:
+/// the login user may not signal a root process; sudo commands stop at their timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_command_is_stopped_on_the_host() {
+    let lab = shared();
+    let conn = connect(lab, "node1").await;
+    let cmd = Command::new("sleep 3171");
+    // The caller gives up (a fleet-wide cancel, say): the future is dropped.
+    let run = conn.run(&cmd);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), run)
+            .await
+            .is_err()
+    );
+    let mut gone = false;
+    for _ in 0..50 {
+        if !lab
+            .exec_output("node1", "pgrep -f '[s]leep 3171'")
+            .status
+            .success()
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "`sleep 3171` still runs on node1 after its caller went away"
+    );
+}
