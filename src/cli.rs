@@ -10,7 +10,13 @@ use crate::commands;
 
 /// Turn bare Linux machines into an offline GPU machine-learning cluster over SSH.
 #[derive(Debug, Parser)]
-#[command(name = "gpuctl", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "gpuctl",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -27,6 +33,8 @@ pub enum Command {
     Ping(PingArgs),
     /// Run a shell command on all or some hosts, output grouped per host
     Exec(ExecArgs),
+    /// Copy a local file to all or some hosts: atomic, sha256-verified, resumable
+    Copy(CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +105,32 @@ pub struct ExecArgs {
     /// The command, after `--`; it runs through `sh -c` on each host
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Write as root (through sudo when the login is not root)
+    #[arg(long)]
+    pub sudo: bool,
+    /// File mode on the hosts, in octal
+    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
+    pub mode: Option<u32>,
+    /// Owner on the hosts, as `user:group`
+    #[arg(long, value_name = "USER:GROUP")]
+    pub owner: Option<String>,
+    /// The local file
+    pub src: PathBuf,
+    /// The absolute path on each host
+    pub dest: String,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("`{text}` is not a file mode; write it in octal, e.g. 0644"))
 }
 
 /// Parses arguments, runs the command, and turns the result into an exit code.

@@ -10,4 +10,5 @@ pub mod facts;
 pub mod fleet;
 pub mod inventory;
 pub mod secret;
+pub mod table;
 pub mod transport;

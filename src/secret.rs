@@ -80,9 +80,13 @@ impl fmt::Debug for Secret {
 /// Why a secret could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{what}: environment variable {var} is not set or empty; export it before running gpuctl")]
+    #[error(
+        "{what}: environment variable {var} is not set or empty; export it before running gpuctl"
+    )]
     MissingEnv { what: String, var: String },
-    #[error("{what}: could not read it from the terminal ({reason}); set it through an environment variable instead")]
+    #[error(
+        "{what}: could not read it from the terminal ({reason}); set it through an environment variable instead"
+    )]
     Prompt { what: String, reason: String },
 }
 

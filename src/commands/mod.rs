@@ -1,6 +1,8 @@
 //! One function per command. Each takes its parsed arguments, does its work through the
 //! layers below, prints its result, and returns an error for `exit` to map to a code.
 
+pub mod connect;
+pub mod copy;
 pub mod exec;
 pub mod init;
 pub mod inventory_check;
@@ -14,5 +16,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check::run(&args),
         Command::Ping(args) => ping::run(&args).await,
         Command::Exec(args) => exec::run(&args).await,
+        Command::Copy(args) => copy::run(&args).await,
     }
 }

@@ -1,1 +1,314 @@
-//! Fleet: run work on many hosts with bounded concurrency, progress and per-host logs.
+//! Fleet: run the same work on many hosts — bounded concurrency, one progress line per
+//! host, a log file per host, and every host's failure reported together at the end.
+//!
+//! Work never touches a [`Connection`] directly: it gets a [`HostCtx`] whose `run`/`put`/
+//! `get` write every command and its output to the host's run log, so what happened on
+//! each host can always be read afterwards.
+
+pub mod progress;
+pub mod runlog;
+pub mod select;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::inventory::Host;
+use crate::transport::{
+    Command, ConnectOptions, Connection, Output, PutOptions, PutReport, TransportError,
+};
+pub use progress::{HostProgress, Progress};
+pub use runlog::{HostLog, RunLog};
+
+/// How a fleet run behaves.
+#[derive(Clone)]
+pub struct FleetOptions {
+    /// Hosts worked on at once.
+    pub concurrency: usize,
+    pub connect: ConnectOptions,
+    pub progress: Progress,
+}
+
+/// A set of hosts and the run they belong to.
+pub struct Fleet {
+    hosts: Vec<Host>,
+    opts: FleetOptions,
+    runlog: RunLog,
+}
+
+/// What work on one host gets: the host, its connection, its log and its progress line.
+#[derive(Clone)]
+pub struct HostCtx {
+    pub host: Host,
+    pub conn: Connection,
+    pub log: HostLog,
+    pub progress: HostProgress,
+}
+
+impl HostCtx {
+    /// Runs a command, logging it and its output as they happen.
+    pub async fn run(&self, cmd: Command) -> Result<Output, TransportError> {
+        self.log
+            .command(&cmd.script, cmd.sudo, cmd.stdin.as_ref().map(Vec::len));
+        let log = self.log.clone();
+        let downstream = cmd.sink.clone();
+        let cmd = cmd.sink(Arc::new(move |stream, bytes| {
+            log.output(stream, bytes);
+            if let Some(next) = &downstream {
+                next(stream, bytes);
+            }
+        }));
+        let result = self.conn.run(&cmd).await;
+        match &result {
+            Ok(out) => self.log.status(out.status),
+            Err(e) => self.log.note(&format!("error: {e}")),
+        }
+        result
+    }
+
+    /// Puts a file, with a progress bar and a log line.
+    pub async fn put(
+        &self,
+        src: &Path,
+        dest: &str,
+        opts: &PutOptions,
+    ) -> Result<PutReport, TransportError> {
+        let total = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+        self.log
+            .note(&format!("put {} -> {dest} ({total} bytes)", src.display()));
+        let mut opts = opts.clone();
+        if opts.progress.is_none() {
+            opts.progress = Some(self.progress.transfer(dest, total));
+        }
+        let result = self.conn.put(src, dest, &opts).await;
+        match &result {
+            Ok(r) => self.log.note(&format!(
+                "put done: sha256 {}, {} bytes sent{}",
+                r.sha256,
+                r.bytes_sent,
+                if r.unchanged { " (unchanged)" } else { "" }
+            )),
+            Err(e) => self.log.note(&format!("put failed: {e}")),
+        }
+        result
+    }
+
+    /// Reads a file from the host.
+    pub async fn get(&self, path: &str, sudo: bool) -> Result<Vec<u8>, TransportError> {
+        self.log.note(&format!("get {path}"));
+        let result = self.conn.get(path, sudo).await;
+        if let Err(e) = &result {
+            self.log.note(&format!("get failed: {e}"));
+        }
+        result
+    }
+}
+
+/// The result of one host.
+pub struct HostResult<T> {
+    pub host: String,
+    pub outcome: Result<T, anyhow::Error>,
+    pub elapsed: Duration,
+}
+
+/// The results of every host, in inventory order.
+pub struct Report<T> {
+    pub results: Vec<HostResult<T>>,
+    /// Ctrl-C stopped the run; hosts that had not finished are failures saying so.
+    pub interrupted: bool,
+    pub log_dir: PathBuf,
+}
+
+impl<T> Report<T> {
+    pub fn failed(&self) -> impl Iterator<Item = (&str, &anyhow::Error)> {
+        self.results
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().err().map(|e| (r.host.as_str(), e)))
+    }
+
+    pub fn failure_count(&self) -> usize {
+        self.failed().count()
+    }
+
+    /// The failures, all of them, as one block of text (empty when none failed).
+    pub fn failure_summary(&self) -> String {
+        let failed: Vec<_> = self.failed().collect();
+        if failed.is_empty() {
+            return String::new();
+        }
+        let mut text = format!(
+            "{} of {} hosts failed{}:\n",
+            failed.len(),
+            self.results.len(),
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        );
+        for (host, err) in failed {
+            let msg = crate::secret::redact(&format!("{err:#}"));
+            text.push_str(&format!("  {host}: {msg}\n"));
+        }
+        text.push_str(&format!("logs: {}\n", self.log_dir.display()));
+        text
+    }
+
+    /// `Err(HostsFailed)` when any host failed, after printing the summary to stderr.
+    pub fn check(&self) -> Result<(), crate::exit::HostsFailed> {
+        let failed = self.failure_count();
+        if failed == 0 {
+            return Ok(());
+        }
+        eprint!("{}", self.failure_summary());
+        Err(crate::exit::HostsFailed {
+            failed,
+            total: self.results.len(),
+        })
+    }
+}
+
+impl Fleet {
+    /// A fleet over `hosts`, with its run log under `state_dir/runs/`.
+    pub fn new(hosts: Vec<Host>, state_dir: &Path, opts: FleetOptions) -> anyhow::Result<Fleet> {
+        let runlog = RunLog::create(state_dir)
+            .with_context(|| format!("cannot create the run log under {}", state_dir.display()))?;
+        Ok(Fleet {
+            hosts,
+            opts,
+            runlog,
+        })
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        self.runlog.dir()
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.opts.progress
+    }
+
+    /// Connects to every host (at most `concurrency` at once) and runs `work` on each.
+    /// A host that cannot be reached is a failure of that host, not of the run. Ctrl-C
+    /// stops every host at once, and the report says which ones were cut short.
+    pub async fn run<T, F, Fut>(&self, work: F) -> Report<T>
+    where
+        T: Send + 'static,
+        F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+    {
+        let work = Arc::new(work);
+        let permits = Arc::new(Semaphore::new(self.opts.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for (index, host) in self.hosts.iter().cloned().enumerate() {
+            let work = Arc::clone(&work);
+            let permits = Arc::clone(&permits);
+            let connect = self.opts.connect.clone();
+            let progress = self.opts.progress.host(&host.name);
+            let log = self.runlog.host(&host.name);
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let outcome = async {
+                    let log =
+                        log.with_context(|| format!("cannot create the log of {}", host.name))?;
+                    let _permit = permits.acquire().await.context("fleet stopped")?;
+                    progress.step("connecting");
+                    log.note(&format!("connecting to {}", describe(&host)));
+                    let conn = Connection::connect(&host.name, &host.endpoint, &connect)
+                        .await
+                        .inspect_err(|e| log.note(&format!("connect failed: {e}")))?;
+                    log.note(&format!("connected (sudo: {:?})", conn.sudo_mode()));
+                    let ctx = HostCtx {
+                        host: host.clone(),
+                        conn: conn.clone(),
+                        log: log.clone(),
+                        progress: progress.clone(),
+                    };
+                    let result = work(ctx).await;
+                    conn.close().await;
+                    log.flush();
+                    result
+                }
+                .await;
+                match &outcome {
+                    Ok(_) => progress.finish(true, ""),
+                    Err(e) => progress.finish(false, &first_line(&format!("{e:#}"))),
+                }
+                (
+                    index,
+                    HostResult {
+                        host: host.name.clone(),
+                        outcome,
+                        elapsed: started.elapsed(),
+                    },
+                )
+            });
+        }
+
+        let mut slots: Vec<Option<HostResult<T>>> = self.hosts.iter().map(|_| None).collect();
+        let mut interrupted = false;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(Ok((index, result))) => slots[index] = Some(result),
+                    // A panicking task is a bug, but it must not take the other hosts'
+                    // results with it; its slot is filled below.
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c(), if !interrupted => {
+                    interrupted = true;
+                    self.opts.progress.println("interrupted: stopping every host");
+                    tasks.abort_all();
+                }
+            }
+        }
+        let results = slots
+            .into_iter()
+            .zip(&self.hosts)
+            .map(|(slot, host)| {
+                slot.unwrap_or_else(|| HostResult {
+                    host: host.name.clone(),
+                    outcome: Err(anyhow::anyhow!(if interrupted {
+                        "interrupted before it finished"
+                    } else {
+                        "the task for this host stopped unexpectedly (a bug: please report it)"
+                    })),
+                    elapsed: Duration::ZERO,
+                })
+            })
+            .collect();
+        Report {
+            results,
+            interrupted,
+            log_dir: self.runlog.dir().to_path_buf(),
+        }
+    }
+}
+
+/// `user@host:port via bastion` or `local`, for logs and tables.
+pub fn describe(host: &Host) -> String {
+    match &host.endpoint {
+        crate::transport::Endpoint::Local => "local".to_string(),
+        crate::transport::Endpoint::Ssh(t) => {
+            let mut s = t.display();
+            for jump in &t.jumps {
+                s.push_str(&format!(" via {}", jump.display()));
+            }
+            s
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}

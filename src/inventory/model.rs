@@ -43,7 +43,9 @@ impl Inventory {
         self.base_dir.join(".gpuctl").join(&self.cluster.name)
     }
     pub fn servers(&self) -> impl Iterator<Item = &Host> {
-        self.hosts.iter().filter(|h| h.roles.contains(&Role::Server))
+        self.hosts
+            .iter()
+            .filter(|h| h.roles.contains(&Role::Server))
     }
 }
 
@@ -81,7 +83,9 @@ pub enum ContainerRuntime {
     Docker,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Server,

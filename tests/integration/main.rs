@@ -1,5 +1,6 @@
 //! gpuctl's integration tests: one binary, one module per topic, helpers in `support`.
 
+mod cli;
 mod lab_smoke;
 mod support;
 mod transport;

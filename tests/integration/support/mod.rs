@@ -4,4 +4,5 @@
 // configuration.
 #![allow(dead_code)]
 
+pub mod gpuctl;
 pub mod lab;

@@ -1,0 +1,116 @@
+//! A fluent builder that runs the real `gpuctl` binary, in the style of just's test suite:
+//! `Gpuctl::new().args(["ping"]).inventory(&lab.inventory).run().success()`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One invocation of the binary under test.
+pub struct Gpuctl {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    env_remove: Vec<String>,
+    cwd: Option<PathBuf>,
+}
+
+/// What it did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Gpuctl {
+    pub fn new() -> Self {
+        Gpuctl {
+            args: Vec::new(),
+            env: Vec::new(),
+            // The tests must not depend on the developer's own agent or config.
+            env_remove: vec!["SSH_AUTH_SOCK".into(), "GPUCTL_INVENTORY".into()],
+            cwd: None,
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn inventory(self, path: &Path) -> Self {
+        self.args(["--inventory".to_string(), path.display().to_string()])
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn run(self) -> Outcome {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpuctl"));
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .env("NO_COLOR", "1");
+        for key in &self.env_remove {
+            cmd.env_remove(key);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run gpuctl {:?}: {e}", self.args));
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Outcome {
+    /// Asserts exit code 0 and returns self for more checks.
+    pub fn success(self) -> Self {
+        self.code(0)
+    }
+
+    pub fn code(self, expected: i32) -> Self {
+        assert_eq!(
+            self.code, expected,
+            "gpuctl exited {} (expected {expected})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn stdout_has(self, needle: &str) -> Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn stderr_has(self, needle: &str) -> Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
