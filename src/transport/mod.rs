@@ -5,15 +5,23 @@
 //! to russh directly, so the same code drives a remote node and the admin's own machine.
 //! A `Connection` is cheap to clone and safe to share between tasks.
 
+mod auth;
 pub mod error;
+mod exec;
+mod hash;
+pub mod known_hosts;
 pub mod local;
+mod put;
+pub mod shell;
 pub mod ssh;
+mod sudo;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::TransportError;
+pub use put::temp_path;
 
 use crate::secret::{Secret, SecretSource};
 
@@ -188,9 +196,11 @@ pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 /// Options for putting a file on a host.
 #[derive(Clone, Default)]
 pub struct PutOptions {
-    /// File mode, e.g. `0o644`. `None` keeps the default of the temp file (0600).
+    /// File mode, e.g. `0o644`. `None`: a file that exists keeps its mode; a new file
+    /// gets 0644.
     pub mode: Option<u32>,
-    /// `user:group` to chown to (needs sudo unless it is the login user).
+    /// `user:group` to chown to (needs sudo unless it is the login user). `None`: a file
+    /// that exists keeps its owner when writing as root; a new file belongs to the writer.
     pub owner: Option<String>,
     /// Write as root (destination not writable by the login user).
     pub sudo: bool,

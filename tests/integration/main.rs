@@ -3,3 +3,4 @@
 mod cli;
 mod lab_smoke;
 mod support;
+mod transport;
