@@ -243,10 +243,10 @@ fn ctrl_c_stops_every_host_and_says_so() {
         .unwrap_or_else(|e| panic!("cannot start gpuctl: {e}"));
     // Wait until the command runs on both nodes, then interrupt as a terminal would.
     let started = Instant::now();
-    while ["node1", "node2"]
-        .iter()
-        .any(|n| !lab.exec(n, "pgrep -f 'gpuctl-ctrl-c-[t]est' || true").contains(char::is_numeric))
-    {
+    while ["node1", "node2"].iter().any(|n| {
+        !lab.exec(n, "pgrep -f 'gpuctl-ctrl-c-[t]est' || true")
+            .contains(char::is_numeric)
+    }) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the command never started on both nodes"
@@ -274,7 +274,10 @@ fn ctrl_c_stops_every_host_and_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    assert!(stderr.contains("2 of 2 hosts failed (interrupted)"), "{stderr}");
+    assert!(
+        stderr.contains("2 of 2 hosts failed (interrupted)"),
+        "{stderr}"
+    );
     // Nothing is left running on the hosts.
     let deadline = Instant::now();
     for node in ["node1", "node2"] {
