@@ -70,16 +70,19 @@ pub trait Exec {
     ) -> Result<Outcome, TransportError>;
 }
 
-/// Large reads keep per-chunk overhead (channel messages, syscalls) negligible.
-const CHUNK: usize = 1 << 20;
+/// Reads big enough to keep per-chunk overhead (channel messages, syscalls) negligible,
+/// small enough that eight transfers at once stay well under 64 MiB of memory: each
+/// holds at most `CHUNK * (READ_AHEAD + 1)` bytes of the file.
+const CHUNK: usize = 256 << 10;
+const READ_AHEAD: usize = 2;
 
 /// Reads `path` from `offset` on a blocking thread; chunks arrive through the channel,
-/// which holds a few of them so disk and network overlap.
+/// which holds a couple of them so disk and network overlap.
 pub fn read_file_chunks(
     path: PathBuf,
     offset: u64,
 ) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(4);
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         use std::io::{Read as _, Seek as _, SeekFrom};
         let mut file = match std::fs::File::open(&path) {
