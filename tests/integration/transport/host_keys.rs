@@ -28,30 +28,6 @@ fn keygen_fingerprint(lab: &Lab, node: &str, dir: &Path) -> String {
     fp
 }
 
-/// New host keys for `node`, as `lab rekey` does, but reloaded with SIGHUP instead of a
-/// service restart: under load, the node's systemctl sometimes still sees the old sshd
-/// (a zombie not reaped yet) and refuses to start the new one.
-fn rekey(lab: &Lab, node: &str) {
-    lab.exec(
-        node,
-        "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && kill -HUP \"$(cat /run/sshd.pid)\"",
-    );
-    let new_key = lab.exec(node, "cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub");
-    let port = lab.node(node).port.expect("a published node").to_string();
-    // sshd re-executes itself on SIGHUP; wait until it serves the new key.
-    for _ in 0..100 {
-        let scan = std::process::Command::new("ssh-keyscan")
-            .args(["-t", "ed25519", "-p", &port, "127.0.0.1"])
-            .output()
-            .expect("ssh-keyscan (openssh-client) must be installed");
-        if String::from_utf8_lossy(&scan.stdout).contains(new_key.trim()) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("sshd on {node} does not serve its new host key after SIGHUP");
-}
-
 fn with_known_hosts(lab: &Lab, path: &Path, accept_new: bool) -> ConnectOptions {
     let mut opts = options(lab);
     opts.host_keys.known_hosts = vec![path.to_path_buf()];
@@ -229,7 +205,7 @@ async fn a_changed_host_key_is_refused_naming_file_and_line() {
         .unwrap();
     conn.close().await;
     let before = lab.exec("node1", "cat /etc/ssh/ssh_host_ed25519_key.pub");
-    rekey(&lab, "node1");
+    lab.rekey("node1");
     let after = lab.exec("node1", "cat /etc/ssh/ssh_host_ed25519_key.pub");
     assert_ne!(before, after, "node1 has new host keys");
     for accept_new in [false, true] {
