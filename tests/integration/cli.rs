@@ -294,3 +294,74 @@ fn ctrl_c_stops_every_host_and_says_so() {
         }
     }
 }
+
+#[test]
+fn ssh_agent_logs_in_when_no_key_file_is_named() {
+    use std::process::Command;
+
+    let lab = Lab::up(&LabSpec::new(2));
+    // An agent holding the lab key, and an inventory that names no identity file, run with
+    // an empty home so no default key (~/.ssh/id_*) can be what logs in.
+    let home = lab.dir().join("agent-home");
+    fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{e}"));
+    let sock = lab.dir().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .args(["-a"])
+        .arg(&sock)
+        .output()
+        .unwrap_or_else(|e| panic!("ssh-agent (openssh-client) must be installed: {e}"));
+    assert!(agent.status.success(), "ssh-agent failed: {agent:?}");
+    let agent_pid = String::from_utf8_lossy(&agent.stdout)
+        .split("SSH_AGENT_PID=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no SSH_AGENT_PID in {agent:?}"));
+    struct StopAgent(String);
+    impl Drop for StopAgent {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(&self.0).status();
+        }
+    }
+    let _stop = StopAgent(agent_pid);
+    let added = Command::new("ssh-add")
+        .arg(&lab.key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ssh-add: {e}"));
+    assert!(added.status.success(), "ssh-add failed: {added:?}");
+
+    let text = fs::read_to_string(&lab.inventory).unwrap_or_else(|e| panic!("{e}"));
+    let without_key: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("identity_file:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        text, without_key,
+        "the lab inventory names no identity file to drop"
+    );
+    let inventory = lab.dir().join("inventory-agent.yaml");
+    fs::write(&inventory, without_key).unwrap_or_else(|e| panic!("{e}"));
+    let sock = sock.display().to_string();
+    let home = home.display().to_string();
+
+    Gpuctl::new()
+        .args(["exec"])
+        .inventory(&inventory)
+        .env("HOME", &home)
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["--", "echo", "via-agent"])
+        .run()
+        .success()
+        .stdout_has("== node1,node2 (exit 0) ==\nvia-agent\n");
+    // Without the agent the same inventory has no way in, and says what it tried.
+    Gpuctl::new()
+        .args(["exec"])
+        .inventory(&inventory)
+        .env("HOME", &home)
+        .args(["--", "true"])
+        .run()
+        .code(1)
+        .stderr_has("2 of 2 hosts failed");
+}
