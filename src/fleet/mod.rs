@@ -239,9 +239,16 @@ impl Fleet {
                     result
                 }
                 .await;
+                let took = format!("({:.1}s)", started.elapsed().as_secs_f64());
                 match &outcome {
-                    Ok(_) => progress.finish(true, ""),
-                    Err(e) => progress.finish(false, &first_line(&format!("{e:#}"))),
+                    Ok(_) => progress.finish(true, &took),
+                    Err(e) => progress.finish(
+                        false,
+                        &format!(
+                            "{took} {}",
+                            first_line(&crate::secret::redact(&format!("{e:#}")))
+                        ),
+                    ),
                 }
                 (
                     index,
