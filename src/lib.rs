@@ -9,6 +9,7 @@ pub mod exit;
 pub mod facts;
 pub mod fleet;
 pub mod inventory;
+pub mod registry;
 pub mod secret;
 pub mod table;
 pub mod transport;
