@@ -6,3 +6,4 @@
 
 pub mod gpuctl;
 pub mod lab;
+pub mod registry;
