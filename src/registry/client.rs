@@ -309,11 +309,15 @@ impl RegistryClient {
                     service,
                     scope,
                 } => {
-                    let scope = call.scope.clone().or(scope.clone());
+                    // Cached under the call's own scope, which is what `authorize` looks
+                    // up; the challenge's scope is only a fallback for what to ask for.
+                    let wanted = call.scope.as_deref().or(scope.as_deref());
                     let token = self
-                        .fetch_token(call.target, realm, service.as_deref(), scope.as_deref())
+                        .fetch_token(call.target, realm, service.as_deref(), wanted)
                         .await?;
-                    self.lock().tokens.insert(scope.unwrap_or_default(), token);
+                    self.lock()
+                        .tokens
+                        .insert(call.scope.clone().unwrap_or_default(), token);
                 }
             }
             self.lock().challenge = Some(challenge);

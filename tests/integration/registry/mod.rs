@@ -12,6 +12,8 @@ use gpuctl::secret::Secret;
 
 use crate::support::registry::TestRegistry;
 
+mod bearer;
+
 fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
     let options = ClientOptions {
         insecure: true,
