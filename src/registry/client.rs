@@ -63,6 +63,8 @@ struct Call<'a> {
     url: String,
     target: &'a Target,
     scope: Option<String>,
+    /// Send the Accept header listing the manifest types we handle.
+    manifest: bool,
 }
 
 impl RegistryClient {
@@ -127,6 +129,7 @@ impl RegistryClient {
             url: format!("{}/v2/", self.base),
             target: &target,
             scope: None,
+            manifest: false,
         };
         let resp = self.send(&call).await?;
         Self::expect_success(&call, resp).await?;
@@ -246,6 +249,7 @@ impl RegistryClient {
             url: format!("{}/v2/{repository}/blobs/{reference}", self.base),
             target: &target,
             scope: Some(pull_scope(repository)),
+            manifest: false,
         };
         let resp = self.send(&call).await?;
         if resp.status() == StatusCode::NOT_FOUND {
@@ -268,6 +272,7 @@ impl RegistryClient {
             url: format!("{}/v2/{repository}/manifests/{reference}", self.base),
             target,
             scope: Some(pull_scope(repository)),
+            manifest: true,
         }
     }
 
@@ -277,7 +282,7 @@ impl RegistryClient {
         let mut answered = false;
         loop {
             let mut request = self.http.request(call.method.clone(), &call.url);
-            if call.what.ends_with("manifest") {
+            if call.manifest {
                 request = request.header(header::ACCEPT, manifest::SUPPORTED.join(", "));
             }
             let request = self.authorize(request, call.scope.as_deref());
@@ -368,6 +373,7 @@ impl RegistryClient {
             url: url.to_string(),
             target,
             scope: None,
+            manifest: false,
         };
         let mut request = self.http.get(url);
         if let Some(creds) = &self.credentials {
@@ -432,11 +438,13 @@ impl RegistryClient {
     }
 
     fn connect_error(&self, call: &Call<'_>, error: &reqwest::Error) -> RegistryError {
+        let detail = crate::secret::redact(&error_chain(error));
         RegistryError::Connect {
             target: Box::new(call.target.clone()),
             method: call.method.to_string(),
             url: call.url.clone(),
-            detail: crate::secret::redact(&error_chain(error)),
+            hint: connect_hint(&detail),
+            detail,
         }
     }
 
@@ -459,6 +467,17 @@ fn header_str(resp: &Response, name: impl header::AsHeaderName) -> Option<String
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// What to do about a failed connection, from what rustls and hyper said.
+fn connect_hint(detail: &str) -> &'static str {
+    if detail.contains("certificate") {
+        "the registry's TLS certificate is not trusted: give the CA file that signed it"
+    } else if detail.contains("InvalidContentType") || detail.contains("corrupt message") {
+        "the registry answered in plain HTTP: use the insecure setting only if it really has no TLS"
+    } else {
+        "check that the registry is up and reachable on that address"
+    }
 }
 
 /// An error with its causes, `outer: inner: innermost`.

@@ -89,14 +89,13 @@ pub enum RegistryError {
     },
     #[error("cannot set up the HTTP client for registry {registry}: {detail}")]
     Setup { registry: String, detail: String },
-    #[error(
-        "{target}: {method} {url} failed: {detail}; check that the registry is up and reachable (a plain-HTTP registry needs the insecure setting)"
-    )]
+    #[error("{target}: {method} {url} failed: {detail}; {hint}")]
     Connect {
         target: Box<Target>,
         method: String,
         url: String,
         detail: String,
+        hint: &'static str,
     },
     #[error(
         "{target}: the registry asks for credentials (HTTP 401, {code}); give a username and password for it"

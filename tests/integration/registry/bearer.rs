@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use gpuctl::registry::manifest::{DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED};
+use gpuctl::registry::manifest::{DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, SUPPORTED};
 use gpuctl::registry::{
     AuthKind, ClientOptions, Credentials, Digest, RegistryClient, RegistryError,
 };
@@ -84,6 +84,23 @@ async fn bearer_tokens_are_fetched_per_scope_with_basic_credentials_and_cached()
             .expect("authorised get");
         assert_eq!(m.bytes.as_ref(), MANIFEST.as_bytes());
         assert_eq!(m.media_type, DOCKER_MANIFEST);
+    }
+    for r in server
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/manifests/"))
+    {
+        let accept = r.headers.get("accept").cloned().unwrap_or_default();
+        for media_type in SUPPORTED {
+            assert!(
+                accept.contains(media_type),
+                "{media_type} not in Accept: {accept}"
+            );
+        }
+        assert!(
+            !accept.contains("distribution.manifest.v1"),
+            "schema 1 must not be asked for: {accept}"
+        );
     }
     let tokens: Vec<FakeRequest> = server
         .requests()

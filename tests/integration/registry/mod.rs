@@ -172,7 +172,56 @@ async fn plain_http_is_used_only_when_asked() {
         msg.contains(&format!("https://{}/v2/", registry.addr)),
         "{msg}"
     );
-    assert!(msg.contains("insecure"), "{msg}");
+    assert!(
+        msg.contains("answered in plain HTTP: use the insecure setting"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_needs_the_ca_file() {
+    let registry = TestRegistry::tls();
+    let with_ca = ClientOptions {
+        ca_file: registry.ca_file.clone(),
+        ..ClientOptions::default()
+    };
+    let c = RegistryClient::new(&registry.addr, with_ca).expect("build the client");
+    match c.ping().await {
+        Ok(kind) => assert_eq!(kind, AuthKind::Anonymous),
+        Err(e) => panic!("ping with the CA file failed: {e}\n{}", registry.log()),
+    }
+
+    let without_ca =
+        RegistryClient::new(&registry.addr, ClientOptions::default()).expect("build the client");
+    let err = without_ca
+        .ping()
+        .await
+        .expect_err("an unknown CA must be refused");
+    assert!(matches!(err, RegistryError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&registry.addr), "{msg}");
+    assert!(msg.contains("not trusted: give the CA file"), "{msg}");
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("not-a-ca.pem");
+    std::fs::write(&path, "just text\n").expect("write file");
+    let options = ClientOptions {
+        ca_file: Some(path.clone()),
+        ..ClientOptions::default()
+    };
+    match RegistryClient::new("registry.example.com", options) {
+        Ok(_) => panic!("a CA file without certificates was accepted"),
+        Err(err) => {
+            assert!(matches!(err, RegistryError::CaParse { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+        }
+    }
 }
 
 #[test]

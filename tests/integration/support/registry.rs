@@ -26,6 +26,8 @@ pub struct TestRegistry {
     pub addr: String,
     /// `(user, password)` when the registry demands Basic auth.
     pub basic: Option<(String, String)>,
+    /// The CA that signed the registry's certificate, when it serves HTTPS.
+    pub ca_file: Option<PathBuf>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -33,15 +35,21 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// An open registry: anyone may pull and push.
     pub fn plain() -> TestRegistry {
-        Self::start(None)
+        Self::start(None, false)
+    }
+
+    /// An open registry on HTTPS, with a certificate for 127.0.0.1 from a fresh test CA
+    /// (`ca_file`) that no system trusts.
+    pub fn tls() -> TestRegistry {
+        Self::start(None, true)
     }
 
     /// A registry that accepts only `user`/`password` (htpasswd, bcrypt).
     pub fn basic_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start(Some((user, password)))
+        Self::start(Some((user, password)), false)
     }
 
-    fn start(basic: Option<(&str, &str)>) -> TestRegistry {
+    fn start(basic: Option<(&str, &str)>, tls: bool) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("gpuctl-registry-")
             .tempdir()
@@ -65,10 +73,19 @@ impl TestRegistry {
             }
             None => String::new(),
         };
+        let ca_file = tls.then(|| make_certificates(dir.path()));
+        let tls_config = match tls {
+            true => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("server.pem").display(),
+                dir.path().join("server.key").display()
+            ),
+            false => String::new(),
+        };
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: {addr}\n  secret: test-only-secret\n{auth}",
+             http:\n  addr: {addr}\n  secret: test-only-secret\n{tls_config}{auth}",
             dir.path().join("storage").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -90,6 +107,7 @@ impl TestRegistry {
         let mut registry = TestRegistry {
             addr,
             basic: basic.map(|(u, p)| (u.to_string(), p.to_string())),
+            ca_file,
             child,
             dir,
         };
@@ -108,7 +126,8 @@ impl TestRegistry {
                 );
             }
             if let Some(status) = http_status(&self.addr, "/v2/")
-                && (status == 200 || status == 401)
+                // An HTTPS registry answers a plain request with 400.
+                && (status == 200 || status == 401 || (status == 400 && self.ca_file.is_some()))
             {
                 return;
             }
@@ -225,6 +244,71 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
     let hex = sha256_hex(bytes);
     fs::write(layout.join("blobs/sha256").join(&hex), bytes).expect("write blob");
     (format!("sha256:{hex}"), bytes.len())
+}
+
+/// A test CA and a server certificate for 127.0.0.1 (`server.pem`, `server.key`) in `dir`;
+/// returns the CA file.
+fn make_certificates(dir: &Path) -> PathBuf {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl ({e}): install the openssl package"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut ca = vec![
+        "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
+    ];
+    ca.extend(ec);
+    ca.extend([
+        "-subj",
+        "/CN=gpuctl test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-keyout", "server.key", "-out", "server.csr"];
+    csr.extend(ec);
+    csr.extend(["-subj", "/CN=127.0.0.1"]);
+    openssl(&csr);
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "server.ext",
+    ]);
+    dir.join("ca.pem")
 }
 
 /// An OCI image layout with one image tagged `tag`.
