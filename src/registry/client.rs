@@ -22,6 +22,9 @@ use super::manifest::{self, Kind, Manifest, ManifestHead};
 /// Docker Hub's API lives on a different host than the name people write.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// containerd's limit, and the size the distribution spec asks registries to accept: a
+/// larger "manifest" is a wrong URL or a hostile server, not something to buffer.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// How to reach a registry.
 #[derive(Clone, Debug, Default)]
@@ -153,10 +156,7 @@ impl RegistryClient {
         let resp = Self::expect_success(&call, resp).await?;
         let content_type = header_str(&resp, header::CONTENT_TYPE);
         let header_digest = header_str(&resp, "docker-content-digest");
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| self.connect_error(&call, &e))?;
+        let bytes = self.read_limited(&call, resp, MAX_MANIFEST_BYTES).await?;
 
         let media_type = match manifest::classify(content_type.as_deref(), &bytes) {
             Kind::Supported(mt) => mt,
@@ -406,6 +406,37 @@ impl RegistryClient {
                     message: Some("the reply holds no token".to_string()),
                 })
             })
+    }
+
+    /// Reads a body of at most `limit` bytes, stopping as soon as it is exceeded.
+    async fn read_limited(
+        &self,
+        call: &Call<'_>,
+        mut resp: Response,
+        limit: usize,
+    ) -> Result<Bytes, RegistryError> {
+        let too_large = |size: u64| RegistryError::TooLarge {
+            target: Box::new(call.target.clone()),
+            size,
+            limit,
+        };
+        if let Some(len) = resp.content_length()
+            && len > limit as u64
+        {
+            return Err(too_large(len));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.connect_error(call, &e))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > limit {
+                return Err(too_large(body.len() as u64));
+            }
+        }
+        Ok(Bytes::from(body))
     }
 
     async fn expect_success(call: &Call<'_>, resp: Response) -> Result<Response, RegistryError> {

@@ -159,6 +159,14 @@ pub enum RegistryError {
         expected: Digest,
         actual: Digest,
     },
+    #[error(
+        "{target}: the manifest is {size} bytes or more, over the {limit}-byte limit for manifests; check the repository and reference"
+    )]
+    TooLarge {
+        target: Box<Target>,
+        size: u64,
+        limit: usize,
+    },
     #[error("{target}: the registry sent an invalid Docker-Content-Digest header \"{value}\"")]
     BadDigestHeader { target: Box<Target>, value: String },
 }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use gpuctl::registry::client::MAX_MANIFEST_BYTES;
 use gpuctl::registry::manifest::{DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, SUPPORTED};
 use gpuctl::registry::{
     AuthKind, ClientOptions, Credentials, Digest, RegistryClient, RegistryError,
@@ -209,4 +210,21 @@ async fn bytes_that_do_not_match_the_digest_are_refused() {
         msg.contains(&Digest::sha256_of(MANIFEST.as_bytes()).to_string()),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_manifest_is_refused_without_reading_it_all() {
+    let server = FakeRegistry::start(|_, _| {
+        FakeResponse::new(200)
+            .header("Content-Type", DOCKER_MANIFEST)
+            .body(vec![b' '; MAX_MANIFEST_BYTES + 1])
+    })
+    .await;
+    let err = client(&server.addr, None)
+        .get_manifest("team/app", "huge")
+        .await
+        .expect_err("over the limit");
+    assert!(matches!(err, RegistryError::TooLarge { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("team/app") && msg.contains("huge"), "{msg}");
 }
