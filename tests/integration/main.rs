@@ -2,5 +2,6 @@
 
 mod cli;
 mod lab_smoke;
+mod registry;
 mod support;
 mod transport;

@@ -4,5 +4,7 @@
 // configuration.
 #![allow(dead_code)]
 
+pub mod fake_registry;
 pub mod gpuctl;
 pub mod lab;
+pub mod registry;
