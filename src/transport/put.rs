@@ -4,9 +4,9 @@
 //! 1. hash the local file (cached per file version, see [`super::hash`]);
 //! 2. one round trip: is `dest` already this content? how much of the temp file
 //!    `<dir>/.<name>.gpuctl-<sha256[..16]>.part` did an earlier, broken transfer leave?
-//! 3. one round trip: stream the rest on the command's stdin into `tee -a TEMP`, hashing
-//!    what was already there and then every byte as it arrives; after EOF the same
-//!    script checks size and hash, applies mode and owner, and runs `mv -f TEMP dest`.
+//! 3. one round trip: stream the rest with `cat >> TEMP` on the command's stdin; after
+//!    EOF the same script hashes TEMP on the host, applies mode and owner, and runs
+//!    `mv -f TEMP dest`.
 //!
 //! The temp name carries the content hash, so a partial file is only ever resumed with the
 //! same content. When `mv` is refused with EBUSY because `dest` is a mount point (bind
@@ -29,8 +29,7 @@ const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Hashes with openssl when the host has it: several times faster than coreutils'
 /// sha256sum, which matters for multi-GiB artifacts.
-/// `hs` hashes its standard input, `h FILE` a file.
-const HASH_FN: &str = "hs() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi | cut -c1-64; }\nh() { hs < \"$1\"; }";
+const HASH_FN: &str = "h() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r < \"$1\"; else sha256sum < \"$1\"; fi | cut -c1-64; }";
 
 /// `dir`, `name` of an absolute or relative path (`/a/b` → `/a`, `b`; `b` → `.`, `b`).
 fn split(dest: &str) -> (String, String) {
@@ -156,7 +155,9 @@ pub async fn put<E: Exec>(
     // Sending and finishing share one round trip: after EOF, `cat` ends and the same
     // script verifies the temp file and moves it into place.
     let finish = format!(
-        "if [ \"$got\" != {sha} ]; then rm -f {t}; echo \"mismatch $got\"; exit 0; fi\n\
+        "LC_ALL=C; export LC_ALL\n{HASH_FN}\n\
+         got=$(h {t})\n\
+         if [ \"$got\" != {sha} ]; then rm -f {t}; echo \"mismatch $got\"; exit 0; fi\n\
          {attrs_temp}\
          if err=$(mv -f {t} {d} 2>&1); then echo moved; exit 0; fi\n\
          case \"$err\" in *'Device or resource busy'*) ;; *) rm -f {t}; echo \"$err\" >&2; exit 1;; esac\n\
@@ -170,16 +171,8 @@ pub async fn put<E: Exec>(
     );
     let (script, feed, timeout) = if offset < total {
         progress(offset);
-        // The host hashes the bytes as they arrive (what an earlier transfer left, then
-        // the rest through `tee`), so verifying overlaps the transfer instead of reading
-        // the whole file again after it. `sh` has no pipefail: a short write by `tee`
-        // shows up in the size check instead.
         let send = format!(
-            "LC_ALL=C; export LC_ALL\n{HASH_FN}\n\
-             (umask 022; mkdir -p {dir}) || exit 1\n\
-             got=$(umask 077; {{ if [ -f {t} ]; then cat {t}; fi; tee -a {t}; }} | hs) || exit 1\n\
-             if [ \"$(stat -c %s {t})\" != {total} ]; then echo \"writing {t} stopped short\" >&2; exit 1; fi\n\
-             {finish}",
+            "(umask 022; mkdir -p {dir}) || exit 1\n(umask 077; cat >> {t}) || exit 1\n{finish}",
             dir = quote(&dir)
         );
         let feed = Feed::File {
@@ -189,8 +182,7 @@ pub async fn put<E: Exec>(
         };
         (send, feed, None)
     } else {
-        let verify = format!("LC_ALL=C; export LC_ALL\n{HASH_FN}\ngot=$(h {t})\n{finish}");
-        (verify, Feed::Empty, Some(ROUND_TRIP_TIMEOUT))
+        (finish, Feed::Empty, Some(ROUND_TRIP_TIMEOUT))
     };
     let label = format!("putting {dest}");
     let outcome = run_script(
