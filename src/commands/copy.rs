@@ -41,6 +41,7 @@ pub async fn run(args: &CopyArgs) -> anyhow::Result<()> {
         owner: args.owner.clone(),
         sudo: args.sudo,
         progress: None,
+        stall_timeout: None,
     };
     let report = fleet
         .run(move |ctx| {

@@ -106,6 +106,14 @@ pub enum TransportError {
         after: Duration,
     },
     #[error(
+        "{host}: `{command}` stalled: the host accepted no data for {after:?}; the connection or the host is stuck. Check the host (disk, load, network), then run again: a put resumes where it stopped"
+    )]
+    Stalled {
+        host: String,
+        command: String,
+        after: Duration,
+    },
+    #[error(
         "{host}: this needs root, but {user} cannot use sudo ({reason}); give {user} passwordless sudo (NOPASSWD in /etc/sudoers.d) or set ssh.sudo_password in the inventory"
     )]
     SudoUnavailable {
@@ -172,6 +180,7 @@ impl TransportError {
             | Ssh { host, .. }
             | ConnectionLost { host, .. }
             | Timeout { host, .. }
+            | Stalled { host, .. }
             | SudoUnavailable { host, .. }
             | SudoPasswordRejected { host, .. }
             | LocalFile { host, .. }

@@ -29,6 +29,8 @@ pub enum Feed {
         offset: u64,
         /// Called with `offset + bytes sent so far` after each chunk.
         progress: Option<ProgressFn>,
+        /// The longest the host may take to accept one chunk (see [`super::STALL_TIMEOUT`]).
+        stall: Duration,
     },
 }
 
@@ -127,6 +129,7 @@ pub fn read_file_chunks(
 /// so the password-first ordering and progress reporting are identical.
 pub async fn feed_stdin<W, F>(
     host: &str,
+    what: &str,
     stdin: Stdin,
     fed: &AtomicU64,
     mut write: W,
@@ -152,6 +155,7 @@ where
             path,
             offset,
             progress,
+            stall,
         } => {
             let mut chunks = read_file_chunks(path.clone(), offset);
             while let Some(chunk) = chunks.recv().await {
@@ -161,10 +165,22 @@ where
                     reason: e.to_string(),
                 })?;
                 let n = chunk.len() as u64;
-                if write(chunk).await.is_err() {
+                // Without a limit here a host that stops reading (a wedged disk, a
+                // connection that is half dead but still answers keepalives) would hang
+                // the transfer forever: commands that feed a file have no overall deadline,
+                // because a big file on a slow link legitimately takes hours.
+                match tokio::time::timeout(stall, write(chunk)).await {
+                    Ok(Ok(())) => {}
                     // The command stopped reading (it failed or the connection dropped);
                     // its exit status tells the caller why.
-                    return Ok(());
+                    Ok(Err(())) => return Ok(()),
+                    Err(_) => {
+                        return Err(TransportError::Stalled {
+                            host: host.to_string(),
+                            command: what.to_string(),
+                            after: stall,
+                        });
+                    }
                 }
                 let done = fed.fetch_add(n, Ordering::Relaxed) + n;
                 if let Some(p) = &progress {

@@ -147,7 +147,7 @@ impl Exec for LocalSession {
 
         let write_all = async {
             let pipe = Arc::clone(&input);
-            exec::feed_stdin(host, stdin, &fed, move |chunk| {
+            exec::feed_stdin(host, what, stdin, &fed, move |chunk| {
                 let pipe = Arc::clone(&pipe);
                 async move {
                     let mut guard = pipe.lock().await;

@@ -15,6 +15,7 @@ mod put;
 pub mod shell;
 pub mod ssh;
 mod sudo;
+mod tunnel;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -205,7 +206,15 @@ pub struct PutOptions {
     /// Write as root (destination not writable by the login user).
     pub sudo: bool,
     pub progress: Option<ProgressFn>,
+    /// How long the host may take to accept the next chunk before the transfer is given
+    /// up as stuck (`None`: [`STALL_TIMEOUT`]). A stuck transfer fails with
+    /// [`TransportError::Stalled`]; running the put again resumes it.
+    pub stall_timeout: Option<Duration>,
 }
+
+/// A transfer that moves no data for this long is stuck, not slow: even a busy disk or
+/// a congested link accepts 256 KiB within two minutes.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a put did.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,8 +5,11 @@
 //! 2. one round trip: is `dest` already this content? how much of the temp file
 //!    `<dir>/.<name>.gpuctl-<sha256[..16]>.part` did an earlier, broken transfer leave?
 //! 3. one round trip: stream the rest with `cat >> TEMP` on the command's stdin; after
-//!    EOF the same script hashes TEMP on the host, applies mode and owner, and runs
-//!    `mv -f TEMP dest`.
+//!    EOF the same script checks TEMP's size (short: kept for the next put to resume),
+//!    hashes it on the host, applies mode and owner, and runs `mv -f TEMP dest`.
+//!
+//! A host that stops accepting data fails the put with `Stalled` after
+//! `PutOptions::stall_timeout` instead of hanging it; what arrived stays for the resume.
 //!
 //! The temp name carries the content hash, so a partial file is only ever resumed with the
 //! same content. When `mv` is refused with EBUSY because `dest` is a mount point (bind
@@ -67,6 +70,19 @@ fn attrs_script(target: &str, opts: &PutOptions, from: Option<&str>) -> String {
     s
 }
 
+/// Opens `temp` on fd 9 with `open` (`exec 9<` or `exec 9>>`) and takes a `flock` on it
+/// (`-s` to read its size, `-x` to append), waiting up to a minute.
+///
+/// Why: a transfer that was given up (stalled, interrupted) can leave its `cat` on the
+/// host still appending what was already in flight. The lock makes the next put wait for
+/// it, so it reads the final size and appends after it, never between. Hosts without
+/// `flock` (util-linux) still work, without that guard.
+fn lock_script(temp: &str, open: &str, mode: &str) -> String {
+    format!(
+        "{open}{temp} || exit 1; if command -v flock >/dev/null 2>&1; then flock {mode} -w 60 9 || {{ printf '%s is still being written by an earlier transfer\\n' {temp} >&2; exit 1; }}; fi; "
+    )
+}
+
 pub async fn put<E: Exec>(
     host: &E,
     sudo: &SudoState,
@@ -108,10 +124,11 @@ pub async fn put<E: Exec>(
          if [ -d {d} ]; then echo 'it is a directory' >&2; exit 2; fi\n\
          if [ -f {d} ] && [ \"$(stat -c %s {d})\" = {total} ] && [ \"$(h {d})\" = {sha} ]; then\n\
          {attrs}echo unchanged; exit 0; fi\n\
-         n=0; if [ -f {t} ]; then n=$(stat -c %s {t}); fi\n\
+         n=0; if [ -f {t} ]; then {wait_writer}n=$(stat -c %s {t}); fi\n\
          if [ \"$n\" -gt {total} ]; then rm -f {t}; n=0; fi\n\
          echo \"partial $n\"\n",
         attrs = attrs_script(&d, opts, None),
+        wait_writer = lock_script(&t, "exec 9<", "-s"),
     );
     let out = run_script(
         host,
@@ -171,14 +188,25 @@ pub async fn put<E: Exec>(
     );
     let (script, feed, timeout) = if offset < total {
         progress(offset);
+        // A short temp file after EOF means the sender gave up (it stalled, or the caller
+        // was interrupted): keep what arrived for the next put to resume, rather than let
+        // the hash check below throw it away.
         let send = format!(
-            "(umask 022; mkdir -p {dir}) || exit 1\n(umask 077; cat >> {t}) || exit 1\n{finish}",
-            dir = quote(&dir)
+            "(umask 022; mkdir -p {dir}) || exit 1\n\
+             umask 077; {lock}umask 022\n\
+             if [ \"$(stat -c %s {t})\" != {offset} ]; then printf '%s changed after it was checked (another transfer of the same file?); run again\\n' {t} >&2; exit 1; fi\n\
+             cat >&9 || exit 1\n\
+             n=$(stat -c %s {t}) || exit 1\n\
+             if [ \"$n\" != {total} ]; then echo \"the transfer stopped at $n of {total} bytes; run again to resume\" >&2; exit 1; fi\n\
+             {finish}",
+            dir = quote(&dir),
+            lock = lock_script(&t, "exec 9>>", "-x"),
         );
         let feed = Feed::File {
             path: src.to_path_buf(),
             offset,
             progress: opts.progress.clone(),
+            stall: opts.stall_timeout.unwrap_or(super::STALL_TIMEOUT),
         };
         (send, feed, None)
     } else {

@@ -233,7 +233,7 @@ async fn connect_hop(
                         addr: addr.to_string(),
                         reason: format!("the bastion could not open a connection: {e}"),
                     })?;
-                client::connect_stream(config, channel.into_stream(), handler)
+                client::connect_stream(config, super::tunnel::Tunnel::new(channel), handler)
                     .await
                     .map_err(map_err)?
             }
@@ -416,7 +416,7 @@ impl Exec for SshSession {
 
         let write_all = async {
             let w = Arc::clone(&writer);
-            exec::feed_stdin(host, stdin, &fed, |chunk| {
+            exec::feed_stdin(host, what, stdin, &fed, |chunk| {
                 let w = Arc::clone(&w);
                 async move { w.data_bytes(chunk).await.map_err(|_| ()) }
             })

@@ -248,8 +248,8 @@ fn ctrl_c_stops_every_host_and_says_so() {
             .contains(char::is_numeric)
     }) {
         assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the command never started on both nodes"
+            started.elapsed() < Duration::from_secs(60),
+            "the command never started on both nodes within 60 s"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

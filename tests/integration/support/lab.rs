@@ -196,6 +196,16 @@ impl Lab {
         self.fault("start", node);
     }
 
+    /// Freezes every process of the node: connections stay open but nothing answers.
+    pub fn freeze(&self, node: &str) {
+        self.fault("freeze", node);
+    }
+
+    /// Lets a frozen node go on where it stopped.
+    pub fn thaw(&self, node: &str) {
+        self.fault("thaw", node);
+    }
+
     /// Disconnects the node from every network: its port on 127.0.0.1 is closed and other
     /// nodes cannot reach it.
     pub fn cut(&self, node: &str) {
@@ -255,10 +265,19 @@ impl Lab {
         c
     }
 
+    /// Limits the node to `cpus` CPUs (`0.0` lifts the limit): a host swamped by other work.
+    pub fn throttle(&self, node: &str, cpus: f64) {
+        self.fault_with("throttle", node, &["--cpus", &cpus.to_string()]);
+    }
+
     fn fault(&self, what: &str, node: &str) {
+        self.fault_with(what, node, &[]);
+    }
+
+    fn fault_with(&self, what: &str, node: &str, args: &[&str]) {
         self.node(node);
         let mut cmd = lab_command(what);
-        cmd.arg("--out").arg(self.dir()).arg(node);
+        cmd.arg("--out").arg(self.dir()).arg(node).args(args);
         run_checked(
             &mut cmd,
             "run the same command by hand to see what the node says",
