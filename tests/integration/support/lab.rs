@@ -265,19 +265,10 @@ impl Lab {
         c
     }
 
-    /// Limits the node to `cpus` CPUs (`0.0` lifts the limit): a host swamped by other work.
-    pub fn throttle(&self, node: &str, cpus: f64) {
-        self.fault_with("throttle", node, &["--cpus", &cpus.to_string()]);
-    }
-
     fn fault(&self, what: &str, node: &str) {
-        self.fault_with(what, node, &[]);
-    }
-
-    fn fault_with(&self, what: &str, node: &str, args: &[&str]) {
         self.node(node);
         let mut cmd = lab_command(what);
-        cmd.arg("--out").arg(self.dir()).arg(node).args(args);
+        cmd.arg("--out").arg(self.dir()).arg(node);
         run_checked(
             &mut cmd,
             "run the same command by hand to see what the node says",
