@@ -28,7 +28,15 @@ pub enum Change {
     /// Out of sync; the detail is a unified diff for files, the merged keys for JSON, or
     /// the action for the rest (`enable, start`).
     Changed(String),
+    /// A live kernel setting differs on a container, which (almost always) refuses to
+    /// change it: the machine underneath owns it. Tried anyway in a real run; a warning,
+    /// not a change, unless the host accepts it.
+    Refused(String),
 }
+
+/// The warning on a live kernel setting a container does not let us change.
+pub const CONTAINER_KERNEL: &str = "the host is a container, whose kernel belongs to the \
+    machine underneath: the persisted setting is written, the live one is up to that machine";
 
 /// What the executor does for a step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +185,24 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
         },
         action: Action::Run { snippet, fatal },
     };
+    // Live kernel settings of a container belong to the machine underneath.
+    let kernel = |detail: String, snippet: String| {
+        if container {
+            Decision {
+                report: StepReport {
+                    what: what.clone(),
+                    change: Change::Refused(detail),
+                    warning: Some(CONTAINER_KERNEL.to_string()),
+                },
+                action: Action::Run {
+                    snippet,
+                    fatal: false,
+                },
+            }
+        } else {
+            changed_to(detail, snippet, true)
+        }
+    };
     match (step, now) {
         (Step::LiveSysctl { key, value }, Now::Sysctl(current)) => {
             let want = normalise(value);
@@ -184,21 +210,16 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
                 return in_sync(what);
             }
             let from = current.as_deref().unwrap_or("(no such key yet)");
-            changed_to(
+            kernel(
                 format!("live value {from} -> {want}"),
                 format!("sysctl -w {}", quote(&format!("{key}={value}"))),
-                !container,
             )
         }
         (Step::LiveModule { name }, Now::Module { loaded }) => {
             if *loaded {
                 return in_sync(what);
             }
-            changed_to(
-                "load it".into(),
-                format!("modprobe {}", quote(name)),
-                !container,
-            )
+            kernel("load it".into(), format!("modprobe {}", quote(name)))
         }
         (Step::Command { run, guard }, Now::Command { done }) => {
             if *done {

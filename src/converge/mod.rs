@@ -119,7 +119,8 @@ pub async fn converge(
                 .note(&format!("{stage}: {} out of sync\n{detail}", s.describe()));
         }
     }
-    if !mode.applies() || report.changes() == 0 {
+    let to_do = decisions.iter().any(|d| d.action != decide::Action::Nothing);
+    if !mode.applies() || !to_do {
         return Ok(report);
     }
 
@@ -162,9 +163,16 @@ pub async fn converge(
     let text = out.stdout_str();
     for (i, _, fatal) in &runs {
         let line = text.lines().find(|l| l.starts_with(&format!("@{i} ")));
-        let what = &report.steps[*i].what;
+        let what = report.steps[*i].what.clone();
         match line.map(|l| l.splitn(3, ' ').collect::<Vec<_>>()) {
-            Some(words) if words.get(1) == Some(&"ok") => {}
+            Some(words) if words.get(1) == Some(&"ok") => {
+                // A container that did accept a live setting: a change after all.
+                let step = &mut report.steps[*i];
+                if let Change::Refused(detail) = &step.change {
+                    step.change = Change::Changed(detail.clone());
+                    step.warning = None;
+                }
+            }
             Some(words) if words.get(1) == Some(&"fail") => {
                 let msg = words
                     .get(2)
@@ -174,11 +182,8 @@ pub async fn converge(
                 if *fatal {
                     bail!("{what} failed: {msg}");
                 }
-                report.steps[*i].warning = Some(format!(
-                    "could not apply it live ({msg}); the host is a container, whose kernel \
-                     belongs to the machine underneath: the persisted setting is in place \
-                     for a real host"
-                ));
+                report.steps[*i].warning =
+                    Some(format!("refused live ({msg}); {}", decide::CONTAINER_KERNEL));
             }
             // An earlier fatal step stopped the script; its error was raised above.
             _ if !text.lines().any(|l| l == "@end") => {

@@ -221,12 +221,15 @@ async fn take_over(
     Ok(())
 }
 
+/// The stages after facts. A real run stops at the first failure; a dry run goes on, since
+/// nothing was changed and the later stages' probes still say something true.
 async fn stages(
     run: &RunCtx,
     ctx: &HostCtx,
     hf: &HostFacts,
     outcome: &mut HostOutcome,
 ) -> Result<(), (&'static str, String)> {
+    let mut first_failure = None;
     for sel in run.selected.iter().filter(|s| s.name != "facts") {
         let Some(stage) = run.stages.get(sel.index) else {
             continue;
@@ -252,7 +255,11 @@ async fn stages(
                 let msg = crate::secret::redact(&format!("{e:#}"));
                 record(run, ctx, sel.name, "", Err(msg.clone())).await;
                 finish(Status::Failed(msg.clone()));
-                return Err((sel.name, msg));
+                first_failure.get_or_insert((sel.name, msg));
+                if run.mode.applies() {
+                    break;
+                }
+                continue;
             }
         };
         let digest = digest(&ops);
@@ -276,11 +283,14 @@ async fn stages(
                 let msg = crate::secret::redact(&format!("{e:#}"));
                 record(run, ctx, sel.name, &digest, Err(msg.clone())).await;
                 finish(Status::Failed(msg.clone()));
-                return Err((sel.name, msg));
+                first_failure.get_or_insert((sel.name, msg));
+                if run.mode.applies() {
+                    break;
+                }
             }
         }
     }
-    Ok(())
+    first_failure.map_or(Ok(()), Err)
 }
 
 /// Writes a checkpoint to the local journal and the host's (real runs only). Journal

@@ -61,8 +61,16 @@ pub fn stages(result: &RunResult, diffs: bool) -> String {
                         }
                     }
                 }
-                for (what, warning) in r.warnings() {
-                    let _ = writeln!(out, "    ! {what}: {warning}");
+                for step in r.steps.iter() {
+                    match (&step.change, &step.warning) {
+                        (Change::Refused(detail), Some(w)) => {
+                            let _ = writeln!(out, "    ! {}: {detail}; {w}", step.what);
+                        }
+                        (_, Some(w)) => {
+                            let _ = writeln!(out, "    ! {}: {w}", step.what);
+                        }
+                        _ => {}
+                    }
                 }
             }
             for note in &stage.notes {
