@@ -119,7 +119,9 @@ pub async fn converge(
                 .note(&format!("{stage}: {} out of sync\n{detail}", s.describe()));
         }
     }
-    let to_do = decisions.iter().any(|d| d.action != decide::Action::Nothing);
+    let to_do = decisions
+        .iter()
+        .any(|d| d.action != decide::Action::Nothing);
     if !mode.applies() || !to_do {
         return Ok(report);
     }
@@ -182,8 +184,10 @@ pub async fn converge(
                 if *fatal {
                     bail!("{what} failed: {msg}");
                 }
-                report.steps[*i].warning =
-                    Some(format!("refused live ({msg}); {}", decide::CONTAINER_KERNEL));
+                report.steps[*i].warning = Some(format!(
+                    "refused live ({msg}); {}",
+                    decide::CONTAINER_KERNEL
+                ));
             }
             // An earlier fatal step stopped the script; its error was raised above.
             _ if !text.lines().any(|l| l == "@end") => {
