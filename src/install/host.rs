@@ -90,7 +90,7 @@ pub async fn run_host(run: Arc<RunCtx>, ctx: HostCtx) -> anyhow::Result<HostOutc
     };
     let facts_note = describe_facts(&hf);
     outcome.facts = Some(hf.clone());
-    record(&run, &ctx, "facts", "", Ok(0)).await;
+    record(&run, &ctx, "facts", "", Ok(0), false).await;
     outcome.stages.push(StageOutcome {
         name: "facts",
         status: Status::Ran(StageReport::default()),
@@ -253,7 +253,15 @@ async fn stages(
             Ok(ops) => ops,
             Err(e) => {
                 let msg = crate::secret::redact(&format!("{e:#}"));
-                record(run, ctx, sel.name, "", Err(msg.clone())).await;
+                record(
+                    run,
+                    ctx,
+                    sel.name,
+                    "",
+                    Err(msg.clone()),
+                    stage.checkpointed(),
+                )
+                .await;
                 finish(Status::Failed(msg.clone()));
                 first_failure.get_or_insert((sel.name, msg));
                 if run.mode.applies() {
@@ -276,12 +284,28 @@ async fn stages(
         }
         match converge::converge(ctx, sel.name, &ops, hf.container, run.mode).await {
             Ok(report) => {
-                record(run, ctx, sel.name, &digest, Ok(report.changes())).await;
+                record(
+                    run,
+                    ctx,
+                    sel.name,
+                    &digest,
+                    Ok(report.changes()),
+                    stage.checkpointed(),
+                )
+                .await;
                 finish(Status::Ran(report));
             }
             Err(e) => {
                 let msg = crate::secret::redact(&format!("{e:#}"));
-                record(run, ctx, sel.name, &digest, Err(msg.clone())).await;
+                record(
+                    run,
+                    ctx,
+                    sel.name,
+                    &digest,
+                    Err(msg.clone()),
+                    stage.checkpointed(),
+                )
+                .await;
                 finish(Status::Failed(msg.clone()));
                 first_failure.get_or_insert((sel.name, msg));
                 if run.mode.applies() {
@@ -301,6 +325,7 @@ async fn record(
     stage: &str,
     digest: &str,
     result: Result<usize, String>,
+    to_host: bool,
 ) {
     let Some(path) = &run.journal_path else {
         return;
@@ -327,8 +352,9 @@ async fn record(
         }
         Err(_) => return,
     };
-    // The facts checkpoint rides along with the next write; one round trip saved.
-    if stage == "facts" {
+    // Stages that always run (facts, preflight) are not worth a round trip of their own:
+    // their checkpoints reach the host with the next checkpointed stage's write.
+    if !to_host {
         return;
     }
     let text = serde_json::to_string_pretty(&host_part).unwrap_or_default();
