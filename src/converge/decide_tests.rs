@@ -99,10 +99,14 @@ fn live_kernel_settings_are_warnings_only_in_containers() {
                 fatal: !container
             }
         );
-        assert_eq!(
-            d[0].report.change,
-            Change::Changed("live value 0 -> 1".into())
-        );
+        let detail = "live value 0 -> 1".to_string();
+        let expected = if container {
+            Change::Refused(detail)
+        } else {
+            Change::Changed(detail)
+        };
+        assert_eq!(d[0].report.change, expected);
+        assert_eq!(d[0].report.warning.is_some(), container);
         assert!(matches!(d[1].action, Action::Run { fatal, .. } if fatal != container));
     }
     // Already right: nothing to do, wherever it runs.
