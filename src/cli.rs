@@ -35,6 +35,10 @@ pub enum Command {
     Exec(ExecArgs),
     /// Copy a local file to all or some hosts: atomic, sha256-verified, resumable
     Copy(CopyArgs),
+    /// Converge every host, stage by stage; resumes by itself from the checkpoint journal
+    Install(InstallArgs),
+    /// Show what install would change, per host and stage, as diffs (changes nothing)
+    Plan(PlanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +128,51 @@ pub struct CopyArgs {
     pub src: PathBuf,
     /// The absolute path on each host
     pub dest: String,
+}
+
+/// `gpuctl install`.
+///
+/// Stages run in order on every host (facts, preflight, os). A stage whose Ops are the same
+/// as when it last succeeded on a host is skipped; a changed inventory re-runs exactly the
+/// stages it changes. A host that fails stops there, the others carry on, and the run ends
+/// with a table and the command that resumes. See docs/install.md.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Run only these stages (comma-separated); facts always runs
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "STAGE",
+        conflicts_with = "from"
+    )]
+    pub only: Vec<String>,
+    /// Leave these stages out (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "STAGE")]
+    pub skip: Vec<String>,
+    /// Start at this stage (facts still runs first)
+    #[arg(long, value_name = "STAGE")]
+    pub from: Option<String>,
+    /// Probe and apply these stages even where their checkpoint says done
+    #[arg(long, value_delimiter = ',', value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Probe every stage even where done, and repair what drifted
+    #[arg(long)]
+    pub verify: bool,
+    /// Probe and show what would change; change nothing, write no journal, take no lock
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed when standard input is not a terminal)
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+/// `gpuctl plan`: every stage probed on every host, changes shown as diffs, nothing written.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

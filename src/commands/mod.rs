@@ -5,8 +5,10 @@ pub mod connect;
 pub mod copy;
 pub mod exec;
 pub mod init;
+pub mod install;
 pub mod inventory_check;
 pub mod ping;
+pub mod plan;
 
 use crate::cli::{Command, InventoryCommand};
 
@@ -17,5 +19,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ping(args) => ping::run(&args).await,
         Command::Exec(args) => exec::run(&args).await,
         Command::Copy(args) => copy::run(&args).await,
+        Command::Install(args) => install::run(&args).await,
+        Command::Plan(args) => plan::run(&args).await,
     }
 }

@@ -18,7 +18,7 @@ mod raw_host;
 mod resolve;
 mod schema;
 mod sshconfig;
-mod syntax;
+pub mod syntax;
 
 #[cfg(test)]
 mod tests;

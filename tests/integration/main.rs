@@ -1,6 +1,8 @@
 //! gpuctl's integration tests: one binary, one module per topic, helpers in `support`.
 
 mod cli;
+mod converge;
+mod install;
 mod lab_smoke;
 mod registry;
 mod support;

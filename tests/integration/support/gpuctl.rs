@@ -55,6 +55,31 @@ impl Gpuctl {
     }
 
     pub fn run(self) -> Outcome {
+        let args = self.args.clone();
+        let out = self
+            .command()
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run gpuctl {args:?}: {e}"));
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts gpuctl without waiting for it (for tests that act while it runs).
+    pub fn spawn(self) -> Running {
+        let args = self.args.clone();
+        let child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start gpuctl {args:?}: {e}"));
+        Running { child, args }
+    }
+
+    fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpuctl"));
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -68,9 +93,41 @@ impl Gpuctl {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run gpuctl {:?}: {e}", self.args));
+        cmd
+    }
+}
+
+/// A gpuctl started with [`Gpuctl::spawn`].
+pub struct Running {
+    child: std::process::Child,
+    args: Vec<String>,
+}
+
+impl Running {
+    /// Waits at most `deadline` for it to exit; past that it is killed and the test fails.
+    pub fn wait(mut self, deadline: std::time::Duration) -> Outcome {
+        let start = std::time::Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if start.elapsed() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100))
+                }
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    let out = self.child.wait_with_output();
+                    panic!(
+                        "gpuctl {:?} did not finish within {deadline:?}: {out:?}",
+                        self.args
+                    );
+                }
+                Err(e) => panic!("waiting for gpuctl {:?}: {e}", self.args),
+            }
+        }
+        let out = self
+            .child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("reading gpuctl {:?}: {e}", self.args));
         Outcome {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

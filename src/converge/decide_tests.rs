@@ -1,0 +1,186 @@
+use super::*;
+use crate::plan::LineState;
+
+fn file(content: &str) -> Now {
+    Now::File {
+        mode: 0o644,
+        owner: "root:root".into(),
+        content: content.as_bytes().to_vec(),
+    }
+}
+
+fn whole(path: &str, content: &str) -> Step {
+    Step::Content {
+        path: path.into(),
+        edit: Edit::Whole(content.into()),
+        mode: Some(0o644),
+        owner: Some("root:root".into()),
+    }
+}
+
+#[test]
+fn a_file_with_the_right_content_mode_and_owner_is_in_sync() {
+    let d = decide(&[whole("/a", "x\n")], &[file("x\n")], false).unwrap();
+    assert_eq!(d[0].report.change, Change::InSync);
+    assert_eq!(d[0].action, Action::Nothing);
+}
+
+#[test]
+fn a_wrong_mode_alone_is_a_change_with_no_content_diff() {
+    let now = Now::File {
+        mode: 0o600,
+        owner: "root:root".into(),
+        content: b"x\n".to_vec(),
+    };
+    let d = decide(&[whole("/a", "x\n")], &[now], false).unwrap();
+    assert_eq!(
+        d[0].report.change,
+        Change::Changed("mode 600 -> 644\n".into())
+    );
+    assert!(matches!(d[0].action, Action::Put { .. }));
+}
+
+#[test]
+fn services_restart_only_when_a_watched_file_changed() {
+    let steps = vec![
+        whole("/etc/docker/daemon.json", "{}\n"),
+        Step::Service {
+            name: "docker".into(),
+            enabled: true,
+            running: true,
+            restart_on: vec!["/etc/docker/daemon.json".into()],
+        },
+    ];
+    let running = Now::Service {
+        enabled: "enabled".into(),
+        active: "active".into(),
+    };
+    let d = decide(&steps, &[file("{}\n"), running.clone()], false).unwrap();
+    assert_eq!(d[1].report.change, Change::InSync);
+    let d = decide(&steps, &[file("{\"a\":1}\n"), running], false).unwrap();
+    assert_eq!(
+        d[1].report.change,
+        Change::Changed("restart (/etc/docker/daemon.json changed)".into())
+    );
+    assert_eq!(
+        d[1].action,
+        Action::Run {
+            snippet: "systemctl restart docker".into(),
+            fatal: true
+        }
+    );
+    let stopped = Now::Service {
+        enabled: "disabled".into(),
+        active: "inactive".into(),
+    };
+    let d = decide(&steps, &[file("{\"a\":1}\n"), stopped], false).unwrap();
+    // Starting reads the new file anyway; no restart on top.
+    assert_eq!(d[1].report.change, Change::Changed("enable, start".into()));
+}
+
+#[test]
+fn live_kernel_settings_are_warnings_only_in_containers() {
+    let steps = vec![
+        Step::LiveSysctl {
+            key: "net.ipv4.ip_forward".into(),
+            value: "1".into(),
+        },
+        Step::LiveModule {
+            name: "br_netfilter".into(),
+        },
+    ];
+    let now = vec![Now::Sysctl(Some("0".into())), Now::Module { loaded: false }];
+    for container in [false, true] {
+        let d = decide(&steps, &now, container).unwrap();
+        assert_eq!(
+            d[0].action,
+            Action::Run {
+                snippet: "sysctl -w net.ipv4.ip_forward=1".into(),
+                fatal: !container
+            }
+        );
+        let detail = "live value 0 -> 1".to_string();
+        let expected = if container {
+            Change::Refused(detail)
+        } else {
+            Change::Changed(detail)
+        };
+        assert_eq!(d[0].report.change, expected);
+        assert_eq!(d[0].report.warning.is_some(), container);
+        assert!(matches!(d[1].action, Action::Run { fatal, .. } if fatal != container));
+    }
+    // Already right: nothing to do, wherever it runs.
+    let d = decide(
+        &steps,
+        &[Now::Sysctl(Some("1".into())), Now::Module { loaded: true }],
+        false,
+    )
+    .unwrap();
+    assert!(d.iter().all(|d| d.action == Action::Nothing));
+}
+
+#[test]
+fn commands_run_only_when_their_guard_is_false() {
+    let steps = vec![Step::Command {
+        run: "mkdir -p /d".into(),
+        guard: "test -d /d".into(),
+    }];
+    let d = decide(&steps, &[Now::Command { done: true }], false).unwrap();
+    assert_eq!(d[0].action, Action::Nothing);
+    let d = decide(&steps, &[Now::Command { done: false }], false).unwrap();
+    let Action::Run { snippet, fatal } = &d[0].action else {
+        panic!("{:?}", d[0].action)
+    };
+    assert!(fatal);
+    assert!(snippet.contains("sh -c 'mkdir -p /d'"), "{snippet}");
+    assert!(snippet.contains("guard is still false"), "{snippet}");
+}
+
+#[test]
+fn a_missing_fstab_needs_no_line_edits_and_a_directory_is_left_alone() {
+    let steps = vec![
+        Step::Content {
+            path: "/etc/fstab".into(),
+            edit: Edit::Lines {
+                matching: "swap".into(),
+                state: LineState::Commented,
+            },
+            mode: None,
+            owner: None,
+        },
+        whole("/etc/x", "y"),
+    ];
+    let d = decide(
+        &steps,
+        &[
+            Now::Missing,
+            Now::NotAFile("it is not a regular file".into()),
+        ],
+        false,
+    )
+    .unwrap();
+    assert_eq!(d[0].action, Action::Nothing);
+    assert_eq!(d[1].action, Action::Nothing);
+    assert!(
+        d[1].report
+            .warning
+            .as_deref()
+            .unwrap_or("")
+            .contains("left alone")
+    );
+}
+
+#[test]
+fn the_apply_script_stops_at_the_first_fatal_failure_only() {
+    let s = apply_script(&[(1, "modprobe x", false), (3, "systemctl start y", true)]);
+    let lines: Vec<&str> = s.lines().collect();
+    assert!(
+        lines[2].contains("@1 ok") && !lines[2].contains("exit 1"),
+        "{s}"
+    );
+    assert!(
+        lines[3].contains("@3 ok") && lines[3].contains("exit 1"),
+        "{s}"
+    );
+    assert_eq!(lines.last(), Some(&"echo @end"));
+}

@@ -1,0 +1,227 @@
+//! Converge: the one executor that turns a stage's Ops into changes on a host.
+//!
+//! For each host and stage: the Ops are lowered into steps ([`step`]), **one** batched
+//! probe round trip reports what the host has for all of them ([`probe`]), a pure
+//! decision says what is out of sync and why ([`decide`], with diffs from [`edit`]), and
+//! only then are the out-of-sync steps applied: file content through the transport's
+//! atomic, verified `put` (which also copes with bind-mounted files such as a container's
+//! `/etc/hosts`), everything else in one apply script, with service restarts for watched
+//! files last in their place.
+//!
+//! Dry runs and `gpuctl plan` go through exactly the same path; [`Mode::applies`] is the
+//! one place that decides whether the last part happens, so what a dry run shows can never
+//! drift from what a real run does.
+//!
+//! Within a stage, probes see the host as it was when the stage started, and files are
+//! written before the apply script runs. A stage whose Ops depend on the effect of an
+//! earlier Op's command must be split into two stages.
+
+pub mod decide;
+pub mod edit;
+pub mod probe;
+pub mod step;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Serialize;
+
+pub use decide::{Change, StepReport};
+
+use crate::fleet::HostCtx;
+use crate::plan::Op;
+use crate::transport::{Command, PutOptions};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Commands in an apply script may unpack archives or start services; still bounded.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Whether changes are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    /// Probe and report what would change; write nothing.
+    DryRun,
+}
+
+impl Mode {
+    /// The one switch between a real run and a dry run.
+    pub fn applies(self) -> bool {
+        matches!(self, Mode::Apply)
+    }
+}
+
+/// What converging one stage on one host found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StageReport {
+    pub steps: Vec<StepReport>,
+    /// Changes were made (false in dry runs and when everything was in sync).
+    pub applied: bool,
+    /// Round trips to the host this stage cost.
+    pub round_trips: u32,
+}
+
+impl StageReport {
+    /// Steps that were (or, in a dry run, would be) changed.
+    pub fn changes(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.change, Change::Changed(_)))
+            .count()
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.warning.as_deref().map(|w| (s.what.as_str(), w)))
+    }
+}
+
+/// Probes `ops` on the host and, when `mode` applies, brings every out-of-sync one in line.
+pub async fn converge(
+    ctx: &HostCtx,
+    stage: &str,
+    ops: &[Op],
+    container: bool,
+    mode: Mode,
+) -> anyhow::Result<StageReport> {
+    let steps = step::lower(stage, ops);
+    let mut report = StageReport::default();
+    if steps.is_empty() {
+        return Ok(report);
+    }
+    ctx.log
+        .note(&format!("{stage}: probing {} steps", steps.len()));
+    let out = ctx
+        .run(
+            Command::new(probe::script(&steps))
+                .sudo(true)
+                .timeout(PROBE_TIMEOUT),
+        )
+        .await
+        .context("probing the host")?;
+    report.round_trips += 1;
+    if !out.success() {
+        bail!(
+            "the probe exited with {:?}: {}",
+            out.status,
+            out.stderr_str().trim()
+        );
+    }
+    let now = probe::parse(&steps, &out.stdout_str()).map_err(|e| anyhow!(e))?;
+    let decisions = decide::decide(&steps, &now, container)?;
+    report.steps = decisions.iter().map(|d| d.report.clone()).collect();
+    for (s, d) in steps.iter().zip(&decisions) {
+        if let Change::Changed(detail) = &d.report.change {
+            ctx.log
+                .note(&format!("{stage}: {} out of sync\n{detail}", s.describe()));
+        }
+    }
+    let to_do = decisions
+        .iter()
+        .any(|d| d.action != decide::Action::Nothing);
+    if !mode.applies() || !to_do {
+        return Ok(report);
+    }
+
+    report.applied = true;
+    for (i, d) in decisions.iter().enumerate() {
+        if let decide::Action::Put {
+            path,
+            content,
+            mode,
+            owner,
+        } = &d.action
+        {
+            put(ctx, path, content, *mode, owner.clone())
+                .await
+                .with_context(|| format!("writing {path}"))?;
+            report.round_trips += 2;
+            ctx.log.note(&format!("{stage}: wrote step {i} ({path})"));
+        }
+    }
+    let runs: Vec<(usize, &str, bool)> = decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match &d.action {
+            decide::Action::Run { snippet, fatal } => Some((i, snippet.as_str(), *fatal)),
+            _ => None,
+        })
+        .collect();
+    if runs.is_empty() {
+        return Ok(report);
+    }
+    let out = ctx
+        .run(
+            Command::new(decide::apply_script(&runs))
+                .sudo(true)
+                .timeout(APPLY_TIMEOUT),
+        )
+        .await
+        .context("applying changes")?;
+    report.round_trips += 1;
+    let text = out.stdout_str();
+    for (i, _, fatal) in &runs {
+        let line = text.lines().find(|l| l.starts_with(&format!("@{i} ")));
+        let what = report.steps[*i].what.clone();
+        match line.map(|l| l.splitn(3, ' ').collect::<Vec<_>>()) {
+            Some(words) if words.get(1) == Some(&"ok") => {
+                // A container that did accept a live setting: a change after all.
+                let step = &mut report.steps[*i];
+                if let Change::Refused(detail) = &step.change {
+                    step.change = Change::Changed(detail.clone());
+                    step.warning = None;
+                }
+            }
+            Some(words) if words.get(1) == Some(&"fail") => {
+                let msg = words
+                    .get(2)
+                    .and_then(|b| data_encoding::BASE64.decode(b.as_bytes()).ok())
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                    .unwrap_or_default();
+                if *fatal {
+                    bail!("{what} failed: {msg}");
+                }
+                report.steps[*i].warning = Some(format!(
+                    "refused live ({msg}); {}",
+                    decide::CONTAINER_KERNEL
+                ));
+            }
+            // An earlier fatal step stopped the script; its error was raised above.
+            _ if !text.lines().any(|l| l == "@end") => {
+                bail!(
+                    "the apply script stopped before {what} (exit {:?}): {}",
+                    out.status,
+                    out.stderr_str().trim()
+                )
+            }
+            _ => bail!("the apply script said nothing about {what}"),
+        }
+    }
+    Ok(report)
+}
+
+/// Writes `content` to `path` on the host through the transport's put (a local temp file
+/// is its source; it is removed when this returns).
+async fn put(
+    ctx: &HostCtx,
+    path: &str,
+    content: &[u8],
+    mode: Option<u32>,
+    owner: Option<String>,
+) -> anyhow::Result<()> {
+    let mut local = tempfile::NamedTempFile::new().context("creating a local temp file")?;
+    local.write_all(content)?;
+    local.flush()?;
+    let opts = PutOptions {
+        mode,
+        owner,
+        sudo: true,
+        // Config files are small: no transfer bar.
+        progress: Some(Arc::new(|_| {})),
+    };
+    ctx.put(local.path(), path, &opts).await?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The batched probe: one generated shell script per host and stage that reports, for
+//! every step, what the host has now — a file's mode, owner and content, a live sysctl,
+//! whether a module is loaded, a service's state, whether a command's guard holds.
+//!
+//! One round trip checks the whole stage, so a re-run over an installed cluster costs a
+//! handful of round trips per host instead of one per Op. Answers are `@<index> <kind>
+//! ...` lines; free text travels base64-encoded so no file content can break the framing,
+//! and a final `@end` proves nothing was cut off.
+
+use std::collections::HashMap;
+
+use super::step::{Edit, Step};
+use crate::transport::shell::quote;
+
+/// Files bigger than this are not read back: they are not the config files Ops manage.
+pub const MAX_FILE: u64 = 4 * 1024 * 1024;
+
+/// What the host has now for one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Now {
+    /// A file that does not exist.
+    Missing,
+    File {
+        mode: u32,
+        owner: String,
+        content: Vec<u8>,
+    },
+    /// A directory, a device, or a file over [`MAX_FILE`]: never overwritten.
+    NotAFile(String),
+    /// The live value, whitespace-normalised; `None` when the key does not exist.
+    Sysctl(Option<String>),
+    Module {
+        loaded: bool,
+    },
+    Service {
+        enabled: String,
+        active: String,
+    },
+    Command {
+        done: bool,
+    },
+}
+
+const FUNCTIONS: &str = r#"LC_ALL=C; export LC_ALL
+b64() { base64 | tr -d '\n'; }
+p_file() {
+  if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
+  if [ ! -f "$2" ]; then echo "@$1 notfile $(printf 'it is not a regular file' | b64)"; return; fi
+  size=$(stat -c %s "$2")
+  if [ "$size" -gt MAX_FILE ]; then echo "@$1 notfile $(printf 'it is %s bytes, more than gpuctl manages in a file' "$size" | b64)"; return; fi
+  echo "@$1 file $(stat -c '%a %U:%G' "$2") $(b64 < "$2")"
+}
+p_sysctl() {
+  f=/proc/sys/$(printf %s "$2" | tr . /)
+  if [ -r "$f" ]; then echo "@$1 sysctl $(tr -s ' \t' '  ' < "$f" | b64)"; else echo "@$1 sysctl"; fi
+}
+p_module() {
+  m=$(printf %s "$2" | tr - _)
+  if [ -d "/sys/module/$m" ] || grep -qs "^$m " /proc/modules \
+     || grep -qs "/$2.ko" "/lib/modules/$(uname -r)/modules.builtin"; then
+    echo "@$1 module loaded"; else echo "@$1 module absent"; fi
+}
+p_service() {
+  e=$(systemctl is-enabled "$2" 2>/dev/null | head -n1); a=$(systemctl is-active "$2" 2>/dev/null | head -n1)
+  echo "@$1 service ${e:-unknown} ${a:-unknown}"
+}
+p_guard() {
+  if sh -c "$2" >/dev/null 2>&1 </dev/null; then echo "@$1 command done"; else echo "@$1 command todo"; fi
+}
+"#;
+
+/// The probe script for `steps`.
+pub fn script(steps: &[Step]) -> String {
+    let mut s = FUNCTIONS.replace("MAX_FILE", &MAX_FILE.to_string());
+    for (i, step) in steps.iter().enumerate() {
+        let line = match step {
+            Step::Content { path, .. } => format!("p_file {i} {}", quote(path)),
+            Step::LiveSysctl { key, .. } => format!("p_sysctl {i} {}", quote(key)),
+            Step::LiveModule { name } => format!("p_module {i} {}", quote(name)),
+            Step::Service { name, .. } => format!("p_service {i} {}", quote(name)),
+            Step::Command { guard, .. } => format!("p_guard {i} {}", quote(guard)),
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s.push_str("echo @end\n");
+    s
+}
+
+/// Reads the probe's answer: one [`Now`] per step, in order.
+pub fn parse(steps: &[Step], output: &str) -> Result<Vec<Now>, String> {
+    if !output.lines().any(|l| l == "@end") {
+        return Err("the probe's answer was cut off (no @end line)".into());
+    }
+    let mut answers: HashMap<usize, Vec<&str>> = HashMap::new();
+    for line in output.lines() {
+        let Some(rest) = line.strip_prefix('@') else {
+            continue;
+        };
+        let mut words = rest.split(' ');
+        if let Some(Ok(i)) = words.next().map(str::parse::<usize>) {
+            answers.insert(i, words.collect());
+        }
+    }
+    let decode = |text: &str| {
+        data_encoding::BASE64
+            .decode(text.as_bytes())
+            .map_err(|e| format!("bad base64 in the probe's answer: {e}"))
+    };
+    let mut out = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let words = answers
+            .get(&i)
+            .ok_or_else(|| format!("the probe said nothing about {}", step.describe()))?;
+        let bad = || format!("odd probe answer for {}: {words:?}", step.describe());
+        let now = match (step, words.as_slice()) {
+            (Step::Content { .. }, ["missing"]) => Now::Missing,
+            (Step::Content { .. }, ["notfile", why]) => {
+                Now::NotAFile(String::from_utf8_lossy(&decode(why)?).into_owned())
+            }
+            (Step::Content { .. }, ["file", mode, owner, rest @ ..]) => Now::File {
+                mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+                owner: (*owner).to_string(),
+                content: decode(rest.first().copied().unwrap_or(""))?,
+            },
+            (Step::LiveSysctl { .. }, ["sysctl"]) => Now::Sysctl(None),
+            (Step::LiveSysctl { .. }, ["sysctl", value]) => {
+                Now::Sysctl(Some(normalise(&String::from_utf8_lossy(&decode(value)?))))
+            }
+            (Step::LiveModule { .. }, ["module", state]) => Now::Module {
+                loaded: *state == "loaded",
+            },
+            (Step::Service { .. }, ["service", enabled, active]) => Now::Service {
+                enabled: (*enabled).to_string(),
+                active: (*active).to_string(),
+            },
+            (Step::Command { .. }, ["command", state]) => Now::Command {
+                done: *state == "done",
+            },
+            _ => return Err(bad()),
+        };
+        out.push(now);
+    }
+    Ok(out)
+}
+
+/// Sysctl values compared as the kernel prints them: words separated by single spaces.
+pub fn normalise(value: &str) -> String {
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a step is a file whose content is managed as a whole (mode/owner enforced).
+pub fn is_whole(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Content {
+            edit: Edit::Whole(_),
+            ..
+        }
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn steps() -> Vec<Step> {
+        vec![
+            Step::Content {
+                path: "/etc/hosts".into(),
+                edit: Edit::Whole("x".into()),
+                mode: Some(0o644),
+                owner: Some("root:root".into()),
+            },
+            Step::LiveSysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "1".into(),
+            },
+            Step::LiveModule {
+                name: "overlay".into(),
+            },
+            Step::Service {
+                name: "ssh".into(),
+                enabled: true,
+                running: true,
+                restart_on: vec![],
+            },
+            Step::Command {
+                run: "mkdir -p /d".into(),
+                guard: "test -d '/d'".into(),
+            },
+            Step::Content {
+                path: "/nope".into(),
+                edit: Edit::Whole(String::new()),
+                mode: None,
+                owner: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_script_quotes_every_argument() {
+        let s = script(&steps());
+        assert!(s.contains("p_guard 4 'test -d '\\''/d'\\'''\n"), "{s}");
+        assert!(s.contains("p_file 0 /etc/hosts\n"), "{s}");
+        assert!(s.ends_with("echo @end\n"));
+    }
+
+    #[test]
+    fn answers_are_read_per_step() {
+        let out = "noise\n@0 file 644 root:root aGVsbG8K\n@1 sysctl MQ==\n@2 module loaded\n\
+                   @3 service enabled active\n@4 command todo\n@5 missing\n@end\n";
+        let now = parse(&steps(), out).unwrap();
+        assert_eq!(
+            now[0],
+            Now::File {
+                mode: 0o644,
+                owner: "root:root".into(),
+                content: b"hello\n".to_vec()
+            }
+        );
+        assert_eq!(now[1], Now::Sysctl(Some("1".into())));
+        assert_eq!(now[2], Now::Module { loaded: true });
+        assert_eq!(now[4], Now::Command { done: false });
+        assert_eq!(now[5], Now::Missing);
+        // An empty file has no base64 word at all.
+        let empty = out.replace("aGVsbG8K", "");
+        assert!(
+            matches!(&parse(&steps(), &empty).unwrap()[0], Now::File { content, .. } if content.is_empty())
+        );
+    }
+
+    #[test]
+    fn a_cut_off_answer_is_an_error() {
+        let err = parse(&steps(), "@0 missing\n").unwrap_err();
+        assert!(err.contains("cut off"), "{err}");
+        let err = parse(&steps(), "@0 missing\n@end\n").unwrap_err();
+        assert!(err.contains("said nothing about sysctl"), "{err}");
+    }
+}

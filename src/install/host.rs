@@ -1,0 +1,393 @@
+//! One host's part of a run: the first round trip (host lock, host journal, facts), then
+//! each selected stage in order — plan, digest, skip or converge, checkpoint — until the
+//! last stage or the first failure, then the host lock is released.
+//!
+//! Round trips on a host where everything is done: one for facts, one to release the
+//! lock. A stage that has to be probed costs one more, and changes cost the writes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::select::Selected;
+use crate::converge::{self, Mode, StageReport};
+use crate::fleet::HostCtx;
+use crate::inventory::Inventory;
+use crate::plan::{HostFacts, Stage, digest::digest};
+use crate::state::remote::{self, LockAnswer};
+use crate::state::{Checkpoint, Journal, LockInfo, StageResult, lock};
+use crate::transport::{Command, SudoMode};
+
+const FACTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a run shares between its hosts.
+pub struct RunCtx {
+    pub inv: Arc<Inventory>,
+    pub stages: Vec<Box<dyn Stage>>,
+    pub selected: Vec<Selected>,
+    pub mode: Mode,
+    pub journal: Mutex<Journal>,
+    /// Where the local journal is saved; `None`: nothing is written (dry runs, plan).
+    pub journal_path: Option<std::path::PathBuf>,
+    /// The lock taken on each host; `None` in read-only runs.
+    pub lock: Option<LockInfo>,
+    /// How to run gpuctl against this inventory, for fix commands in messages.
+    pub inventory_arg: String,
+}
+
+/// What happened to one stage on one host.
+#[derive(Debug)]
+pub struct StageOutcome {
+    pub name: &'static str,
+    pub status: Status,
+    pub notes: Vec<String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug)]
+pub enum Status {
+    /// Done with the same Ops before; not probed.
+    Skipped {
+        since: String,
+    },
+    Ran(StageReport),
+    Failed(String),
+}
+
+/// Everything a host did; also carried by [`HostFailed`] when a stage failed.
+#[derive(Debug, Default)]
+pub struct HostOutcome {
+    pub facts: Option<HostFacts>,
+    pub stages: Vec<StageOutcome>,
+    pub warnings: Vec<String>,
+}
+
+/// A stage failed on this host; its later stages did not run.
+#[derive(Debug, thiserror::Error)]
+#[error("stage {stage}: {message}")]
+pub struct HostFailed {
+    pub stage: &'static str,
+    pub message: String,
+    pub outcome: HostOutcome,
+}
+
+/// Runs the selected stages on one host.
+pub async fn run_host(run: Arc<RunCtx>, ctx: HostCtx) -> anyhow::Result<HostOutcome> {
+    let mut outcome = HostOutcome::default();
+    ctx.progress.step("facts");
+    let started = Instant::now();
+    let hf = match begin(&run, &ctx, &mut outcome).await {
+        Ok(hf) => hf,
+        Err(e) => {
+            return Err(HostFailed {
+                stage: "facts",
+                message: crate::secret::redact(&format!("{e:#}")),
+                outcome,
+            }
+            .into());
+        }
+    };
+    let facts_note = describe_facts(&hf);
+    outcome.facts = Some(hf.clone());
+    record(&run, &ctx, "facts", "", Ok(0), false).await;
+    outcome.stages.push(StageOutcome {
+        name: "facts",
+        status: Status::Ran(StageReport::default()),
+        notes: vec![facts_note],
+        elapsed: started.elapsed(),
+    });
+
+    let result = stages(&run, &ctx, &hf, &mut outcome).await;
+    if let Some(l) = &run.lock {
+        // Released even after a failure: the journal says where to resume, the lock
+        // would only block that resume.
+        let out = ctx
+            .run(Command::new(remote::unlock_script(&l.run)).sudo(true))
+            .await;
+        if !out.as_ref().is_ok_and(|o| o.success()) {
+            outcome.warnings.push(format!(
+                "could not release the host lock {}; the next install from this machine \
+                 takes it over",
+                remote::LOCK
+            ));
+        }
+    }
+    match result {
+        Ok(()) => Ok(outcome),
+        Err((stage, message)) => Err(HostFailed {
+            stage,
+            message,
+            outcome,
+        }
+        .into()),
+    }
+}
+
+/// The first round trip: take the host lock, read the host's journal, gather facts.
+async fn begin(
+    run: &RunCtx,
+    ctx: &HostCtx,
+    outcome: &mut HostOutcome,
+) -> anyhow::Result<HostFacts> {
+    let sudo = ctx.conn.sudo_mode() != SudoMode::Unavailable;
+    let mut script = String::new();
+    if sudo {
+        if let Some(l) = &run.lock {
+            script.push_str(&remote::lock_script(l, None));
+        }
+        script.push_str(remote::READ_JOURNAL);
+    }
+    script.push_str(&crate::stages::facts::script(&run.inv));
+    let out = ctx
+        .run(Command::new(&script).sudo(sudo).timeout(FACTS_TIMEOUT))
+        .await
+        .context("gathering facts")?;
+    if !out.success() {
+        anyhow::bail!(
+            "gathering facts failed (exit {:?}): {}",
+            out.status,
+            out.stderr_str().trim()
+        );
+    }
+    let text = out.stdout_str();
+    let (lock, journal) = remote::parse(&text);
+    if let LockAnswer::Held(info) = lock {
+        take_over(run, ctx, info, outcome).await?;
+    }
+    match journal {
+        Some(Ok(theirs)) => {
+            if let Ok(mut j) = run.journal.lock() {
+                j.merge_host(&ctx.host.name, theirs);
+            }
+        }
+        Some(Err(e)) => outcome.warnings.push(format!(
+            "the host's journal {} is unreadable ({e}); this run rewrites it",
+            remote::JOURNAL
+        )),
+        None => {}
+    }
+    Ok(crate::stages::facts::parse(
+        &ctx.host,
+        ctx.conn.sudo_mode(),
+        &text,
+    ))
+}
+
+/// The host lock is held. A lock left by a gpuctl of this machine that no longer runs is
+/// taken over (we hold the local lock, so no install from here is running); any other is
+/// reported with the command that removes it.
+async fn take_over(
+    run: &RunCtx,
+    ctx: &HostCtx,
+    info: Option<LockInfo>,
+    outcome: &mut HostOutcome,
+) -> anyhow::Result<()> {
+    let fix = format!(
+        "if no install is running, remove it with: gpuctl exec {} --hosts {} --sudo -- rm -f {}",
+        run.inventory_arg,
+        ctx.host.name,
+        remote::LOCK
+    );
+    let Some(info) = info else {
+        anyhow::bail!(
+            "the host lock {} exists but is unreadable; {fix}",
+            remote::LOCK
+        );
+    };
+    let Some(mine) = &run.lock else {
+        return Ok(());
+    };
+    if info.liveness() != lock::Liveness::Dead {
+        anyhow::bail!(
+            "another install holds the host lock {}: {}; {fix}",
+            remote::LOCK,
+            info.describe()
+        );
+    }
+    let out = ctx
+        .run(Command::new(remote::lock_script(mine, Some(&info.run))).sudo(true))
+        .await?;
+    if remote::parse(&out.stdout_str()).0 != LockAnswer::Taken {
+        anyhow::bail!(
+            "the host lock {} changed hands while taking it over; {fix}",
+            remote::LOCK
+        );
+    }
+    outcome.warnings.push(format!(
+        "took over the host lock left by {}, which is no longer running",
+        info.describe()
+    ));
+    Ok(())
+}
+
+/// The stages after facts. A real run stops at the first failure; a dry run goes on, since
+/// nothing was changed and the later stages' probes still say something true.
+async fn stages(
+    run: &RunCtx,
+    ctx: &HostCtx,
+    hf: &HostFacts,
+    outcome: &mut HostOutcome,
+) -> Result<(), (&'static str, String)> {
+    let mut first_failure = None;
+    for sel in run.selected.iter().filter(|s| s.name != "facts") {
+        let Some(stage) = run.stages.get(sel.index) else {
+            continue;
+        };
+        ctx.progress.step(sel.name);
+        let started = Instant::now();
+        let notes = stage.notes(&run.inv, hf);
+        for n in &notes {
+            ctx.log.note(&format!("{}: note: {n}", sel.name));
+        }
+        let planned = stage.plan(&run.inv, hf);
+        let mut finish = |status: Status| {
+            outcome.stages.push(StageOutcome {
+                name: sel.name,
+                status,
+                notes: notes.clone(),
+                elapsed: started.elapsed(),
+            });
+        };
+        let ops = match planned {
+            Ok(ops) => ops,
+            Err(e) => {
+                let msg = crate::secret::redact(&format!("{e:#}"));
+                record(
+                    run,
+                    ctx,
+                    sel.name,
+                    "",
+                    Err(msg.clone()),
+                    stage.checkpointed(),
+                )
+                .await;
+                finish(Status::Failed(msg.clone()));
+                first_failure.get_or_insert((sel.name, msg));
+                if run.mode.applies() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let digest = digest(&ops);
+        let done = run.journal.lock().ok().and_then(|j| {
+            j.is_done(&ctx.host.name, sel.name, &digest)
+                .then(|| j.checkpoint(&ctx.host.name, sel.name).map(|c| c.at.clone()))
+                .flatten()
+        });
+        if let (Some(since), true, false) = (done, stage.checkpointed(), sel.ignore_checkpoint) {
+            ctx.log
+                .note(&format!("{}: skipped, done since {since}", sel.name));
+            finish(Status::Skipped { since });
+            continue;
+        }
+        match converge::converge(ctx, sel.name, &ops, hf.container, run.mode).await {
+            Ok(report) => {
+                record(
+                    run,
+                    ctx,
+                    sel.name,
+                    &digest,
+                    Ok(report.changes()),
+                    stage.checkpointed(),
+                )
+                .await;
+                finish(Status::Ran(report));
+            }
+            Err(e) => {
+                let msg = crate::secret::redact(&format!("{e:#}"));
+                record(
+                    run,
+                    ctx,
+                    sel.name,
+                    &digest,
+                    Err(msg.clone()),
+                    stage.checkpointed(),
+                )
+                .await;
+                finish(Status::Failed(msg.clone()));
+                first_failure.get_or_insert((sel.name, msg));
+                if run.mode.applies() {
+                    break;
+                }
+            }
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+/// Writes a checkpoint to the local journal and the host's (real runs only). Journal
+/// trouble is logged, not fatal: the changes themselves are made and will probe in sync.
+async fn record(
+    run: &RunCtx,
+    ctx: &HostCtx,
+    stage: &str,
+    digest: &str,
+    result: Result<usize, String>,
+    to_host: bool,
+) {
+    let Some(path) = &run.journal_path else {
+        return;
+    };
+    let checkpoint = Checkpoint {
+        digest: digest.to_string(),
+        result: if result.is_ok() {
+            StageResult::Success
+        } else {
+            StageResult::Failed
+        },
+        at: crate::state::journal::now(),
+        changes: *result.as_ref().unwrap_or(&0),
+        error: result.err(),
+    };
+    let host_part = match run.journal.lock() {
+        Ok(mut j) => {
+            j.record(&ctx.host.name, stage, checkpoint);
+            if let Err(e) = j.save(path) {
+                ctx.log
+                    .note(&format!("cannot save the journal {}: {e}", path.display()));
+            }
+            j.host(&ctx.host.name)
+        }
+        Err(_) => return,
+    };
+    // Stages that always run (facts, preflight) are not worth a round trip of their own:
+    // their checkpoints reach the host with the next checkpointed stage's write.
+    if !to_host {
+        return;
+    }
+    let text = serde_json::to_string_pretty(&host_part).unwrap_or_default();
+    let out = ctx
+        .run(
+            Command::new(remote::WRITE_JOURNAL)
+                .sudo(true)
+                .stdin(text.into_bytes()),
+        )
+        .await;
+    if !out.as_ref().is_ok_and(|o| o.success()) {
+        ctx.log.note(&format!(
+            "cannot write the host journal {}: {}",
+            remote::JOURNAL,
+            out.map_or_else(|e| e.to_string(), |o| o.stderr_str())
+        ));
+    }
+}
+
+/// `Debian GNU/Linux 12, 8 CPUs, 31.3 GiB, 4× Tesla T4, container`.
+fn describe_facts(hf: &HostFacts) -> String {
+    let f = &hf.facts;
+    let mut parts = vec![
+        f.os_name.clone(),
+        format!("{} CPUs", f.cpus),
+        format!("{:.1} GiB", f.memory_mib as f64 / 1024.0),
+    ];
+    let gpus = f.gpu_summary();
+    if gpus != "-" {
+        parts.push(gpus);
+    }
+    if hf.container {
+        parts.push("container".into());
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,124 @@
+//! The install run: which stages ([`select`]), each host through them ([`host`]), and what
+//! the admin reads at the end ([`report`]). `gpuctl install` and `gpuctl plan` are both
+//! this run; `plan` is a dry run that probes every stage and writes nothing.
+//!
+//! Hosts run independently (bounded by `--concurrency`): a failed host stops its own later
+//! stages, the others carry on, and every failure is reported together.
+
+pub mod host;
+pub mod report;
+pub mod select;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::converge::Mode;
+use crate::fleet::Fleet;
+use crate::inventory::Inventory;
+use crate::state::{Journal, LocalLock, LockInfo};
+pub use host::{HostFailed, HostOutcome, Status};
+pub use select::Selection;
+
+/// How a run behaves.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub selection: Selection,
+    pub mode: Mode,
+    /// `--inventory <path>` as the admin wrote it, for the commands messages suggest.
+    pub inventory_arg: String,
+}
+
+/// One host's row of the result.
+#[derive(Debug)]
+pub struct HostRow {
+    pub host: String,
+    pub outcome: HostOutcome,
+    /// `(stage, message)` of the failure that stopped the host.
+    pub failure: Option<(String, String)>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub rows: Vec<HostRow>,
+    pub interrupted: bool,
+    pub log_dir: std::path::PathBuf,
+    pub mode: Mode,
+}
+
+impl RunResult {
+    pub fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| r.failure.is_some()).count()
+    }
+}
+
+/// Runs the selected stages on every host of `fleet`. A real run takes the local lock
+/// first (refused while another install runs) and keeps the journal; a dry run reads the
+/// journal only.
+pub async fn run(
+    inv: Arc<Inventory>,
+    fleet: &Fleet,
+    opts: RunOptions,
+) -> anyhow::Result<RunResult> {
+    let all = crate::stages::all();
+    let names: Vec<&'static str> = all.iter().map(|s| s.name()).collect();
+    let selected = select::select(&names, &opts.selection)?;
+    let state_dir = inv.state_dir();
+    let journal_path = state_dir.join("state.json");
+    let journal = Journal::load(&journal_path, &inv.cluster.name)?;
+    let (lock, journal_path) = if opts.mode.applies() {
+        let lock = LocalLock::acquire(&state_dir.join("install.lock"), LockInfo::this_process())?;
+        (Some(lock), Some(journal_path))
+    } else {
+        (None, None)
+    };
+    let ctx = Arc::new(host::RunCtx {
+        inv: Arc::clone(&inv),
+        stages: all,
+        selected,
+        mode: opts.mode,
+        journal: Mutex::new(journal),
+        journal_path,
+        lock: lock.as_ref().map(|l| l.info.clone()),
+        inventory_arg: opts.inventory_arg.clone(),
+    });
+    let report = fleet
+        .run(move |hctx| host::run_host(Arc::clone(&ctx), hctx))
+        .await;
+    drop(lock);
+    let rows = report
+        .results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Ok(outcome) => HostRow {
+                host: r.host,
+                outcome,
+                failure: None,
+                elapsed: r.elapsed,
+            },
+            Err(e) => match e.downcast::<HostFailed>() {
+                Ok(failed) => HostRow {
+                    host: r.host,
+                    failure: Some((failed.stage.to_string(), failed.message)),
+                    outcome: failed.outcome,
+                    elapsed: r.elapsed,
+                },
+                Err(e) => HostRow {
+                    host: r.host,
+                    outcome: HostOutcome::default(),
+                    failure: Some((
+                        "connect".to_string(),
+                        crate::secret::redact(&format!("{e:#}")),
+                    )),
+                    elapsed: r.elapsed,
+                },
+            },
+        })
+        .collect();
+    Ok(RunResult {
+        rows,
+        interrupted: report.interrupted,
+        log_dir: report.log_dir,
+        mode: opts.mode,
+    })
+}
