@@ -221,6 +221,7 @@ async fn put(
         sudo: true,
         // Config files are small: no transfer bar.
         progress: Some(Arc::new(|_| {})),
+        ..PutOptions::default()
     };
     ctx.put(local.path(), path, &opts).await?;
     Ok(())
