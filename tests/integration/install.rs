@@ -73,7 +73,7 @@ fn table_row<'a>(out: &'a Outcome, host: &str) -> &'a str {
 }
 
 #[test]
-fn plan_shows_the_changes_and_writes_nothing() {
+fn plan_shows_the_changes_and_writes_nothing_nor_does_an_unconfirmed_install() {
     let lab = Lab::up(&LabSpec::new(2));
     let before: Vec<String> = ["node1", "node2"]
         .iter()
@@ -106,11 +106,22 @@ fn plan_shows_the_changes_and_writes_nothing() {
             out.stdout
         );
     }
+    // Without a terminal to confirm on, install refuses unless told --yes, before it
+    // touches anything.
+    Gpuctl::new()
+        .args(["install"])
+        .inventory(&lab.inventory)
+        .run()
+        .code(2)
+        .stderr_has("pass --yes");
     let after: Vec<String> = ["node1", "node2"]
         .iter()
         .map(|n| etc_digest(&lab, n))
         .collect();
-    assert_eq!(before, after, "plan changed files on a node");
+    assert_eq!(
+        before, after,
+        "plan or an unconfirmed install changed files on a node"
+    );
     assert!(
         !state_dir(&lab).join("state.json").exists(),
         "plan wrote a journal"
