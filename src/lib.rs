@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod exit;
 pub mod facts;
 pub mod fleet;

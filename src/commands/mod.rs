@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod copy;
+pub mod doctor;
 pub mod exec;
 pub mod init;
 pub mod inventory_check;
@@ -17,5 +18,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ping(args) => ping::run(&args).await,
         Command::Exec(args) => exec::run(&args).await,
         Command::Copy(args) => copy::run(&args).await,
+        Command::Doctor(args) => doctor::run(&args).await,
     }
 }
