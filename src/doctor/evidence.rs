@@ -217,21 +217,24 @@ kv time_end "$(date +%s%N)"
 }
 
 /// Shell functions both scripts use: `kv`, `f PATH...` (print files), `rf PATH...` (print
-/// files through `red`, which replaces credential values). `red` matches keys containing
+/// files through `red`, which replaces credential values). A file behind a directory the
+/// login user cannot enter is "unreadable", not "missing", so the sudo follow-up reads it. `red` matches keys containing
 /// `password`, `token`, `auth` or `secret` (any case) followed by `:` or `=`, anywhere on a
 /// line (inline JSON objects too), and replaces a quoted value or the rest of the line.
 /// Nested mappings (`auths: {`, `[...auth]`) keep their structure; their leaves are caught.
 pub const PRELUDE: &str = r#"kv() { echo "$M kv $1=$2"; }
+nf() { d=${1%/*}; while [ -n "$d" ] && [ ! -e "$d" ]; do d=${d%/*}; done
+  if [ -n "$d" ] && [ ! -x "$d" ]; then echo "$M unreadable $1"; else echo "$M missing $1"; fi; }
 f() { for p in "$@"; do
   if [ -f "$p" ]; then
     if [ -r "$p" ]; then echo "$M file $p"; cat "$p" 2>/dev/null; echo; else echo "$M unreadable $p"; fi
-  else echo "$M missing $p"; fi
+  else nf "$p"; fi
 done; }
 red() { sed -E 's/("?[A-Za-z0-9_.-]*([Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Tt][Oo][Kk][Ee][Nn]|[Aa][Uu][Tt][Hh]|[Ss][Ee][Cc][Rr][Ee][Tt])[A-Za-z0-9_.-]*"?[[:space:]]*[:=][[:space:]]*)("[^"]*"|[^]{["[:space:]].*$)/\1"<redacted>"/g'; }
 rf() { for p in "$@"; do
   if [ -f "$p" ]; then
     if [ -r "$p" ]; then echo "$M file $p"; red < "$p"; echo; else echo "$M unreadable $p"; fi
-  else echo "$M missing $p"; fi
+  else nf "$p"; fi
 done; }
 c() { n=$1; shift; echo "$M cmd $n"; "$@" 2>&1; echo "$M status $n $?"; }"#;
 

@@ -1,6 +1,7 @@
 //! gpuctl's integration tests: one binary, one module per topic, helpers in `support`.
 
 mod cli;
+mod doctor;
 mod lab_smoke;
 mod registry;
 mod support;
