@@ -309,3 +309,35 @@ pub(crate) fn head(lines: &[String], n: usize) -> Vec<String> {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::CHECKS;
+
+    fn read(path: &str) -> String {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    /// docs/doctor.md documents every id in a table row, and the JSON schema accepts
+    /// exactly the ids of the catalog.
+    #[test]
+    fn the_catalog_the_docs_and_the_schema_agree() {
+        let doc = read("docs/doctor.md");
+        for check in CHECKS {
+            assert!(
+                doc.contains(&format!("| {} |", check.id)),
+                "docs/doctor.md has no table row for {}",
+                check.id
+            );
+        }
+        let schema: serde_json::Value = serde_json::from_str(&read("docs/doctor.schema.json"))
+            .unwrap_or_else(|e| panic!("docs/doctor.schema.json: {e}"));
+        let ids: Vec<&str> = schema["$defs"]["finding"]["properties"]["id"]["enum"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let catalog: Vec<&str> = CHECKS.iter().map(|c| c.id).collect();
+        assert_eq!(ids, catalog);
+    }
+}
