@@ -115,6 +115,10 @@ pub const MODULES: &[&str] = &["br_netfilter", "overlay", "nouveau", "nvidia", "
 
 /// The script for one host. `nonce` separates markers from content; `disk_paths` are the
 /// directories H13 measures (each through its nearest existing parent).
+///
+/// Forks count when fifty hosts run this at once on small machines: every `/proc/sys`
+/// value comes from one `awk`, `PATH` is searched without `command -v` subshells, and
+/// `df` runs once for all paths.
 pub fn script(nonce: &str, disk_paths: &[String]) -> String {
     let m = format!("@@{nonce}");
     let mut s = String::new();
@@ -122,16 +126,16 @@ pub fn script(nonce: &str, disk_paths: &[String]) -> String {
         r#"PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; export PATH
 LC_ALL=C; export LC_ALL
 M='{m}'
+OIFS=$IFS
 {PRELUDE}
 T=""; command -v timeout >/dev/null 2>&1 && T="timeout 20"
 kv time_start "$(date +%s%N)"
 kv uid "$(id -u)"
 kv user "$(id -un)"
 kv nproc "$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)"
-kv kernel "$(uname -r)"
-kv arch "$(uname -m)"
-kv uname_n "$(uname -n)"
-kv meminfo_kib "$(awk '/^MemTotal:/ {{print $2}}' /proc/meminfo)"
+set -- $(uname -nrm)
+kv uname_n "$1"; kv kernel "$2"; kv arch "$3"
+awk -v m="$M" '$1 == "MemTotal:" {{print m " kv meminfo_kib=" $2; exit}}' /proc/meminfo
 "#
     ));
     s.push_str(&format!("f {}\n", FILES.join(" ")));
@@ -144,66 +148,64 @@ kv meminfo_kib "$(awk '/^MemTotal:/ {{print $2}}' /proc/meminfo)"
         ));
     }
     s.push_str(
-        "ls /etc/systemd/system/swap.target.wants 2>/dev/null | sed \"s|^|$M kv swap_unit=|\"\n",
+        "for u in /etc/systemd/system/swap.target.wants/*; do [ -e \"$u\" ] && kv swap_unit \"${u##*/}\"; done\n",
     );
+    // One awk for every /proc/sys value: sysctl files answer a read at a non-zero offset
+    // with end-of-file, so the shell's byte-by-byte `read` would see one character. Only
+    // files that exist are passed: mawk stops at the first one it cannot open.
+    s.push_str("set --; for p in");
     for key in SYSCTLS {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        s.push_str(&format!(
-            "if [ -r {path} ]; then kv sysctl.{key} \"$(cat {path})\"; fi\n"
-        ));
+        s.push_str(&format!(" /proc/sys/{}", key.replace('.', "/")));
     }
+    s.push_str("; do [ -r \"$p\" ] && set -- \"$@\" \"$p\"; done\n");
+    s.push_str("[ $# -gt 0 ] && awk -v m=\"$M\" 'FNR == 1 { k = FILENAME; sub(\"^/proc/sys/\", \"\", k); gsub(\"/\", \".\", k); print m \" kv sysctl.\" k \"=\" $0 }' \"$@\"\n");
     let pattern = KERNEL_OPTIONS.join("|");
     s.push_str(&format!(
-        r#"if [ -r /proc/config.gz ] && command -v zcat >/dev/null 2>&1; then
+        r#"R=$(uname -r)
+if [ -r /proc/config.gz ] && command -v zcat >/dev/null 2>&1; then
   kv kconfig_source /proc/config.gz
   c kconfig sh -c "zcat /proc/config.gz | grep -E '^(# )?CONFIG_({pattern}|MODULES)[= ]'"
-elif [ -r "/boot/config-$(uname -r)" ]; then
-  kv kconfig_source "/boot/config-$(uname -r)"
-  c kconfig grep -E '^(# )?CONFIG_({pattern}|MODULES)[= ]' "/boot/config-$(uname -r)"
+elif [ -r "/boot/config-$R" ]; then
+  kv kconfig_source "/boot/config-$R"
+  c kconfig grep -E '^(# )?CONFIG_({pattern}|MODULES)[= ]' "/boot/config-$R"
 fi
 kv cgroup_fs "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 if [ -r /sys/fs/cgroup/cgroup.controllers ]; then kv cgroup_controllers "$(cat /sys/fs/cgroup/cgroup.controllers)"; fi
-kv cgroup_dirs "$(ls /sys/fs/cgroup 2>/dev/null | tr '\n' ' ')"
+dirs=""; for d in /sys/fs/cgroup/*; do [ -d "$d" ] && dirs="$dirs ${{d##*/}}"; done; kv cgroup_dirs "$dirs"
 if [ -r /proc/modules ]; then
   kv proc_modules yes
-  awk '$1 ~ /^({mods})$/ {{print "'"$M"' kv module=" $1}}' /proc/modules
+  while read -r name rest; do case "$name" in {mods_case}) kv module "$name";; esac; done < /proc/modules
 else kv proc_modules no; fi
-if [ -r "/lib/modules/$(uname -r)/modules.builtin" ]; then
+if [ -r "/lib/modules/$R/modules.builtin" ]; then
   kv builtin_list yes
-  grep -E '/({mods})\.ko' "/lib/modules/$(uname -r)/modules.builtin" | sed "s|.*/||; s|\.ko.*||; s|^|$M kv builtin=|"
+  while read -r path; do name=${{path##*/}}; name=${{name%%.ko*}}; case "$name" in {mods_case}) kv builtin "$name";; esac; done < "/lib/modules/$R/modules.builtin"
 fi
-for b in {bins}; do p=$(command -v "$b" 2>/dev/null) && kv "bin.$b" "$p"; done
+for b in {bins}; do
+  IFS=:; set -- $PATH; IFS=$OIFS
+  for d; do if [ -f "$d/$b" ] && [ -x "$d/$b" ]; then kv "bin.$b" "$d/$b"; break; fi; done
+done
 c iptables_version iptables --version
 c getent getent hosts "$(uname -n)"
-if [ "$(cat /etc/hostname 2>/dev/null)" != "$(uname -n)" ] && [ -s /etc/hostname ]; then
-  c getent_persisted getent hosts "$(head -n1 /etc/hostname)"
-fi
 if command -v timedatectl >/dev/null 2>&1; then c ntp_sync $T timedatectl show -p NTPSynchronized --value; fi
 if command -v chronyc >/dev/null 2>&1; then c chrony $T chronyc -n tracking; fi
 c ip_route ip -o route show
 c ip_link ip -o link show
 "#,
-        mods = MODULES.join("|"),
+        mods_case = MODULES.join("|"),
         bins = BINARIES.join(" "),
     ));
     // Disk: each path through its nearest existing parent, so paths made at install time
-    // are measured on the filesystem they will land on.
-    s.push_str("for p in");
+    // are measured on the filesystem they will land on; one df for all of them, whose
+    // lines follow the `disk` entries in order.
+    s.push_str("set --\nfor p in");
     for p in disk_paths {
         s.push(' ');
         s.push_str(&crate::transport::shell::quote(p));
     }
     s.push_str(
-        r#"; do q=$p; while [ ! -e "$q" ]; do q=$(dirname "$q"); done; echo "$M kv disk=$p	$q"; done
-"#,
-    );
-    s.push_str("for p in");
-    for p in disk_paths {
-        s.push(' ');
-        s.push_str(&crate::transport::shell::quote(p));
-    }
-    s.push_str(
-        r#"; do q=$p; while [ ! -e "$q" ]; do q=$(dirname "$q"); done; echo "$M cmd df:$p"; df -P "$q" 2>&1 | tail -n +2; echo "$M cmd df_inodes:$p"; df -Pi "$q" 2>&1 | tail -n +2; done
+        r#"; do q=$p; while [ ! -e "$q" ]; do q=${q%/*}; [ -n "$q" ] || q=/; done; kv disk "$p	$q"; set -- "$@" "$q"; done
+c df df -P "$@"
+c df_inodes df -Pi "$@"
 if command -v lspci >/dev/null 2>&1; then c lspci lspci -nn -d 10de:; fi
 if command -v nvidia-smi >/dev/null 2>&1; then
   c nvidia_smi_list $T nvidia-smi -L
@@ -218,7 +220,8 @@ kv time_end "$(date +%s%N)"
 
 /// Shell functions both scripts use: `kv`, `f PATH...` (print files), `rf PATH...` (print
 /// files through `red`, which replaces credential values). A file behind a directory the
-/// login user cannot enter is "unreadable", not "missing", so the sudo follow-up reads it. `red` matches keys containing
+/// login user cannot enter is "unreadable", not "missing", so the sudo follow-up reads it.
+/// `red` matches keys containing
 /// `password`, `token`, `auth` or `secret` (any case) followed by `:` or `=`, anywhere on a
 /// line (inline JSON objects too), and replaces a quoted value or the rest of the line.
 /// Nested mappings (`auths: {`, `[...auth]`) keep their structure; their leaves are caught.
@@ -457,6 +460,56 @@ mod tests {
         assert_eq!(lspci.lines.len(), 1);
         // A marker with another nonce is content, not a marker (here: outside any section).
         assert_eq!(ev.get("not"), None);
+    }
+
+    /// The script runs under this machine's `sh` (read-only) and every section parses.
+    #[test]
+    fn the_script_runs_under_sh_and_its_output_parses() {
+        let paths = vec!["/".to_string(), "/var/lib/no/such/dir".to_string()];
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script("n0nce", &paths))
+            .output()
+            .unwrap_or_else(|e| panic!("sh: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ev = Evidence::parse("n0nce", &text);
+        assert!(
+            ev.get("time_end").is_some(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!ev.get("uname_n").unwrap_or("").is_empty());
+        assert!(
+            ev.get("kernel")
+                .is_some_and(|k| k.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        );
+        assert!(
+            ev.get("meminfo_kib")
+                .is_some_and(|m| m.parse::<u64>().is_ok())
+        );
+        assert!(
+            ev.bin("sh").is_none(),
+            "only the listed binaries are looked up"
+        );
+        assert!(
+            ev.lines("/proc/swaps")
+                .is_some_and(|l| l[0].starts_with("Filename"))
+        );
+        let disks = ev.all("disk");
+        assert_eq!(disks.len(), 2);
+        assert_eq!(
+            disks[1], "/var/lib/no/such/dir\t/var/lib",
+            "the nearest existing parent"
+        );
+        let df = ev.cmd("df").cloned().unwrap_or_default();
+        assert_eq!(
+            df.lines
+                .iter()
+                .filter(|l| !l.starts_with("Filesystem"))
+                .count(),
+            2,
+            "{df:?}"
+        );
     }
 
     /// The redacting filter runs on this machine's `sh` and `sed`: what leaves a host.

@@ -521,23 +521,22 @@ fn time_sync(input: &HostInput, out: &mut Findings) {
 const DISK_WARN: u32 = 80;
 const DISK_ERROR: u32 = 95;
 
-/// H13: space and inodes on the filesystems images, containers and data land on.
+/// H13: space and inodes on the filesystems images, containers and data land on. The
+/// `df` lines follow the `disk` entries in order (header first).
 fn disk(input: &HostInput, out: &mut Findings) {
     let ev = input.ev;
-    let mut seen = Vec::new();
+    let paths: Vec<&str> = ev
+        .all("disk")
+        .into_iter()
+        .filter_map(|e| e.split_once('\t').map(|(p, _)| p))
+        .collect();
+    let mut seen: Vec<(String, &str)> = Vec::new();
     let mut problems = Vec::new();
     let mut ok = Vec::new();
-    for entry in ev.all("disk") {
-        let Some((path, _existing)) = entry.split_once('\t') else {
-            continue;
-        };
-        for (kind, key) in [("space", "df:"), ("inodes", "df_inodes:")] {
-            let Some(cmd) = ev.cmd(&format!("{key}{path}")) else {
-                continue;
-            };
-            let Some(line) = cmd.lines.first() else {
-                continue;
-            };
+    for (kind, key) in [("space", "df"), ("inodes", "df_inodes")] {
+        let Some(cmd) = ev.cmd(key) else { continue };
+        let rows = cmd.lines.iter().filter(|l| !l.starts_with("Filesystem"));
+        for (path, line) in paths.iter().zip(rows) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (Some(pct), Some(mount)) = (fields.get(4), fields.last()) else {
                 continue;
@@ -545,7 +544,7 @@ fn disk(input: &HostInput, out: &mut Findings) {
             let Ok(used) = pct.trim_end_matches('%').parse::<u32>() else {
                 continue; // `-` for filesystems without inode counts
             };
-            if seen.contains(&(mount.to_string(), kind)) {
+            if seen.iter().any(|(m, k)| m == mount && *k == kind) {
                 continue;
             }
             seen.push((mount.to_string(), kind));
@@ -557,21 +556,21 @@ fn disk(input: &HostInput, out: &mut Findings) {
             }
         }
     }
-    for (used, text, line) in problems {
-        let severity = if used >= DISK_ERROR {
+    for (used, text, line) in &problems {
+        let severity = if *used >= DISK_ERROR {
             Severity::Error
         } else {
             Severity::Warn
         };
-        out.add("H13", severity, text)
-            .evidence([line])
+        out.add("H13", severity, text.clone())
+            .evidence([line.clone()])
             .fix("free space (sudo docker system prune / sudo k3s crictl rmi --prune, old logs) or grow the filesystem");
     }
-    if !ok.is_empty() && out.list.iter().all(|f| f.id != "H13") {
+    if seen.is_empty() {
+        out.add("H13", Severity::Skip, "df gave no usable answer");
+    } else if problems.is_empty() {
         out.add("H13", Severity::Ok, format!("disk below {DISK_WARN}%"))
             .evidence(ok);
-    } else if seen.is_empty() {
-        out.add("H13", Severity::Skip, "df gave no usable answer");
     }
 }
 

@@ -144,15 +144,18 @@ impl Case {
             ],
             0,
         );
-        cmd("df:/", &["/dev/sda1 102400 40960 61440 40% /".into()], 0);
+        let df_header =
+            "Filesystem     1024-blocks     Used Available Capacity Mounted on".to_string();
+        let root = "/dev/sda1 102400 40960 61440 40% /".to_string();
+        cmd("df", &[df_header, root.clone(), root], 0);
+        let inodes = "/dev/sda1 6553600 100000 6453600 2% /".to_string();
         cmd(
-            "df_inodes:/",
-            &["/dev/sda1 6553600 100000 6453600 2% /".into()],
-            0,
-        );
-        cmd(
-            "df:/var/lib/docker",
-            &["/dev/sda1 102400 40960 61440 40% /".into()],
+            "df_inodes",
+            &[
+                "Filesystem Inodes IUsed IFree IUse% Mounted on".into(),
+                inodes.clone(),
+                inodes,
+            ],
             0,
         );
         let pci: Vec<String> = if gpu {

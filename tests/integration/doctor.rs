@@ -116,7 +116,8 @@ fn kernel_expectations(lab: &Lab, node: &str) -> BTreeSet<(String, String)> {
     } else if used >= 80 {
         add("H13", "warn");
     }
-    if sh("cat /proc/modules 2>/dev/null | grep -c '^nouveau ' || true") != "0" && node == GPU_NODE {
+    if sh("cat /proc/modules 2>/dev/null | grep -c '^nouveau ' || true") != "0" && node == GPU_NODE
+    {
         add("G2", "error");
     }
     // The lab image has no timedatectl and no chrony.
