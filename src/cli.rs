@@ -156,6 +156,10 @@ pub struct DoctorArgs {
     /// Show passing checks one per line, with their evidence
     #[arg(long, short)]
     pub verbose: bool,
+    /// Also write everything doctor saw (report and each host's evidence, credentials
+    /// redacted) to this .tar.gz, to carry out of an air-gapped site
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub support_bundle: Option<PathBuf>,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cli::DoctorArgs;
+use crate::doctor::bundle;
 use crate::doctor::compare::{self, Facts};
 use crate::doctor::evidence::{self, Evidence};
 use crate::doctor::render::{self, HostEntry, Report};
@@ -25,6 +26,19 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     let layers = parse_only(&args.only)?;
     let ignore = parse_ignore(&args.ignore)?;
+    if let Some(dest) = &args.support_bundle {
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(BadInput(format!(
+                "--support-bundle: the directory {} does not exist; create it or name another file",
+                dir.display()
+            ))
+            .into());
+        }
+    }
     let progress = if args.json {
         Progress::Quiet
     } else {
@@ -45,6 +59,8 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     let mut findings: Vec<Finding> = Vec::new();
     let mut facts = Vec::new();
     let mut hosts = Vec::new();
+    // What each host said, or why it said nothing: the support bundle's per-host files.
+    let mut raw: Vec<(String, Result<String, String>)> = Vec::new();
     for result in &report.results {
         let Some(host) = inv.hosts.iter().find(|h| h.name == result.host) else {
             continue;
@@ -60,11 +76,13 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
                 };
                 findings.extend(dr::check_host(&input));
                 facts.push(Facts::of(&input));
+                raw.push((host.name.clone(), Ok(ev.raw.clone())));
             }
-            Err(e) => findings.push(dr::unreachable(
-                &host.name,
-                &crate::secret::redact(&format!("{e:#}")),
-            )),
+            Err(e) => {
+                let text = crate::secret::redact(&format!("{e:#}"));
+                findings.push(dr::unreachable(&host.name, &text));
+                raw.push((host.name.clone(), Err(text)));
+            }
         }
         hosts.push((host.name.clone(), reachable, host.gpu));
     }
@@ -109,14 +127,19 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
         summary,
         exit_code,
     };
+    let json = serde_json::to_string_pretty(&out)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{json}");
     } else {
         print!(
             "{}",
             render::table(&out, render::use_colour(), args.verbose)
         );
         eprintln!("logs: {}", report.log_dir.display());
+    }
+    if let Some(dest) = &args.support_bundle {
+        write_bundle(dest, &out, &json, raw)?;
+        eprintln!("support bundle: {}", dest.display());
     }
     if out.summary.error > 0 {
         let hosts_with_errors = out
@@ -136,6 +159,52 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// `--support-bundle`: the report twice (JSON, and a table listing every check) and what
+/// each host said, or why it said nothing.
+fn write_bundle(
+    dest: &std::path::Path,
+    out: &Report,
+    json: &str,
+    raw: Vec<(String, Result<String, String>)>,
+) -> anyhow::Result<()> {
+    let readme = format!(
+        "gpuctl {} doctor support bundle, cluster {}, started {}.\n\
+         report.json               the --json report (schema: docs/doctor.schema.json)\n\
+         report.txt                the same as a table, every check listed\n\
+         hosts/HOST/evidence.txt   what the read-only script printed on the host\n\
+         hosts/HOST/error.txt      why the host could not be read\n\
+         Values of password, token, auth and secret keys are redacted.\n",
+        out.gpuctl_version, out.cluster, out.started_at
+    );
+    let mut entries = vec![
+        bundle::Entry {
+            path: "README.txt".into(),
+            text: readme,
+        },
+        bundle::Entry {
+            path: "report.json".into(),
+            text: format!("{json}\n"),
+        },
+        bundle::Entry {
+            path: "report.txt".into(),
+            text: render::table(out, false, true),
+        },
+    ];
+    for (name, said) in raw {
+        entries.push(match said {
+            Ok(text) => bundle::Entry {
+                path: format!("hosts/{name}/evidence.txt"),
+                text,
+            },
+            Err(text) => bundle::Entry {
+                path: format!("hosts/{name}/error.txt"),
+                text: format!("{text}\n"),
+            },
+        });
+    }
+    bundle::write(dest, &entries)
 }
 
 /// One host: the script, then (only when some file was root-only) one sudo read of

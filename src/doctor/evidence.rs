@@ -289,6 +289,8 @@ pub struct Evidence {
     /// the host's clock offset.
     pub sent_ns: i128,
     pub received_ns: i128,
+    /// The script's output as it came (for `--support-bundle`).
+    pub raw: String,
 }
 
 impl Evidence {
@@ -296,7 +298,10 @@ impl Evidence {
     /// banner or a profile that prints); unknown markers too.
     pub fn parse(nonce: &str, text: &str) -> Evidence {
         let marker = format!("@@{nonce} ");
-        let mut ev = Evidence::default();
+        let mut ev = Evidence {
+            raw: text.to_string(),
+            ..Evidence::default()
+        };
         enum Cur {
             None,
             File(String),
@@ -365,6 +370,7 @@ impl Evidence {
 
     /// Merges the answer of the sudo follow-up: its files replace the unreadable ones.
     pub fn merge(&mut self, other: Evidence) {
+        self.raw.push_str(&other.raw);
         for (path, state) in other.files {
             self.files.insert(path, state);
         }

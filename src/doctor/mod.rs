@@ -8,6 +8,7 @@
 //! families (Kubernetes, storage, stack) join as further files once install exists.
 
 pub mod boot;
+pub mod bundle;
 pub mod compare;
 pub mod evidence;
 pub mod gpu;

@@ -273,6 +273,43 @@ fn doctor_passes_a_prepared_lab_finds_each_fault_and_changes_nothing() {
         table.stdout
     );
 
+    // The support bundle: the report and each host's evidence, the password redacted.
+    let bundle = lab.dir().join("support.tar.gz");
+    Gpuctl::new()
+        .args(["doctor", "--support-bundle"])
+        .args([bundle.display().to_string()])
+        .inventory(&inventory)
+        .run()
+        .code(i32::from(any_error))
+        .stderr_has("support bundle: ");
+    let files = untar(&bundle);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "README.txt",
+            "report.json",
+            "report.txt",
+            "hosts/node1/evidence.txt",
+            "hosts/node2/evidence.txt",
+            "hosts/node3/evidence.txt"
+        ]
+    );
+    let report: Value =
+        serde_json::from_str(&files[1].1).unwrap_or_else(|e| panic!("report.json: {e}"));
+    assert_eq!(schema_errors(&report), Vec::<String>::new());
+    let node1 = &files[3].1;
+    assert!(
+        node1.contains("/etc/rancher/k3s/registries.yaml") && node1.contains("<redacted>"),
+        "{node1}"
+    );
+    assert!(
+        files
+            .iter()
+            .all(|(_, text)| !text.contains(REGISTRY_PASSWORD)),
+        "the password reached the bundle"
+    );
+
     // Faults, one at a time, each undone before the next.
     let faults: [(&str, &str, &str, &str); 6] = [
         (
@@ -437,6 +474,38 @@ fn doctor_passes_a_prepared_lab_finds_each_fault_and_changes_nothing() {
     }
 }
 
+/// The files of a .tar.gz, in archive order, extracted with the system's tar.
+fn untar(archive: &Path) -> Vec<(String, String)> {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("tar")
+            .args(args)
+            .arg(archive)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tar: {e}"));
+        assert!(
+            out.status.success(),
+            "tar {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["-tzf"])
+        .lines()
+        .map(|name| {
+            let text = {
+                let out = std::process::Command::new("tar")
+                    .args(["-xzOf"])
+                    .arg(archive)
+                    .arg(name)
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run tar: {e}"));
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            (name.to_string(), text)
+        })
+        .collect()
+}
+
 /// Whether any file under `dir` contains `needle`.
 fn grep_dir(dir: &Path, needle: &str) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -481,6 +550,28 @@ fn doctor_reports_an_unreachable_host_checks_the_rest_and_validates_its_flags() 
     );
     assert!(json["summary"]["ignored"].as_u64().is_some_and(|n| n >= 1));
     assert_eq!(json["hosts"][1]["reachable"], false);
+
+    // The support bundle says why the unreachable host has no evidence.
+    let bundle = lab.dir().join("ghost.tar.gz");
+    Gpuctl::new()
+        .args(["doctor", "--json", "--support-bundle"])
+        .args([bundle.display().to_string()])
+        .inventory(&inventory)
+        .run()
+        .code(1);
+    let files = untar(&bundle);
+    let ghost = files.iter().find(|(n, _)| n == "hosts/ghost/error.txt");
+    assert!(
+        ghost.is_some_and(|(_, t)| !t.trim().is_empty()),
+        "{:?}",
+        files.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    Gpuctl::new()
+        .args(["doctor", "--support-bundle", "/no/such/dir/b.tar.gz"])
+        .inventory(&inventory)
+        .run()
+        .code(2)
+        .stderr_has("--support-bundle: the directory /no/such/dir does not exist");
 
     // --hosts picks hosts as in ping and exec.
     let (_, json) = doctor(&inventory, &["--hosts", "node1"]);
