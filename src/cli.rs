@@ -39,7 +39,21 @@ pub enum Command {
     Install(InstallArgs),
     /// Show what install would change, per host and stage, as diffs (changes nothing)
     Plan(PlanArgs),
+    /// Read-only health checks on every host, with evidence and the exact fix
+    #[command(long_about = DOCTOR_ABOUT)]
+    Doctor(DoctorArgs),
 }
+
+const DOCTOR_ABOUT: &str = "Read-only health checks on every host, with evidence and the exact fix.
+
+One read-only script per host gathers the evidence in one round trip (sudo only to read files \
+the login user cannot); nothing is ever written on a host. Findings carry a stable id (H2, G5, \
+R5, ...; see docs/doctor.md), a severity (ok, skip, info, warn, error), the lines they were \
+judged on, and the command that fixes them. Hosts are also compared with each other: the odd \
+one out (kernel, MTU, sysctls, GPU counts), duplicate hostnames, clock skew.
+
+Exit status: 0 when no finding is an error, 1 when any is (an unreachable host is one), \
+2 for a bad flag or inventory.";
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
@@ -173,6 +187,28 @@ pub struct InstallArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Only checks of these layers: host, gpu, runtime, mirror (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "LAYER,...")]
+    pub only: Vec<String>,
+    /// Leave out findings of these check ids, e.g. H4,H11 (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "ID,...")]
+    pub ignore: Vec<String>,
+    /// Print the report as JSON (schema: docs/doctor.schema.json)
+    #[arg(long)]
+    pub json: bool,
+    /// Show passing checks one per line, with their evidence
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Also write everything doctor saw (report and each host's evidence, credentials
+    /// redacted) to this .tar.gz, to carry out of an air-gapped site
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub support_bundle: Option<PathBuf>,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

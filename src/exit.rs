@@ -15,6 +15,14 @@ pub struct HostsFailed {
     pub total: usize,
 }
 
+/// Doctor ran and some finding is an error; the report was already printed. Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("doctor found {errors} error(s) on {hosts} host(s)")]
+pub struct ChecksFailed {
+    pub errors: usize,
+    pub hosts: usize,
+}
+
 pub const OK: u8 = 0;
 pub const FAILED: u8 = 1;
 pub const BAD_INPUT: u8 = 2;

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod commands;
 pub mod converge;
+pub mod doctor;
 pub mod exit;
 pub mod facts;
 pub mod fleet;

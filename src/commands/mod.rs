@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod copy;
+pub mod doctor;
 pub mod exec;
 pub mod init;
 pub mod install;
@@ -21,5 +22,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Copy(args) => copy::run(&args).await,
         Command::Install(args) => install::run(&args).await,
         Command::Plan(args) => plan::run(&args).await,
+        Command::Doctor(args) => doctor::run(&args).await,
     }
 }

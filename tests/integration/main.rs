@@ -2,6 +2,7 @@
 
 mod cli;
 mod converge;
+mod doctor;
 mod install;
 mod lab_smoke;
 mod registry;
