@@ -2,8 +2,8 @@
 //!
 //! Layers, from the top (data flows down, never back up):
 //! `cli` → `commands` → `inventory` → `fleet` → `transport`. See `docs/architecture.md`.
-//! `registry` (image references and a registry HTTP client) stands beside them, for image
-//! mirroring.
+//! `registry` (image references and a registry HTTP client) stands beside them, and
+//! `mirror` (image bundles, lock files, pull and push) on top of it.
 
 pub mod cli;
 pub mod commands;
@@ -11,6 +11,7 @@ pub mod exit;
 pub mod facts;
 pub mod fleet;
 pub mod inventory;
+pub mod mirror;
 pub mod registry;
 pub mod secret;
 pub mod table;

@@ -6,9 +6,10 @@ pub mod copy;
 pub mod exec;
 pub mod init;
 pub mod inventory_check;
+pub mod mirror_images;
 pub mod ping;
 
-use crate::cli::{Command, InventoryCommand};
+use crate::cli::{Command, InventoryCommand, MirrorImagesCommand};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -17,5 +18,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ping(args) => ping::run(&args).await,
         Command::Exec(args) => exec::run(&args).await,
         Command::Copy(args) => copy::run(&args).await,
+        Command::MirrorImages(MirrorImagesCommand::Pull(args)) => mirror_images::pull(&args).await,
+        Command::MirrorImages(MirrorImagesCommand::Push(args)) => mirror_images::push(&args).await,
     }
 }

@@ -19,7 +19,15 @@ fn help_lists_only_working_commands() {
         .collect();
     assert_eq!(
         commands,
-        ["init", "inventory", "ping", "exec", "copy", "help"],
+        [
+            "init",
+            "inventory",
+            "ping",
+            "exec",
+            "copy",
+            "mirror-images",
+            "help"
+        ],
         "{}",
         out.stdout
     );

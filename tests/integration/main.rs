@@ -2,6 +2,7 @@
 
 mod cli;
 mod lab_smoke;
+mod mirror;
 mod registry;
 mod support;
 mod transport;

@@ -55,6 +55,29 @@ impl Gpuctl {
     }
 
     pub fn run(self) -> Outcome {
+        let args = self.args.clone();
+        let out = self
+            .command()
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run gpuctl {args:?}: {e}"));
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts the binary without waiting, output discarded: for tests that kill it.
+    pub fn spawn(self) -> std::process::Child {
+        let args = self.args.clone();
+        self.command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start gpuctl {args:?}: {e}"))
+    }
+
+    fn command(self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpuctl"));
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -68,14 +91,7 @@ impl Gpuctl {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run gpuctl {:?}: {e}", self.args));
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 }
 
