@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::commands;
 
@@ -58,6 +58,9 @@ pub enum MirrorImagesCommand {
         running it again."
     )]
     Push(MirrorPushArgs),
+    /// Check that a registry serves every locked image, for every locked platform (manifests
+    /// and blobs); lists what is missing and exits 1 if anything is
+    Check(MirrorCheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +94,32 @@ pub struct MirrorPushArgs {
     /// The bundle directory written by `mirror-images pull`
     #[arg(long, value_name = "DIR")]
     pub bundle: PathBuf,
+    #[command(flatten)]
+    pub target: MirrorTargetArgs,
+    /// Blobs larger than this are uploaded in chunks of this size (suffix K, M or G)
+    #[arg(long, default_value = "64M", value_parser = parse_size, value_name = "BYTES")]
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("lock_source").required(true).args(["bundle", "lock"])))]
+pub struct MirrorCheckArgs {
+    /// The bundle whose lock file says what the mirror must hold
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// The lock file itself (`images.lock.yaml`), instead of --bundle
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Check only the images of this images file (each must be in the lock); default: all
+    #[arg(long, value_name = "FILE")]
+    pub images: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: MirrorTargetArgs,
+}
+
+/// The mirror registry and how to reach it; shared by push and check.
+#[derive(Debug, Args)]
+pub struct MirrorTargetArgs {
     /// The mirror registry, `host[:port]`. docker.io/library/nginx goes to
     /// REGISTRY/library/nginx (the upstream path is kept)
     #[arg(long, value_name = "REGISTRY")]
@@ -110,12 +139,9 @@ pub struct MirrorPushArgs {
     /// The environment variable that holds the password (it is never given on the command line)
     #[arg(long, requires = "username", value_name = "VAR")]
     pub password_env: Option<String>,
-    /// How many uploads run at once, for all images together
+    /// How many registry operations run at once, for all images together
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
-    /// Blobs larger than this are uploaded in chunks of this size (suffix K, M or G)
-    #[arg(long, default_value = "64M", value_parser = parse_size, value_name = "BYTES")]
-    pub chunk_size: u64,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

@@ -1,14 +1,16 @@
-//! `gpuctl mirror-images pull|push`: the connected side pulls an images file into a bundle,
-//! the air-gapped side pushes the bundle into its registry. See `docs/mirror.md`.
+//! `gpuctl mirror-images pull|push|check`: the connected side pulls an images file into a
+//! bundle, the air-gapped side pushes the bundle into its registry and checks that the
+//! registry serves all of it. See `docs/mirror.md`.
 
 use anyhow::anyhow;
 
-use crate::cli::{MirrorPullArgs, MirrorPushArgs};
+use crate::cli::{MirrorCheckArgs, MirrorPullArgs, MirrorPushArgs, MirrorTargetArgs};
 use crate::exit::BadInput;
 use crate::mirror::naming::check_prefix;
-use crate::mirror::{PullOptions, PushOptions, images_file};
+use crate::mirror::{Bundle, CheckOptions, LockFile, PullOptions, PushOptions, images_file};
 use crate::registry::{ClientOptions, Credentials, Platform, Reference, RegistryError};
 use crate::secret::{Secret, SecretSource};
+use crate::table::Table;
 
 pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
     let images = images_file::read(&args.images).map_err(BadInput)?;
@@ -45,33 +47,13 @@ pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
 }
 
 pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
-    check_registry("--to", &args.to)?;
-    if let Some(prefix) = &args.prefix {
-        check_prefix(prefix).map_err(|e| BadInput(format!("--prefix: {e}")))?;
-    }
-    let credentials = match (&args.username, &args.password_env) {
-        (Some(username), Some(var)) => {
-            let source = SecretSource::Env { env: var.clone() };
-            let password = Secret::load(&source, &format!("password of registry user {username}"))
-                .map_err(|e| BadInput(e.to_string()))?;
-            Some(Credentials {
-                username: username.clone(),
-                password,
-            })
-        }
-        _ => None,
-    };
+    let client = target_client(&args.target)?;
     let report = crate::mirror::push(PushOptions {
         bundle: args.bundle.clone(),
-        registry: args.to.clone(),
-        prefix: args.prefix.clone(),
-        client: ClientOptions {
-            insecure: args.insecure,
-            ca_file: args.ca_file.clone(),
-            credentials,
-            ..ClientOptions::default()
-        },
-        concurrency: usize::from(args.concurrency),
+        registry: args.target.to.clone(),
+        prefix: args.target.prefix.clone(),
+        client,
+        concurrency: usize::from(args.target.concurrency),
         chunk_size: args.chunk_size,
     })
     .await
@@ -79,7 +61,7 @@ pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
     for (reference, digest) in &report.pushed {
         println!("{reference} {digest}");
     }
-    println!("pushed {}", report.summary(&args.to));
+    println!("pushed {}", report.summary(&args.target.to));
     if report.failures.is_empty() {
         return Ok(());
     }
@@ -91,6 +73,81 @@ pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
         report.failures.len(),
         if report.failures.len() == 1 { "" } else { "s" }
     ))
+}
+
+pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
+    let client = target_client(&args.target)?;
+    let lock_path = match (&args.lock, &args.bundle) {
+        (Some(lock), _) => lock.clone(),
+        (None, Some(bundle)) => Bundle::open(bundle).map_err(BadInput)?.lock_path(),
+        (None, None) => return Err(BadInput("give --bundle or --lock".to_string()).into()),
+    };
+    let lock = LockFile::read(&lock_path).map_err(BadInput)?;
+    let only = match &args.images {
+        Some(path) => images_file::read(path)
+            .map_err(BadInput)?
+            .into_iter()
+            .map(|i| i.reference.to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+    let results = crate::mirror::check(CheckOptions {
+        lock,
+        only,
+        registry: args.target.to.clone(),
+        prefix: args.target.prefix.clone(),
+        client,
+        concurrency: usize::from(args.target.concurrency),
+    })
+    .await
+    .map_err(|e| with_hint(e, "--insecure"))?;
+    let mut table = Table::new(["IMAGE", "MIRROR", "RESULT"]);
+    let mut incomplete = 0;
+    for r in &results {
+        let verdict = if r.missing.is_empty() {
+            "ok".to_string()
+        } else {
+            incomplete += 1;
+            format!("missing: {}", r.missing.join("; "))
+        };
+        table.row([r.source.clone(), r.mirror.clone(), verdict]);
+    }
+    print!("{}", table.render());
+    if incomplete == 0 {
+        println!("all {} images are in {}", results.len(), args.target.to);
+        return Ok(());
+    }
+    Err(anyhow!(
+        "{incomplete} of {} images are incomplete in {}; run `gpuctl mirror-images push` with the bundle",
+        results.len(),
+        args.target.to
+    ))
+}
+
+/// Checks the registry flags and loads the password from its environment variable.
+fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
+    check_registry("--to", &target.to)?;
+    if let Some(prefix) = &target.prefix {
+        check_prefix(prefix).map_err(|e| BadInput(format!("--prefix: {e}")))?;
+    }
+    let credentials = match (&target.username, &target.password_env) {
+        (Some(username), Some(var)) => {
+            let source = SecretSource::Env { env: var.clone() };
+            let password = Secret::load(&source, &format!("password of registry user {username}"))
+                .map_err(|e| BadInput(e.to_string()))?;
+            Some(Credentials {
+                username: username.clone(),
+                password,
+            })
+        }
+        _ => None,
+    };
+    Ok(ClientOptions {
+        insecure: target.insecure,
+        ca_file: target.ca_file.clone(),
+        credentials,
+        ..ClientOptions::default()
+    })
 }
 
 /// A registry flag must be `host[:port]`, not a URL or a repository.

@@ -20,5 +20,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Copy(args) => copy::run(&args).await,
         Command::MirrorImages(MirrorImagesCommand::Pull(args)) => mirror_images::pull(&args).await,
         Command::MirrorImages(MirrorImagesCommand::Push(args)) => mirror_images::push(&args).await,
+        Command::MirrorImages(MirrorImagesCommand::Check(args)) => {
+            mirror_images::check(&args).await
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! file, pulled once into an OCI-layout bundle (blobs shared by all images), carried over,
 //! and pushed into the local registry with every digest unchanged. See `docs/mirror.md`.
 
+pub mod check;
 pub mod images_file;
 pub mod layout;
 pub mod lock;
@@ -10,6 +11,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 
+pub use check::{CheckOptions, ImageCheck, check};
 pub use layout::Bundle;
 pub use lock::{LockFile, LockedImage, LockedPlatform};
 pub use pull::{PullOptions, PullReport, pull};

@@ -327,12 +327,12 @@ async fn push_manifests(
             pushed += 1;
         }
     }
-    // A filter that kept one platform of an index: the tag names that platform's manifest
-    // (upstream bytes, upstream digest); the index itself would point at missing content.
-    let tagged = match (image.locked.pruned(), image.children.as_slice()) {
-        (true, [only]) => only,
-        _ => &image.top,
-    };
+    let target = tag_target(&image.locked);
+    let tagged = image
+        .children
+        .iter()
+        .find(|c| &c.digest == target)
+        .unwrap_or(&image.top);
     let reference = image
         .tag
         .clone()
@@ -362,6 +362,16 @@ async fn push_manifests(
             tagged.digest.clone(),
         ),
     ))
+}
+
+/// What the mirror's tag names: the locked digest, except for an index filtered down to
+/// one platform, where it is that platform's manifest (upstream bytes, upstream digest):
+/// the index itself would point at content the mirror does not have.
+pub fn tag_target(image: &LockedImage) -> &Digest {
+    match (image.pruned(), image.platforms.as_slice()) {
+        (true, [only]) => &only.digest,
+        _ => &image.digest,
+    }
 }
 
 impl PushReport {

@@ -229,12 +229,12 @@ fn bad_images_files_and_flags_are_bad_input() {
 }
 
 #[test]
-fn help_describes_pull_and_push() {
+fn help_describes_pull_push_and_check() {
     let out = Gpuctl::new()
         .args(["mirror-images", "--help"])
         .run()
         .success();
-    for needle in ["pull", "push"] {
+    for needle in ["pull", "push", "check"] {
         assert!(out.stdout.contains(needle), "{}", out.stdout);
     }
     let out = Gpuctl::new()
@@ -248,6 +248,13 @@ fn help_describes_pull_and_push() {
         "--prefix",
         "--chunk-size",
     ] {
+        assert!(out.stdout.contains(needle), "{needle}: {}", out.stdout);
+    }
+    let out = Gpuctl::new()
+        .args(["mirror-images", "check", "--help"])
+        .run()
+        .success();
+    for needle in ["--bundle", "--lock", "--images", "--to"] {
         assert!(out.stdout.contains(needle), "{needle}: {}", out.stdout);
     }
 }

@@ -13,6 +13,7 @@ use crate::support::images::{Layout, multi_arch, single_arch};
 use crate::support::registry::TestRegistry;
 use crate::support::tcp_proxy::TcpProxy;
 
+mod check;
 mod errors;
 mod resume;
 
