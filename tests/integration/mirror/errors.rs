@@ -258,3 +258,31 @@ fn help_describes_pull_push_and_check() {
         assert!(out.stdout.contains(needle), "{needle}: {}", out.stdout);
     }
 }
+
+#[test]
+fn a_missing_tag_fails_its_image_and_the_others_are_still_pulled() {
+    let work = Work::new();
+    let upstream = TestRegistry::plain();
+    let layout = single_arch(&work.path("layout"), "1", 1, 8 * 1024);
+    upstream.copy_layout(&layout, "1", "team/app", None);
+    let images = work.images_file(&[
+        format!("{}/team/app:1", upstream.addr),
+        format!("{}/team/app:no-such-tag", upstream.addr),
+    ]);
+    let bundle = work.path("bundle");
+    let out = pull(&images, &bundle, &upstream.addr, &[]).code(1);
+    assert_eq!(count(&out.stdout, "blobs downloaded"), 2, "{}", out.stdout);
+    let failure = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("failed:"))
+        .unwrap_or_else(|| panic!("no failure line: {}", out.stderr));
+    for part in ["team/app:no-such-tag", "line 3", "MANIFEST_UNKNOWN", "404"] {
+        assert!(failure.contains(part), "{part:?} missing from: {failure}");
+    }
+    let lock = std::fs::read_to_string(bundle.join("images.lock.yaml")).unwrap();
+    assert!(
+        lock.contains("team/app:1") && !lock.contains("no-such-tag"),
+        "{lock}"
+    );
+}
