@@ -162,7 +162,7 @@ impl RegistryClient {
         let mut transferred = 0;
         let mut resumed_from = None;
         let mut attempt = 1;
-        let (hasher, kept) = loop {
+        let hasher = loop {
             match self
                 .download_attempt(&target, digest, size, partial, &progress)
                 .await
@@ -174,7 +174,7 @@ impl RegistryClient {
                 }) => {
                     transferred += received;
                     resumed_from.get_or_insert(kept);
-                    break (hasher, kept);
+                    break hasher;
                 }
                 Ok(Attempt::CutOff {
                     kept,
@@ -192,7 +192,6 @@ impl RegistryClient {
                 Err(error) => return Err(error),
             }
         };
-        let _ = kept;
         let actual = hasher.finish();
         if actual != *digest {
             let _ = tokio::fs::remove_file(partial).await;
