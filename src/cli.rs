@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::commands;
 
@@ -42,6 +42,130 @@ pub enum Command {
     /// Read-only health checks on every host, with evidence and the exact fix
     #[command(long_about = DOCTOR_ABOUT)]
     Doctor(DoctorArgs),
+    /// Pull container images into an offline bundle, push them into a registry
+    #[command(subcommand)]
+    MirrorImages(MirrorImagesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorImagesCommand {
+    /// Resolve every image of an images file to a digest (written to the bundle's lock
+    /// file) and download it into the bundle, each blob once for the whole set
+    #[command(
+        after_help = "Example:\n  gpuctl mirror-images pull --images images.txt --bundle ./bundle --platform linux/amd64\n\n\
+        The lock file is <DIR>/images.lock.yaml; a second pull keeps its pins and downloads\n\
+        only what the bundle lacks."
+    )]
+    Pull(MirrorPullArgs),
+    /// Push every image of the bundle's lock file into a registry, digests unchanged;
+    /// every blob is verified first, nothing is sent if one is damaged
+    #[command(
+        after_help = "Example:\n  REGISTRY_PASSWORD=... gpuctl mirror-images push --bundle ./bundle --to registry.lab:5000 \\\n      --username admin --password-env REGISTRY_PASSWORD --ca-file ca.pem\n\n\
+        What the registry already holds is skipped, so an interrupted push is finished by\n\
+        running it again."
+    )]
+    Push(MirrorPushArgs),
+    /// Check that a registry serves every locked image, for every locked platform (manifests
+    /// and blobs); lists what is missing and exits 1 if anything is
+    Check(MirrorCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorPullArgs {
+    /// The images file: one image reference per line, `#` starts a comment
+    #[arg(long, value_name = "FILE")]
+    pub images: PathBuf,
+    /// The bundle directory; created when missing. Blobs already in it are not downloaded again
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Keep only these platforms of multi-platform images, comma-separated
+    /// (e.g. linux/amd64,linux/arm64); default: every platform
+    #[arg(long, value_delimiter = ',', value_name = "OS/ARCH")]
+    pub platform: Vec<String>,
+    /// How many downloads run at once, for all images together
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Resolve tags again instead of keeping the digests pinned in the lock file
+    #[arg(long)]
+    pub update: bool,
+    /// Speak plain HTTP (no TLS) to this source registry, `host[:port]`; repeatable
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Trust the CA certificates in this PEM file (for source registries with a private CA)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorPushArgs {
+    /// The bundle directory written by `mirror-images pull`
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub target: MirrorTargetArgs,
+    /// Blobs larger than this are uploaded in chunks of this size (suffix K, M or G)
+    #[arg(long, default_value = "64M", value_parser = parse_size, value_name = "BYTES")]
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("lock_source").required(true).args(["bundle", "lock"])))]
+pub struct MirrorCheckArgs {
+    /// The bundle whose lock file says what the mirror must hold
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// The lock file itself (`images.lock.yaml`), instead of --bundle
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Check only the images of this images file (each must be in the lock); default: all
+    #[arg(long, value_name = "FILE")]
+    pub images: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: MirrorTargetArgs,
+}
+
+/// The mirror registry and how to reach it; shared by push and check.
+#[derive(Debug, Args)]
+pub struct MirrorTargetArgs {
+    /// The mirror registry, `host[:port]`. docker.io/library/nginx goes to
+    /// REGISTRY/library/nginx (the upstream path is kept)
+    #[arg(long, value_name = "REGISTRY")]
+    pub to: String,
+    /// Put every repository under this path: REGISTRY/PREFIX/library/nginx
+    #[arg(long, value_name = "PATH")]
+    pub prefix: Option<String>,
+    /// Speak plain HTTP to the registry (only for a registry without TLS)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust the CA certificates in this PEM file (a registry with a private CA)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The registry user
+    #[arg(long, requires = "password_env", value_name = "USER")]
+    pub username: Option<String>,
+    /// The environment variable that holds the password (it is never given on the command line)
+    #[arg(long, requires = "username", value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// How many registry operations run at once, for all images together
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a size; write e.g. 64M, 512K or 1G");
+    let (digits, factor) = match text.trim().char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 1024),
+        Some((i, 'M' | 'm')) => (&text[..i], 1024 * 1024),
+        Some((i, 'G' | 'g')) => (&text[..i], 1024 * 1024 * 1024),
+        _ => (text, 1),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n >= 1024)
+        .ok_or_else(bad)
 }
 
 const DOCTOR_ABOUT: &str = "Read-only health checks on every host, with evidence and the exact fix.
@@ -245,5 +369,20 @@ pub fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => crate::exit::report(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_suffixes() {
+        assert_eq!(parse_size("64M"), Ok(64 * 1024 * 1024));
+        assert_eq!(parse_size("512k"), Ok(512 * 1024));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert!(parse_size("10").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("1.5G").is_err());
     }
 }

@@ -4,8 +4,8 @@
 //! `cli` → `commands` → `install` (stages from `stages`, planned as `plan` Ops, carried out
 //! by `converge`, checkpointed by `state`) → `inventory` → `fleet` → `transport`. See
 //! `docs/architecture.md`.
-//! `registry` (image references and a registry HTTP client) stands beside them, for image
-//! mirroring.
+//! `registry` (image references and a registry HTTP client) stands beside them, and
+//! `mirror` (image bundles, lock files, pull and push) on top of it.
 
 pub mod cli;
 pub mod commands;
@@ -16,6 +16,7 @@ pub mod facts;
 pub mod fleet;
 pub mod install;
 pub mod inventory;
+pub mod mirror;
 pub mod plan;
 pub mod registry;
 pub mod secret;

@@ -8,10 +8,11 @@ pub mod exec;
 pub mod init;
 pub mod install;
 pub mod inventory_check;
+pub mod mirror_images;
 pub mod ping;
 pub mod plan;
 
-use crate::cli::{Command, InventoryCommand};
+use crate::cli::{Command, InventoryCommand, MirrorImagesCommand};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -23,5 +24,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Install(args) => install::run(&args).await,
         Command::Plan(args) => plan::run(&args).await,
         Command::Doctor(args) => doctor::run(&args).await,
+        Command::MirrorImages(MirrorImagesCommand::Pull(args)) => mirror_images::pull(&args).await,
+        Command::MirrorImages(MirrorImagesCommand::Push(args)) => mirror_images::push(&args).await,
+        Command::MirrorImages(MirrorImagesCommand::Check(args)) => {
+            mirror_images::check(&args).await
+        }
     }
 }

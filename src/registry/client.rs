@@ -1,6 +1,9 @@
 //! An HTTP client for one Distribution v2 registry: `/v2/` ping, Basic and Bearer
-//! authentication, manifests fetched byte-for-byte and verified against their digest, and
-//! blob existence checks.
+//! authentication, and the one `send` every request goes through (authentication
+//! challenges answered, transient failures retried with backoff).
+//!
+//! What is asked of the registry lives beside it: `fetch.rs` (manifests, blob downloads),
+//! `upload.rs` (blob uploads, mounts, manifest pushes).
 //!
 //! TLS is rustls with the system's roots, plus the roots of a CA file when one is given.
 //! Plain HTTP is used only when `insecure` is set: it never happens as a silent fallback,
@@ -8,23 +11,26 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use reqwest::header::HeaderName;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::auth::{Challenge, Credentials, TokenReply, parse_challenge, pull_scope};
-use super::digest::Digest;
+use super::auth::{Challenge, Credentials, TokenReply, parse_challenge};
 use super::error::{RegistryCode, RegistryError, Target};
-use super::manifest::{self, Kind, Manifest, ManifestHead};
+use super::manifest;
+use super::retry::{RetryPolicy, retryable_error, retryable_status};
 
 /// Docker Hub's API lives on a different host than the name people write.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// containerd's limit, and the size the distribution spec asks registries to accept: a
-/// larger "manifest" is a wrong URL or a hostile server, not something to buffer.
-pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Called with the number of bytes just moved, for progress displays.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// How to reach a registry.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +40,8 @@ pub struct ClientOptions {
     /// A PEM file of extra CA certificates, trusted in addition to the system's.
     pub ca_file: Option<PathBuf>,
     pub credentials: Option<Credentials>,
+    /// How often a request that failed for a transient reason is tried.
+    pub retry: RetryPolicy,
 }
 
 /// The authentication a registry asked for on `/v2/`.
@@ -47,9 +55,10 @@ pub enum AuthKind {
 /// A client bound to one registry (`localhost:5000`, `ghcr.io`, `docker.io`).
 pub struct RegistryClient {
     registry: String,
-    base: String,
+    pub(super) base: String,
     http: reqwest::Client,
     credentials: Option<Credentials>,
+    pub(super) retry: RetryPolicy,
     state: Mutex<AuthState>,
 }
 
@@ -60,14 +69,77 @@ struct AuthState {
     tokens: HashMap<String, String>,
 }
 
-struct Call<'a> {
-    method: Method,
-    what: &'static str,
-    url: String,
-    target: &'a Target,
-    scope: Option<String>,
+/// A request body that can be produced again for a retry or an authentication round.
+#[derive(Clone)]
+pub(super) enum BodySource {
+    Bytes(Bytes),
+    /// `len` bytes of a local file from `offset`, streamed (never held in memory).
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        progress: Option<ProgressFn>,
+    },
+}
+
+/// One request, described so that it can be sent more than once.
+pub(super) struct Call<'a> {
+    pub method: Method,
+    pub what: &'static str,
+    pub url: String,
+    pub target: &'a Target,
+    /// The Bearer scope(s), space-separated (`repository:a:pull,push repository:b:pull`).
+    pub scope: Option<String>,
     /// Send the Accept header listing the manifest types we handle.
-    manifest: bool,
+    pub manifest: bool,
+    pub headers: Vec<(HeaderName, String)>,
+    pub body: Option<BodySource>,
+    /// Whether sending it twice is harmless. A PATCH or a PUT with data is not: half a
+    /// body may already sit in the upload session, so the caller recovers instead.
+    pub idempotent: bool,
+    /// How many tries the last `send` took, for error messages.
+    pub attempts: AtomicU32,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: Method, what: &'static str, url: String, target: &'a Target) -> Self {
+        Call {
+            method,
+            what,
+            url,
+            target,
+            scope: None,
+            manifest: false,
+            headers: Vec::new(),
+            body: None,
+            idempotent: true,
+            attempts: AtomicU32::new(0),
+        }
+    }
+
+    pub fn scope(mut self, scope: String) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: BodySource) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    pub fn not_idempotent(mut self) -> Self {
+        self.idempotent = false;
+        self
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed).max(1)
+    }
 }
 
 impl RegistryClient {
@@ -114,6 +186,7 @@ impl RegistryClient {
             base: format!("{scheme}://{host}"),
             http,
             credentials: options.credentials,
+            retry: options.retry,
             state: Mutex::new(AuthState::default()),
         })
     }
@@ -126,14 +199,12 @@ impl RegistryClient {
     /// any) are accepted; says which authentication it uses.
     pub async fn ping(&self) -> Result<AuthKind, RegistryError> {
         let target = self.target(None, None);
-        let call = Call {
-            method: Method::GET,
-            what: "GET /v2/",
-            url: format!("{}/v2/", self.base),
-            target: &target,
-            scope: None,
-            manifest: false,
-        };
+        let call = Call::new(
+            Method::GET,
+            "GET /v2/",
+            format!("{}/v2/", self.base),
+            &target,
+        );
         let resp = self.send(&call).await?;
         Self::expect_success(&call, resp).await?;
         Ok(match self.lock().challenge {
@@ -143,147 +214,43 @@ impl RegistryClient {
         })
     }
 
-    /// Fetches a manifest (tag or digest) byte-for-byte and checks its digest against the
-    /// requested one and the registry's `Docker-Content-Digest`.
-    pub async fn get_manifest(
-        &self,
-        repository: &str,
-        reference: &str,
-    ) -> Result<Manifest, RegistryError> {
-        let target = self.target(Some(repository), Some(reference));
-        let call = self.manifest_call(Method::GET, "GET manifest", &target, reference);
-        let resp = self.send(&call).await?;
-        let resp = Self::expect_success(&call, resp).await?;
-        let content_type = header_str(&resp, header::CONTENT_TYPE);
-        let header_digest = header_str(&resp, "docker-content-digest");
-        let bytes = self.read_limited(&call, resp, MAX_MANIFEST_BYTES).await?;
-
-        let media_type = match manifest::classify(content_type.as_deref(), &bytes) {
-            Kind::Supported(mt) => mt,
-            Kind::Schema1(media_type) => {
-                return Err(RegistryError::Schema1 {
-                    target: Box::new(target),
-                    media_type,
-                });
+    /// Sends a call, retrying transient failures (429, 5xx, dropped connections) with
+    /// backoff when the call is idempotent. The last reply is returned as it is, so the
+    /// caller's error carries the registry's status and code.
+    pub(super) async fn send(&self, call: &Call<'_>) -> Result<Response, RegistryError> {
+        let mut attempt = 1;
+        loop {
+            call.attempts.store(attempt, Ordering::Relaxed);
+            let more = call.idempotent && attempt < self.retry.attempts;
+            match self.send_authorized(call).await {
+                Ok(resp) if more && retryable_status(resp.status()) => {
+                    let after = header_str(&resp, header::RETRY_AFTER).and_then(|v| v.parse().ok());
+                    tokio::time::sleep(self.retry.delay(attempt, after)).await;
+                }
+                Err(RegistryError::Connect { detail, .. }) if more && retryable_error(&detail) => {
+                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
+                }
+                other => return other,
             }
-            Kind::Unsupported(media_type) => {
-                return Err(RegistryError::UnsupportedMediaType {
-                    target: Box::new(target),
-                    media_type,
-                });
-            }
-        };
-        let requested = Digest::parse(reference).ok();
-        let from_header = match header_digest {
-            Some(value) => {
-                Some(
-                    Digest::parse(&value).map_err(|_| RegistryError::BadDigestHeader {
-                        target: Box::new(target.clone()),
-                        value,
-                    })?,
-                )
-            }
-            None => None,
-        };
-        for expected in requested.iter().chain(from_header.iter()) {
-            if !expected.matches(&bytes) {
-                return Err(RegistryError::DigestMismatch {
-                    target: Box::new(target),
-                    expected: expected.clone(),
-                    actual: Digest::sha256_of(&bytes),
-                });
-            }
-        }
-        let digest = requested
-            .or(from_header)
-            .unwrap_or_else(|| Digest::sha256_of(&bytes));
-        Ok(Manifest {
-            media_type,
-            bytes,
-            digest,
-        })
-    }
-
-    /// `HEAD` on a manifest: `None` when the registry does not have it.
-    pub async fn head_manifest(
-        &self,
-        repository: &str,
-        reference: &str,
-    ) -> Result<Option<ManifestHead>, RegistryError> {
-        let target = self.target(Some(repository), Some(reference));
-        let call = self.manifest_call(Method::HEAD, "HEAD manifest", &target, reference);
-        let resp = self.send(&call).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let resp = Self::expect_success(&call, resp).await?;
-        let digest = match header_str(&resp, "docker-content-digest") {
-            Some(value) => {
-                Some(
-                    Digest::parse(&value).map_err(|_| RegistryError::BadDigestHeader {
-                        target: Box::new(target),
-                        value,
-                    })?,
-                )
-            }
-            None => None,
-        };
-        Ok(Some(ManifestHead {
-            media_type: header_str(&resp, header::CONTENT_TYPE),
-            digest,
-            size: header_str(&resp, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-        }))
-    }
-
-    /// `HEAD /v2/<repository>/blobs/<digest>`: whether the registry already has the blob.
-    pub async fn blob_exists(
-        &self,
-        repository: &str,
-        digest: &Digest,
-    ) -> Result<bool, RegistryError> {
-        let reference = digest.to_string();
-        let target = self.target(Some(repository), Some(&reference));
-        let call = Call {
-            method: Method::HEAD,
-            what: "HEAD blob",
-            url: format!("{}/v2/{repository}/blobs/{reference}", self.base),
-            target: &target,
-            scope: Some(pull_scope(repository)),
-            manifest: false,
-        };
-        let resp = self.send(&call).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        Self::expect_success(&call, resp).await.map(|_| true)
-    }
-
-    fn manifest_call<'a>(
-        &self,
-        method: Method,
-        what: &'static str,
-        target: &'a Target,
-        reference: &str,
-    ) -> Call<'a> {
-        let repository = target.repository.as_deref().unwrap_or_default();
-        Call {
-            method,
-            what,
-            url: format!("{}/v2/{repository}/manifests/{reference}", self.base),
-            target,
-            scope: Some(pull_scope(repository)),
-            manifest: true,
+            attempt += 1;
         }
     }
 
     /// Sends a request, answering one 401 challenge (Basic, or a Bearer token for the
-    /// call's scope) and retrying once.
-    async fn send(&self, call: &Call<'_>) -> Result<Response, RegistryError> {
+    /// call's scope) and sending it again.
+    async fn send_authorized(&self, call: &Call<'_>) -> Result<Response, RegistryError> {
         let mut answered = false;
         loop {
             let mut request = self.http.request(call.method.clone(), &call.url);
             if call.manifest {
                 request = request.header(header::ACCEPT, manifest::SUPPORTED.join(", "));
+            }
+            for (name, value) in &call.headers {
+                request = request.header(name, value);
+            }
+            if let Some(body) = &call.body {
+                let (body, len) = self.open_body(call, body).await?;
+                request = request.header(header::CONTENT_LENGTH, len).body(body);
             }
             let request = self.authorize(request, call.scope.as_deref());
             let resp = request
@@ -330,6 +297,43 @@ impl RegistryClient {
         }
     }
 
+    async fn open_body(
+        &self,
+        call: &Call<'_>,
+        body: &BodySource,
+    ) -> Result<(reqwest::Body, u64), RegistryError> {
+        match body {
+            BodySource::Bytes(bytes) => {
+                Ok((reqwest::Body::from(bytes.clone()), bytes.len() as u64))
+            }
+            BodySource::File {
+                path,
+                offset,
+                len,
+                progress,
+            } => {
+                let local = |source: std::io::Error| RegistryError::LocalFile {
+                    target: Box::new(call.target.clone()),
+                    path: path.clone(),
+                    source,
+                };
+                let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+                file.seek(std::io::SeekFrom::Start(*offset))
+                    .await
+                    .map_err(local)?;
+                let reader =
+                    tokio_util::io::ReaderStream::with_capacity(file.take(*len), 256 * 1024);
+                let progress = progress.clone();
+                let stream = futures::StreamExt::inspect(reader, move |chunk| {
+                    if let (Ok(chunk), Some(progress)) = (chunk, &progress) {
+                        progress(chunk.len() as u64);
+                    }
+                });
+                Ok((reqwest::Body::wrap_stream(stream), *len))
+            }
+        }
+    }
+
     fn authorize(&self, request: RequestBuilder, scope: Option<&str>) -> RequestBuilder {
         let state = self.lock();
         match (&state.challenge, &self.credentials) {
@@ -363,18 +367,12 @@ impl RegistryClient {
             if let Some(service) = service {
                 query.append_pair("service", service);
             }
-            if let Some(scope) = scope {
+            // A mount needs two scopes; token services take them as repeated parameters.
+            for scope in scope.iter().flat_map(|s| s.split_whitespace()) {
                 query.append_pair("scope", scope);
             }
         }
-        let call = Call {
-            method: Method::GET,
-            what: "GET token",
-            url: url.to_string(),
-            target,
-            scope: None,
-            manifest: false,
-        };
+        let call = Call::new(Method::GET, "GET token", url.to_string(), target);
         let mut request = self.http.get(url);
         if let Some(creds) = &self.credentials {
             request = request.basic_auth(&creds.username, Some(creds.password.expose()));
@@ -409,7 +407,7 @@ impl RegistryClient {
     }
 
     /// Reads a body of at most `limit` bytes, stopping as soon as it is exceeded.
-    async fn read_limited(
+    pub(super) async fn read_limited(
         &self,
         call: &Call<'_>,
         mut resp: Response,
@@ -439,18 +437,28 @@ impl RegistryClient {
         Ok(Bytes::from(body))
     }
 
-    async fn expect_success(call: &Call<'_>, resp: Response) -> Result<Response, RegistryError> {
+    pub(super) async fn expect_success(
+        call: &Call<'_>,
+        resp: Response,
+    ) -> Result<Response, RegistryError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
+        Err(Self::status_error(call, resp).await)
+    }
+
+    /// The error for a reply that was not what the call needed.
+    pub(super) async fn status_error(call: &Call<'_>, resp: Response) -> RegistryError {
+        let status = resp.status();
         let body: Bytes = resp.bytes().await.unwrap_or_default();
-        Err(RegistryError::Status {
+        RegistryError::Status {
             target: Box::new(call.target.clone()),
             method: call.what,
             status: status.as_u16(),
             code: RegistryCode::from_body(&body),
-        })
+            attempts: call.attempts(),
+        }
     }
 
     fn refused(&self, target: &Target, status: u16, code: RegistryCode) -> RegistryError {
@@ -468,7 +476,7 @@ impl RegistryClient {
         }
     }
 
-    fn connect_error(&self, call: &Call<'_>, error: &reqwest::Error) -> RegistryError {
+    pub(super) fn connect_error(&self, call: &Call<'_>, error: &reqwest::Error) -> RegistryError {
         let detail = crate::secret::redact(&error_chain(error));
         RegistryError::Connect {
             target: Box::new(call.target.clone()),
@@ -476,10 +484,11 @@ impl RegistryClient {
             url: call.url.clone(),
             hint: connect_hint(&detail),
             detail,
+            attempts: call.attempts(),
         }
     }
 
-    fn target(&self, repository: Option<&str>, reference: Option<&str>) -> Target {
+    pub(super) fn target(&self, repository: Option<&str>, reference: Option<&str>) -> Target {
         Target {
             registry: self.registry.clone(),
             repository: repository.map(str::to_string),
@@ -493,7 +502,7 @@ impl RegistryClient {
     }
 }
 
-fn header_str(resp: &Response, name: impl header::AsHeaderName) -> Option<String> {
+pub(super) fn header_str(resp: &Response, name: impl header::AsHeaderName) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -512,7 +521,7 @@ fn connect_hint(detail: &str) -> &'static str {
 }
 
 /// An error with its causes, `outer: inner: innermost`.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

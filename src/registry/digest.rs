@@ -94,9 +94,56 @@ impl Digest {
     }
 }
 
+/// A digest computed piece by piece, for content too large to hold (blobs streamed to disk).
+pub enum Hasher {
+    Sha256(Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// A hasher for the algorithm of `digest`, so the result can be compared with it.
+    pub fn for_digest(digest: &Digest) -> Hasher {
+        match digest.algorithm.as_str() {
+            "sha512" => Hasher::Sha512(sha2::Sha512::new()),
+            _ => Hasher::Sha256(Sha256::new()),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        let (algorithm, hex) = match self {
+            Hasher::Sha256(h) => ("sha256", hex::encode(h.finalize())),
+            Hasher::Sha512(h) => ("sha512", hex::encode(h.finalize())),
+        };
+        Digest {
+            algorithm: algorithm.to_string(),
+            hex,
+        }
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.algorithm, self.hex)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Digest::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -133,6 +180,21 @@ mod tests {
         let hex512 = hex::encode(sha2::Sha512::digest(b"abc"));
         let d = Digest::parse(&format!("sha512:{hex512}"));
         assert!(d.map(|d| d.matches(b"abc")).unwrap_or(false));
+    }
+
+    #[test]
+    fn the_streaming_hasher_agrees_with_the_one_shot_digest() {
+        let data = b"hello, registry";
+        let expected = Digest::sha256_of(data);
+        let mut hasher = Hasher::for_digest(&expected);
+        hasher.update(&data[..5]);
+        hasher.update(&data[5..]);
+        assert_eq!(hasher.finish(), expected);
+        let hex512 = hex::encode(sha2::Sha512::digest(data));
+        let d512 = Digest::parse(&format!("sha512:{hex512}")).unwrap_or_else(|e| panic!("{e}"));
+        let mut hasher = Hasher::for_digest(&d512);
+        hasher.update(data);
+        assert_eq!(hasher.finish(), d512);
     }
 
     #[test]

@@ -89,13 +89,14 @@ pub enum RegistryError {
     },
     #[error("cannot set up the HTTP client for registry {registry}: {detail}")]
     Setup { registry: String, detail: String },
-    #[error("{target}: {method} {url} failed: {detail}; {hint}")]
+    #[error("{target}: {method} {url} failed{}: {detail}; {hint}", tries(*attempts))]
     Connect {
         target: Box<Target>,
         method: String,
         url: String,
         detail: String,
         hint: &'static str,
+        attempts: u32,
     },
     #[error(
         "{target}: the registry asks for credentials (HTTP 401, {code}); give a username and password for it"
@@ -130,12 +131,41 @@ pub enum RegistryError {
         challenge: String,
         detail: String,
     },
-    #[error("{target}: {method} answered HTTP {status} ({code})")]
+    #[error("{target}: {method} answered HTTP {status} ({code}){}", tries(*attempts))]
     Status {
         target: Box<Target>,
         method: &'static str,
         status: u16,
         code: RegistryCode,
+        attempts: u32,
+    },
+    #[error("{target}: cannot use the local file {path}: {source}")]
+    LocalFile {
+        target: Box<Target>,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{target}: the downloaded blob does not match its digest: expected {expected}, the bytes hash to {actual}; the partial file was deleted, run the pull again"
+    )]
+    BlobMismatch {
+        target: Box<Target>,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error(
+        "{target}: the blob is larger than the {expected} bytes its descriptor gives; the partial file was deleted"
+    )]
+    BlobTooLarge { target: Box<Target>, expected: u64 },
+    #[error("{target}: {what}")]
+    Protocol { target: Box<Target>, what: String },
+    #[error(
+        "{target}: the registry stored the manifest as {theirs}, but its bytes hash to {ours}; the registry or a proxy altered it"
+    )]
+    PushedDigestMismatch {
+        target: Box<Target>,
+        ours: Digest,
+        theirs: Digest,
     },
     #[error(
         "{target}: the manifest is Docker schema 1 ({media_type}), which is deprecated and not supported; push the image again with a current Docker or buildkit so it gets a schema 2 or OCI manifest"
@@ -171,6 +201,15 @@ pub enum RegistryError {
     BadDigestHeader { target: Box<Target>, value: String },
 }
 
+/// " after N attempts" when a request was retried, else nothing.
+fn tries(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" after {attempts} attempts")
+    } else {
+        String::new()
+    }
+}
+
 impl RegistryError {
     /// The registry's error code (`MANIFEST_UNKNOWN`, `DENIED`, …), when it sent one.
     pub fn code(&self) -> Option<&str> {
@@ -181,6 +220,11 @@ impl RegistryError {
             | RegistryError::Status { code, .. } => code.code.as_deref(),
             _ => None,
         }
+    }
+
+    /// Whether the registry's TLS certificate was refused (it needs a CA file).
+    pub fn untrusted_certificate(&self) -> bool {
+        matches!(self, RegistryError::Connect { detail, .. } if detail.contains("certificate"))
     }
 
     /// The HTTP status, for errors that came with one.
@@ -217,7 +261,7 @@ mod tests {
 
     #[test]
     fn status_error_names_registry_repository_reference_status_and_code() {
-        let err = RegistryError::Status {
+        let mut err = RegistryError::Status {
             target: Box::new(Target {
                 registry: "localhost:5000".into(),
                 repository: Some("team/app".into()),
@@ -229,6 +273,7 @@ mod tests {
                 code: Some("MANIFEST_UNKNOWN".into()),
                 message: Some("manifest unknown".into()),
             },
+            attempts: 1,
         };
         assert_eq!(
             err.to_string(),
@@ -236,5 +281,13 @@ mod tests {
         );
         assert_eq!(err.code(), Some("MANIFEST_UNKNOWN"));
         assert_eq!(err.status(), Some(404));
+        if let RegistryError::Status { attempts, .. } = &mut err {
+            *attempts = 4;
+        }
+        assert!(
+            err.to_string()
+                .ends_with("(MANIFEST_UNKNOWN: manifest unknown) after 4 attempts"),
+            "{err}"
+        );
     }
 }

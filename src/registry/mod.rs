@@ -1,18 +1,26 @@
 //! Talking to OCI/Docker registries: image references, digests, and an HTTP client that
-//! pings, authenticates, fetches manifests byte-for-byte and checks for blobs.
-//!
-//! Library only for now; `mirror-images` will build on it.
+//! pings, authenticates, fetches manifests byte-for-byte, streams blobs to disk, uploads
+//! blobs (monolithic, chunked, mounted) and pushes manifests. `mirror` builds on it.
 
 pub mod auth;
 pub mod client;
+pub mod descriptor;
 pub mod digest;
 pub mod error;
+pub mod fetch;
+pub mod location;
 pub mod manifest;
 pub mod reference;
+pub mod retry;
+pub mod upload;
 
 pub use auth::Credentials;
-pub use client::{AuthKind, ClientOptions, RegistryClient};
+pub use client::{AuthKind, ClientOptions, ProgressFn, RegistryClient};
+pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestError};
 pub use error::{RegistryError, Target};
+pub use fetch::Downloaded;
 pub use manifest::{Manifest, ManifestHead};
 pub use reference::{Reference, ReferenceError};
+pub use retry::RetryPolicy;
+pub use upload::{BlobFile, Mount, UploadSession};

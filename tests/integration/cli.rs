@@ -28,6 +28,7 @@ fn help_lists_only_working_commands() {
             "install",
             "plan",
             "doctor",
+            "mirror-images",
             "help"
         ],
         "{}",

@@ -5,6 +5,7 @@ mod converge;
 mod doctor;
 mod install;
 mod lab_smoke;
+mod mirror;
 mod registry;
 mod support;
 mod transport;

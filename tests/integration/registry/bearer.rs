@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use gpuctl::registry::client::MAX_MANIFEST_BYTES;
+use gpuctl::registry::fetch::MAX_MANIFEST_BYTES;
 use gpuctl::registry::manifest::{DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, SUPPORTED};
 use gpuctl::registry::{
     AuthKind, ClientOptions, Credentials, Digest, RegistryClient, RegistryError,
@@ -23,6 +23,7 @@ fn client(addr: &str, password: Option<&str>) -> RegistryClient {
             username: "bob".to_string(),
             password: Secret::new(p),
         }),
+        ..ClientOptions::default()
     };
     RegistryClient::new(addr, options).expect("build the client")
 }

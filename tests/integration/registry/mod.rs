@@ -13,6 +13,7 @@ use gpuctl::secret::Secret;
 use crate::support::registry::TestRegistry;
 
 mod bearer;
+mod blobs;
 
 fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
     let options = ClientOptions {
@@ -22,6 +23,7 @@ fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> Registr
             username: user.to_string(),
             password: Secret::new(password),
         }),
+        ..ClientOptions::default()
     };
     RegistryClient::new(&registry.addr, options).expect("build the registry client")
 }

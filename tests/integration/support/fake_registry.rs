@@ -1,6 +1,7 @@
 //! A scripted HTTP server on 127.0.0.1 for registry behaviour the real registry cannot be
 //! made to show (a Bearer token service, a schema 1 manifest, a lying digest header).
-//! Each request is answered by the test's handler and recorded for later assertions.
+//! Each request (with its body) is answered by the test's handler and recorded for later
+//! assertions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +17,10 @@ pub struct FakeRequest {
     pub method: String,
     pub path: String,
     pub query: BTreeMap<String, String>,
+    /// The query string as sent, in order.
+    pub raw_query: String,
     pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
 }
 
 /// A canned reply.
@@ -79,7 +83,22 @@ impl FakeRegistry {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
-                    let request = parse(&String::from_utf8_lossy(&buf));
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                    let mut request = parse(&String::from_utf8_lossy(&buf[..end]));
+                    // Read the whole body, so the client never sees its upload cut short.
+                    let length: usize = request
+                        .headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = buf[end..].to_vec();
+                    while body.len() < length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => body.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    request.body = body;
                     log.lock().unwrap().push(request.clone());
                     let reply = handler(&request);
                     let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
@@ -118,6 +137,8 @@ fn parse(head: &str) -> FakeRequest {
         method,
         path: url.path().to_string(),
         query: url.query_pairs().into_owned().collect(),
+        raw_query: url.query().unwrap_or_default().to_string(),
         headers,
+        body: Vec::new(),
     }
 }

@@ -79,6 +79,16 @@ impl Gpuctl {
         Running { child, args }
     }
 
+    /// Starts gpuctl without waiting, output discarded: for tests that kill it.
+    pub fn spawn_detached(self) -> std::process::Child {
+        let args = self.args.clone();
+        self.command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start gpuctl {args:?}: {e}"))
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpuctl"));
         cmd.args(&self.args)

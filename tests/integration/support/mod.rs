@@ -6,5 +6,7 @@
 
 pub mod fake_registry;
 pub mod gpuctl;
+pub mod images;
 pub mod lab;
 pub mod registry;
+pub mod tcp_proxy;

@@ -141,6 +141,49 @@ impl TestRegistry {
         }
     }
 
+    /// The repositories the registry stores, read from its storage directory.
+    pub fn stored_repositories(&self) -> Vec<String> {
+        let root = self
+            .dir
+            .path()
+            .join("storage/docker/registry/v2/repositories");
+        let mut found = Vec::new();
+        fn walk(base: &Path, dir: &Path, found: &mut Vec<String>) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.join("_layers").is_dir() {
+                    let name = path.strip_prefix(base).unwrap().display().to_string();
+                    found.push(name);
+                } else if path.is_dir() && !entry.file_name().to_string_lossy().starts_with('_') {
+                    walk(base, &path, found);
+                }
+            }
+        }
+        walk(&root, &root, &mut found);
+        found.sort();
+        found
+    }
+
+    /// How many blobs the registry stores (all repositories together).
+    pub fn stored_blobs(&self) -> usize {
+        let root = self
+            .dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256");
+        fs::read_dir(&root)
+            .map(|prefixes| {
+                prefixes
+                    .flatten()
+                    .filter_map(|p| fs::read_dir(p.path()).ok())
+                    .map(|d| d.count())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// The registry's own log, for failure messages.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()

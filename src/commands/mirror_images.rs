@@ -1,0 +1,189 @@
+//! `gpuctl mirror-images pull|push|check`: the connected side pulls an images file into a
+//! bundle, the air-gapped side pushes the bundle into its registry and checks that the
+//! registry serves all of it. See `docs/mirror.md`.
+
+use anyhow::anyhow;
+
+use crate::cli::{MirrorCheckArgs, MirrorPullArgs, MirrorPushArgs, MirrorTargetArgs};
+use crate::exit::BadInput;
+use crate::mirror::naming::check_prefix;
+use crate::mirror::{Bundle, CheckOptions, LockFile, PullOptions, PushOptions, images_file};
+use crate::registry::{ClientOptions, Credentials, Platform, Reference, RegistryError};
+use crate::secret::{Secret, SecretSource};
+use crate::table::Table;
+
+pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
+    let images = images_file::read(&args.images).map_err(BadInput)?;
+    let mut platforms = Vec::new();
+    for text in &args.platform {
+        platforms.push(Platform::parse(text).map_err(|e| BadInput(format!("--platform: {e}")))?);
+    }
+    for registry in &args.insecure_registry {
+        check_registry("--insecure-registry", registry)?;
+    }
+    let report = crate::mirror::pull(PullOptions {
+        images,
+        bundle: args.bundle.clone(),
+        platforms,
+        concurrency: usize::from(args.concurrency),
+        update: args.update,
+        insecure_registries: args.insecure_registry.clone(),
+        ca_file: args.ca_file.clone(),
+    })
+    .await
+    .map_err(|e| with_hint(e, "--insecure-registry HOST"))?;
+    println!("pulled {}", report.summary());
+    if report.failures.is_empty() {
+        return Ok(());
+    }
+    for failure in &report.failures {
+        eprintln!("failed: {}", hint_text(failure, "--insecure-registry HOST"));
+    }
+    Err(anyhow!(
+        "{} problem{} while pulling; run the same command again to resume (blobs already in the bundle are kept)",
+        report.failures.len(),
+        if report.failures.len() == 1 { "" } else { "s" }
+    ))
+}
+
+pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
+    let client = target_client(&args.target)?;
+    let report = crate::mirror::push(PushOptions {
+        bundle: args.bundle.clone(),
+        registry: args.target.to.clone(),
+        prefix: args.target.prefix.clone(),
+        client,
+        concurrency: usize::from(args.target.concurrency),
+        chunk_size: args.chunk_size,
+    })
+    .await
+    .map_err(|e| with_hint(e, "--insecure"))?;
+    for (reference, digest) in &report.pushed {
+        println!("{reference} {digest}");
+    }
+    println!("pushed {}", report.summary(&args.target.to));
+    if report.failures.is_empty() {
+        return Ok(());
+    }
+    for failure in &report.failures {
+        eprintln!("failed: {}", hint_text(failure, "--insecure"));
+    }
+    Err(anyhow!(
+        "{} problem{} while pushing; run the same command again to finish (what is already in the registry is skipped)",
+        report.failures.len(),
+        if report.failures.len() == 1 { "" } else { "s" }
+    ))
+}
+
+pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
+    let client = target_client(&args.target)?;
+    let lock_path = match (&args.lock, &args.bundle) {
+        (Some(lock), _) => lock.clone(),
+        (None, Some(bundle)) => Bundle::open(bundle).map_err(BadInput)?.lock_path(),
+        (None, None) => return Err(BadInput("give --bundle or --lock".to_string()).into()),
+    };
+    let lock = LockFile::read(&lock_path).map_err(BadInput)?;
+    let only = match &args.images {
+        Some(path) => images_file::read(path)
+            .map_err(BadInput)?
+            .into_iter()
+            .map(|i| i.reference.to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+    let results = crate::mirror::check(CheckOptions {
+        lock,
+        only,
+        registry: args.target.to.clone(),
+        prefix: args.target.prefix.clone(),
+        client,
+        concurrency: usize::from(args.target.concurrency),
+    })
+    .await
+    .map_err(|e| with_hint(e, "--insecure"))?;
+    let mut table = Table::new(["IMAGE", "MIRROR", "RESULT"]);
+    let mut incomplete = 0;
+    for r in &results {
+        let verdict = if r.missing.is_empty() {
+            "ok".to_string()
+        } else {
+            incomplete += 1;
+            format!("missing: {}", r.missing.join("; "))
+        };
+        table.row([r.source.clone(), r.mirror.clone(), verdict]);
+    }
+    print!("{}", table.render());
+    if incomplete == 0 {
+        println!("all {} images are in {}", results.len(), args.target.to);
+        return Ok(());
+    }
+    Err(anyhow!(
+        "{incomplete} of {} images are incomplete in {}; run `gpuctl mirror-images push` with the bundle",
+        results.len(),
+        args.target.to
+    ))
+}
+
+/// Checks the registry flags and loads the password from its environment variable.
+fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
+    check_registry("--to", &target.to)?;
+    if let Some(prefix) = &target.prefix {
+        check_prefix(prefix).map_err(|e| BadInput(format!("--prefix: {e}")))?;
+    }
+    let credentials = match (&target.username, &target.password_env) {
+        (Some(username), Some(var)) => {
+            let source = SecretSource::Env { env: var.clone() };
+            let password = Secret::load(&source, &format!("password of registry user {username}"))
+                .map_err(|e| BadInput(e.to_string()))?;
+            Some(Credentials {
+                username: username.clone(),
+                password,
+            })
+        }
+        _ => None,
+    };
+    Ok(ClientOptions {
+        insecure: target.insecure,
+        ca_file: target.ca_file.clone(),
+        credentials,
+        ..ClientOptions::default()
+    })
+}
+
+/// A registry flag must be `host[:port]`, not a URL or a repository.
+fn check_registry(flag: &str, registry: &str) -> Result<(), BadInput> {
+    let parsed = Reference::parse(&format!("{registry}/x"));
+    match parsed {
+        Ok(r) if r.registry == registry && r.repository == "x" => Ok(()),
+        _ => Err(BadInput(format!(
+            "{flag} {registry}: give the registry as host[:port], e.g. registry.lab:5000 (no scheme, no path)"
+        ))),
+    }
+}
+
+/// Names the flag that fixes a TLS problem: the registry error speaks of "the CA file" and
+/// "the insecure setting", the command line has flags for both.
+fn with_hint(error: anyhow::Error, insecure_flag: &str) -> anyhow::Error {
+    let registry = error
+        .chain()
+        .find_map(|c| c.downcast_ref::<RegistryError>());
+    match registry {
+        Some(e) if e.untrusted_certificate() => {
+            error.context("the registry's certificate is not trusted: pass the CA certificate that signed it with --ca-file FILE")
+        }
+        Some(RegistryError::Connect { hint, .. }) if hint.contains("plain HTTP") => {
+            error.context(format!("the registry speaks plain HTTP: pass {insecure_flag} if it really has no TLS"))
+        }
+        _ => error,
+    }
+}
+
+fn hint_text(failure: &str, insecure_flag: &str) -> String {
+    if failure.contains("certificate is not trusted") {
+        format!("{failure} (pass the CA certificate with --ca-file FILE)")
+    } else if failure.contains("answered in plain HTTP") {
+        format!("{failure} (pass {insecure_flag} if it really has no TLS)")
+    } else {
+        failure.to_string()
+    }
+}

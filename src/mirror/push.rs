@@ -1,0 +1,390 @@
+//! `mirror-images push`: every locked image of a bundle into a registry.
+//!
+//! 1. verify: every manifest and blob the lock needs is re-hashed; any problem is reported
+//!    (all of them) and nothing is sent;
+//! 2. blobs: each distinct blob once per target repository, under one concurrency budget:
+//!    `HEAD` skips what is there, a blob already pushed to another repository of the set is
+//!    mounted from it, the rest is uploaded (monolithic, or chunked above the chunk size);
+//! 3. manifests: per image, platform manifests by digest, then the index (or the single
+//!    manifest) by tag, each with its original bytes; the registry's digest must be ours.
+//!
+//! Nothing here talks to the upstream registry: what is pushed is what the lock pinned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::exit::BadInput;
+use crate::registry::descriptor::image_blobs;
+use crate::registry::{BlobFile, ClientOptions, Digest, Manifest, Mount, RegistryClient};
+
+use super::layout::{BlobProblem, Bundle};
+use super::lock::{LockFile, LockedImage};
+use super::naming::target_repository;
+use super::progress::{Transfer, human_bytes, short};
+
+/// Where to push, and how.
+pub struct PushOptions {
+    pub bundle: PathBuf,
+    /// The mirror registry, `host[:port]`.
+    pub registry: String,
+    pub prefix: Option<String>,
+    pub client: ClientOptions,
+    pub concurrency: usize,
+    /// Blobs larger than this are sent in chunks of this size.
+    pub chunk_size: u64,
+}
+
+/// What a push did. Blob counts are per (blob, repository) pair.
+#[derive(Debug, Default)]
+pub struct PushReport {
+    pub images: usize,
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: usize,
+    pub blobs_present: usize,
+    pub manifests_pushed: usize,
+    pub manifests_present: usize,
+    /// `mirror reference → digest` for every image pushed.
+    pub pushed: Vec<(String, Digest)>,
+    pub failures: Vec<String>,
+}
+
+/// One image, ready to push: everything read from the bundle and verified.
+struct Planned {
+    locked: LockedImage,
+    repository: String,
+    tag: Option<String>,
+    top: Manifest,
+    children: Vec<Manifest>,
+}
+
+#[derive(Default)]
+struct Counts {
+    uploaded: usize,
+    bytes: u64,
+    mounted: usize,
+    present: usize,
+}
+
+pub async fn push(options: PushOptions) -> anyhow::Result<PushReport> {
+    let bundle = Bundle::open(&options.bundle).map_err(BadInput)?;
+    let lock = LockFile::read(&bundle.lock_path()).map_err(|e| {
+        BadInput(format!(
+            "{e}; run `gpuctl mirror-images pull --bundle {}` first",
+            bundle.root().display()
+        ))
+    })?;
+    let budget = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let (images, blobs) = plan(&bundle, &lock, options.prefix.as_deref(), &budget).await?;
+    check_collisions(&images, &options.registry)?;
+
+    let client = Arc::new(RegistryClient::new(
+        &options.registry,
+        options.client.clone(),
+    )?);
+    client.ping().await?;
+
+    // Blobs: each distinct digest once, into every repository that needs it.
+    let mut report = PushReport {
+        images: images.len(),
+        ..PushReport::default()
+    };
+    let total: u64 = blobs.values().map(|(size, _)| size).sum();
+    let progress = Transfer::start("checking, then pushing as needed,", total, blobs.len());
+    let mut tasks = JoinSet::new();
+    for (digest, (size, repositories)) in blobs {
+        let blob = BlobFile {
+            path: bundle.blob_path(&digest),
+            digest,
+            size,
+        };
+        let (client, budget, progress) = (client.clone(), budget.clone(), progress.clone());
+        let chunk = options.chunk_size;
+        tasks.spawn(async move {
+            let _permit = budget.acquire_owned().await;
+            push_blob(&client, &blob, &repositories, chunk, &progress).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("a blob upload task failed")? {
+            Ok(c) => {
+                report.blobs_uploaded += c.uploaded;
+                report.bytes_uploaded += c.bytes;
+                report.blobs_mounted += c.mounted;
+                report.blobs_present += c.present;
+            }
+            Err(e) => report.failures.push(e.to_string()),
+        }
+    }
+    progress.finish();
+    if !report.failures.is_empty() {
+        return Ok(report);
+    }
+
+    // Manifests: per image, children by digest first, then the tag.
+    let mut tasks = JoinSet::new();
+    for image in images {
+        let (client, budget) = (client.clone(), budget.clone());
+        let registry = options.registry.clone();
+        tasks.spawn(async move {
+            let _permit = budget.acquire_owned().await;
+            push_manifests(&client, &registry, &image).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("a manifest push task failed")? {
+            Ok((pushed, present, done)) => {
+                report.manifests_pushed += pushed;
+                report.manifests_present += present;
+                report.pushed.push(done);
+            }
+            Err(e) => report.failures.push(format!("{e:#}")),
+        }
+    }
+    report.pushed.sort();
+    Ok(report)
+}
+
+/// Reads every image's manifests from the bundle and verifies every blob they need; on
+/// any problem nothing is returned, so nothing is pushed.
+async fn plan(
+    bundle: &Bundle,
+    lock: &LockFile,
+    prefix: Option<&str>,
+    budget: &Arc<Semaphore>,
+) -> anyhow::Result<(Vec<Planned>, BTreeMap<Digest, (u64, BTreeSet<String>)>)> {
+    let mut problems: Vec<BlobProblem> = Vec::new();
+    let mut images = Vec::new();
+    let mut blobs: BTreeMap<Digest, (u64, BTreeSet<String>)> = BTreeMap::new();
+    for locked in &lock.images {
+        let reference = locked.reference().map_err(BadInput)?;
+        let repository = target_repository(&reference, prefix);
+        let top = match bundle.read_manifest(&locked.digest, &locked.media_type) {
+            Ok(m) => m,
+            Err(p) => {
+                problems.push(p);
+                continue;
+            }
+        };
+        let mut children = Vec::new();
+        for platform in &locked.platforms {
+            match bundle.read_manifest(&platform.digest, &platform.media_type) {
+                Ok(m) => children.push(m),
+                Err(p) => problems.push(p),
+            }
+        }
+        let manifests = if locked.platforms.is_empty() {
+            std::slice::from_ref(&top)
+        } else {
+            children.as_slice()
+        };
+        for m in manifests {
+            for blob in image_blobs(m).map_err(|e| anyhow!("{}: {e}", locked.reference))? {
+                let entry = blobs
+                    .entry(blob.digest)
+                    .or_insert_with(|| (blob.size, BTreeSet::new()));
+                entry.1.insert(repository.clone());
+            }
+        }
+        images.push(Planned {
+            locked: locked.clone(),
+            tag: reference.tag.clone(),
+            repository,
+            top,
+            children,
+        });
+    }
+    let mut checks = JoinSet::new();
+    for (digest, (size, _)) in &blobs {
+        let (bundle, digest, size) = (bundle.clone(), digest.clone(), *size);
+        let budget = budget.clone();
+        checks.spawn(async move {
+            let _permit = budget.acquire_owned().await;
+            tokio::task::spawn_blocking(move || bundle.verify_blob(&digest, size)).await
+        });
+    }
+    while let Some(joined) = checks.join_next().await {
+        if let Err(p) = joined
+            .context("a blob check failed")?
+            .context("a blob check failed")?
+        {
+            problems.push(p);
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut text = format!(
+            "the bundle {} has {} damaged or missing blob{}; nothing was pushed:",
+            bundle.root().display(),
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &problems {
+            text.push_str(&format!(
+                "\n  {} ({}): {}",
+                p.path.display(),
+                p.digest,
+                p.problem
+            ));
+        }
+        text.push_str("\nrun `gpuctl mirror-images pull` again on the connected side and carry the bundle over again");
+        return Err(anyhow!(text));
+    }
+    Ok((images, blobs))
+}
+
+/// Two upstream images that would land on the same mirror reference with different
+/// content (`docker.io/x/app:1` and `quay.io/x/app:1`) are refused before anything moves.
+fn check_collisions(images: &[Planned], registry: &str) -> Result<(), BadInput> {
+    let mut seen: BTreeMap<(String, String), &Planned> = BTreeMap::new();
+    for image in images {
+        let key = (
+            image.repository.clone(),
+            image
+                .tag
+                .clone()
+                .unwrap_or_else(|| image.locked.digest.to_string()),
+        );
+        if let Some(other) = seen.get(&key)
+            && other.locked.digest != image.locked.digest
+        {
+            return Err(BadInput(format!(
+                "{} and {} would both be pushed as {registry}/{}:{} with different content; use --prefix or remove one from the images file",
+                other.locked.reference, image.locked.reference, key.0, key.1
+            )));
+        }
+        seen.insert(key, image);
+    }
+    Ok(())
+}
+
+/// One blob into every repository that needs it: HEAD, then mount from a repository
+/// that has it, else upload.
+async fn push_blob(
+    client: &RegistryClient,
+    blob: &BlobFile,
+    repositories: &BTreeSet<String>,
+    chunk_size: u64,
+    progress: &Transfer,
+) -> anyhow::Result<Counts> {
+    let mut counts = Counts::default();
+    let mut have: Vec<&String> = Vec::new();
+    let mut missing = Vec::new();
+    for repository in repositories {
+        if client.blob_exists(repository, &blob.digest).await? {
+            have.push(repository);
+        } else {
+            missing.push(repository);
+        }
+    }
+    counts.present = have.len();
+    for repository in missing {
+        let session = match have.first() {
+            Some(from) => match client.mount_blob(repository, &blob.digest, from).await? {
+                Mount::Mounted => {
+                    counts.mounted += 1;
+                    progress.note(&format!(
+                        "  mounted {} into {repository} from {from}",
+                        short(&blob.digest)
+                    ));
+                    have.push(repository);
+                    continue;
+                }
+                Mount::Upload(session) => Some(session),
+            },
+            None => None,
+        };
+        let sent = client
+            .upload_blob(repository, blob, chunk_size, session, progress.bytes())
+            .await?;
+        counts.uploaded += 1;
+        counts.bytes += sent;
+        progress.done("pushed", &blob.digest, blob.size, repository);
+        have.push(repository);
+    }
+    Ok(counts)
+}
+
+/// The manifests of one image: (pushed, already there, mirror reference and digest).
+async fn push_manifests(
+    client: &RegistryClient,
+    registry: &str,
+    image: &Planned,
+) -> anyhow::Result<(usize, usize, (String, Digest))> {
+    let (mut pushed, mut present) = (0, 0);
+    let repository = &image.repository;
+    for child in &image.children {
+        let digest = child.digest.to_string();
+        if client.head_manifest(repository, &digest).await?.is_some() {
+            present += 1;
+        } else {
+            client.put_manifest(repository, &digest, child).await?;
+            pushed += 1;
+        }
+    }
+    let target = tag_target(&image.locked);
+    let tagged = image
+        .children
+        .iter()
+        .find(|c| &c.digest == target)
+        .unwrap_or(&image.top);
+    let reference = image
+        .tag
+        .clone()
+        .unwrap_or_else(|| tagged.digest.to_string());
+    let there = client.head_manifest(repository, &reference).await?;
+    if there.and_then(|h| h.digest).as_ref() == Some(&tagged.digest) {
+        present += 1;
+    } else {
+        client
+            .put_manifest(repository, &reference, tagged)
+            .await
+            .with_context(|| match image.locked.pruned() {
+                true => format!(
+                    "{}: the bundle holds only some platforms of this index (pulled with --platform) and the registry wants all of them; pull it without --platform, or with one platform",
+                    image.locked.reference
+                ),
+                false => image.locked.reference.clone(),
+            })?;
+        pushed += 1;
+    }
+    let sep = if image.tag.is_some() { ":" } else { "@" };
+    Ok((
+        pushed,
+        present,
+        (
+            format!("{registry}/{repository}{sep}{reference}"),
+            tagged.digest.clone(),
+        ),
+    ))
+}
+
+/// What the mirror's tag names: the locked digest, except for an index filtered down to
+/// one platform, where it is that platform's manifest (upstream bytes, upstream digest):
+/// the index itself would point at content the mirror does not have.
+pub fn tag_target(image: &LockedImage) -> &Digest {
+    match (image.pruned(), image.platforms.as_slice()) {
+        (true, [only]) => &only.digest,
+        _ => &image.digest,
+    }
+}
+
+impl PushReport {
+    pub fn summary(&self, registry: &str) -> String {
+        format!(
+            "{} images to {registry}: {} blobs uploaded ({}), {} mounted, {} already present; {} manifests pushed, {} already present",
+            self.images,
+            self.blobs_uploaded,
+            human_bytes(self.bytes_uploaded),
+            self.blobs_mounted,
+            self.blobs_present,
+            self.manifests_pushed,
+            self.manifests_present
+        )
+    }
+}

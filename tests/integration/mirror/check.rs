@@ -1,0 +1,112 @@
+//! `mirror-images check`: every locked image, for every locked platform, served by the
+//! mirror; what is missing is listed and the exit code is 1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use super::{Work, children, pull, push};
+use crate::support::gpuctl::{Gpuctl, Outcome};
+use crate::support::images::{multi_arch, single_arch};
+use crate::support::registry::TestRegistry;
+
+fn check(bundle: &std::path::Path, to: &str, extra: &[&str]) -> Outcome {
+    Gpuctl::new()
+        .args([
+            "mirror-images",
+            "check",
+            "--insecure",
+            "--to",
+            to,
+            "--bundle",
+        ])
+        .args([bundle.display().to_string()])
+        .args(extra.iter().copied())
+        .run()
+}
+
+#[test]
+fn check_lists_missing_platforms_and_images() {
+    let work = Work::new();
+    let upstream = TestRegistry::plain();
+    let multi = multi_arch(&work.path("multi"), "1", 8 * 1024);
+    upstream.copy_layout(&multi, "1", "team/multi", None);
+    let app = single_arch(&work.path("app"), "1", 1, 8 * 1024);
+    upstream.copy_layout(&app, "1", "team/app", None);
+    let images = work.images_file(&[
+        format!("{}/team/multi:1", upstream.addr),
+        format!("{}/team/app:1", upstream.addr),
+    ]);
+    let bundle = work.path("bundle");
+    pull(&images, &bundle, &upstream.addr, &[]).success();
+    let mirror = TestRegistry::plain();
+    push(&bundle, &mirror.addr, &mirror, &[]).success();
+
+    check(&bundle, &mirror.addr, &[])
+        .success()
+        .stdout_has("all 2 images are in");
+
+    // Nothing under another prefix.
+    let out = check(&bundle, &mirror.addr, &["--prefix", "elsewhere"]).code(1);
+    assert_eq!(
+        out.stdout.matches("not in the mirror").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("2 of 2 images are incomplete"),
+        "{}",
+        out.stderr
+    );
+
+    // Remove the arm64 manifest from the mirror: only that platform is reported.
+    let index = upstream.skopeo_raw_manifest("team/multi", "1");
+    let (arm, _) = children(&index)
+        .into_iter()
+        .find(|(_, a)| a == "arm64")
+        .unwrap();
+    let out = Command::new("skopeo")
+        .args(["delete", "--tls-verify=false"])
+        .arg(format!("docker://{}/team/multi@{arm}", mirror.addr))
+        .output()
+        .expect("run skopeo delete");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(&bundle, &mirror.addr, &[]).code(1);
+    assert!(
+        out.stdout
+            .contains(&format!("linux/arm64/v8 manifest {arm}")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("1 of 2 images are incomplete"),
+        "{}",
+        out.stderr
+    );
+    let app_line = out.stdout.lines().find(|l| l.contains("team/app")).unwrap();
+    assert!(app_line.trim_end().ends_with("ok"), "{}", out.stdout);
+
+    // --images narrows the check; an image the lock does not have is bad input.
+    let only_app = work.path("only-app.txt");
+    std::fs::write(&only_app, format!("{}/team/app:1\n", upstream.addr)).unwrap();
+    check(
+        &bundle,
+        &mirror.addr,
+        &["--images", only_app.to_str().unwrap()],
+    )
+    .success()
+    .stdout_has("all 1 images are in");
+    std::fs::write(&only_app, format!("{}/team/other:1\n", upstream.addr)).unwrap();
+    check(
+        &bundle,
+        &mirror.addr,
+        &["--images", only_app.to_str().unwrap()],
+    )
+    .code(2)
+    .stderr_has("is not in the lock file");
+}
