@@ -132,7 +132,7 @@ pub struct CopyArgs {
 
 /// `gpuctl install`.
 ///
-/// Stages run in order on every host (facts, preflight, os). A stage whose Ops are the same
+/// Stages run in order on every host (facts, preflight, os, packages, runtime). A stage whose Ops are the same
 /// as when it last succeeded on a host is skipped; a changed inventory re-runs exactly the
 /// stages it changes. A host that fails stops there, the others carry on, and the run ends
 /// with a table and the command that resumes. See docs/install.md.

@@ -7,6 +7,7 @@
 //! `registry` (image references and a registry HTTP client) stands beside them, for image
 //! mirroring.
 
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod converge;

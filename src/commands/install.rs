@@ -22,6 +22,7 @@ pub async fn run(args: &InstallArgs) -> anyhow::Result<()> {
     // Bad stage names are bad input before anything else happens.
     install::select::select(&crate::stages::names(), &selection)?;
     let (inv, fleet) = open_fleet(&args.connect, Progress::detect())?;
+    let bundle = install::load_bundle(&inv, &selection).await?;
     let mode = if args.dry_run {
         Mode::DryRun
     } else {
@@ -37,6 +38,7 @@ pub async fn run(args: &InstallArgs) -> anyhow::Result<()> {
             selection,
             mode,
             inventory_arg: inventory_arg(args),
+            bundle,
         },
     )
     .await?;

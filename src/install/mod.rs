@@ -12,7 +12,9 @@ pub mod select;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::bundle::Bundle;
 use crate::converge::Mode;
+use crate::exit::BadInput;
 use crate::fleet::Fleet;
 use crate::inventory::Inventory;
 use crate::state::{Journal, LocalLock, LockInfo};
@@ -26,6 +28,36 @@ pub struct RunOptions {
     pub mode: Mode,
     /// `--inventory <path>` as the admin wrote it, for the commands messages suggest.
     pub inventory_arg: String,
+    /// The bundle, loaded and verified by [`load_bundle`].
+    pub bundle: Option<Arc<Bundle>>,
+}
+
+/// Loads the inventory's bundle and verifies the files the selected stages will send,
+/// before anything contacts a host. `None` when no selected stage uses the bundle or the
+/// inventory names none (those stages then say so). A bad bundle is bad input.
+pub async fn load_bundle(
+    inv: &Inventory,
+    selection: &Selection,
+) -> anyhow::Result<Option<Arc<Bundle>>> {
+    let names = crate::stages::names();
+    let selected = select::select(&names, selection)?;
+    let prefixes: Vec<&str> = crate::stages::BUNDLE_USERS
+        .iter()
+        .filter(|(stage, _)| selected.iter().any(|s| s.name == *stage))
+        .map(|(_, prefix)| *prefix)
+        .collect();
+    let Some(dir) = &inv.bundle else {
+        return Ok(None);
+    };
+    if prefixes.is_empty() {
+        return Ok(None);
+    }
+    let bad = |e: crate::bundle::BundleError| BadInput(e.to_string());
+    let bundle = Bundle::load(dir).map_err(bad)?;
+    for prefix in prefixes {
+        bundle.verify(prefix).await.map_err(bad)?;
+    }
+    Ok(Some(Arc::new(bundle)))
 }
 
 /// One host's row of the result.
@@ -60,7 +92,7 @@ pub async fn run(
     fleet: &Fleet,
     opts: RunOptions,
 ) -> anyhow::Result<RunResult> {
-    let all = crate::stages::all();
+    let all = crate::stages::all(opts.bundle.clone());
     let names: Vec<&'static str> = all.iter().map(|s| s.name()).collect();
     let selected = select::select(&names, &opts.selection)?;
     let state_dir = inv.state_dir();

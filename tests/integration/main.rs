@@ -5,5 +5,6 @@ mod converge;
 mod install;
 mod lab_smoke;
 mod registry;
+mod stages;
 mod support;
 mod transport;
