@@ -39,6 +39,8 @@ pub enum Command {
     Install(InstallArgs),
     /// Show what install would change, per host and stage, as diffs (changes nothing)
     Plan(PlanArgs),
+    /// Undo what install wrote on every host: managed blocks, files, merged keys, services
+    Reset(ResetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +175,20 @@ pub struct InstallArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// `gpuctl reset`: every install stage in reverse, each of its Ops undone (see
+/// docs/install.md).
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Probe and show what would be undone; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed when standard input is not a terminal)
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

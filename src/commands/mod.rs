@@ -9,6 +9,7 @@ pub mod install;
 pub mod inventory_check;
 pub mod ping;
 pub mod plan;
+pub mod reset;
 
 use crate::cli::{Command, InventoryCommand};
 
@@ -21,5 +22,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Copy(args) => copy::run(&args).await,
         Command::Install(args) => install::run(&args).await,
         Command::Plan(args) => plan::run(&args).await,
+        Command::Reset(args) => reset::run(&args).await,
     }
 }

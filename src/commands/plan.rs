@@ -29,6 +29,7 @@ pub async fn run(args: &PlanArgs) -> anyhow::Result<()> {
                 quote(&args.connect.inventory.inventory.display().to_string())
             ),
             bundle,
+            reset: false,
         },
     )
     .await?;

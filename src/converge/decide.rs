@@ -162,12 +162,34 @@ fn content(step: &Step, now: &Now) -> Result<Decision, EditError> {
         }
         _ => return Ok(in_sync(what)),
     };
-    // A missing file that line edits would leave empty stays missing.
-    if current.is_none() && matches!(how, Edit::Lines { .. }) {
+    // A missing file that line edits or undo edits would leave empty stays missing.
+    if current.is_none()
+        && matches!(
+            how,
+            Edit::Lines { .. } | Edit::NoBlock { .. } | Edit::Unmerge { .. }
+        )
+    {
         return Ok(in_sync(what));
     }
     let wanted = edit::desired(path, current.as_deref(), how)?;
     let content_ok = current.as_deref() == Some(wanted.as_str());
+    // An undo that leaves nothing of the file removes it.
+    if !content_ok && super::undo::is_empty(how, &wanted) {
+        return Ok(Decision {
+            report: StepReport {
+                what,
+                change: Change::Changed(format!(
+                    "remove the file (nothing else in it)\n{}",
+                    edit::unified_diff(path, current.as_deref(), "")
+                )),
+                warning: None,
+            },
+            action: Action::Run {
+                snippet: format!("rm -f {}", quote(path)),
+                fatal: true,
+            },
+        });
+    }
     let mode_ok = mode.is_none() || cur_mode == *mode;
     let owner_ok = owner.is_none() || cur_owner == *owner;
     if content_ok && mode_ok && owner_ok {
@@ -177,6 +199,11 @@ fn content(step: &Step, now: &Now) -> Result<Decision, EditError> {
         Edit::Json { .. } if !content_ok => format!(
             "keys merged: {}\n{}",
             edit::changed_keys(current.as_deref(), &wanted).join(", "),
+            edit::unified_diff(path, current.as_deref(), &wanted)
+        ),
+        Edit::Unmerge { .. } if !content_ok => format!(
+            "keys taken out: {}\n{}",
+            edit::changed_keys(Some(&wanted), current.as_deref().unwrap_or("{}")).join(", "),
             edit::unified_diff(path, current.as_deref(), &wanted)
         ),
         _ if !content_ok => edit::unified_diff(path, current.as_deref(), &wanted),

@@ -54,6 +54,10 @@ pub fn desired(path: &str, current: Option<&str>, edit: &Edit) -> Result<String,
         Edit::Block { marker, content } => block(path, current.unwrap_or(""), marker, content),
         Edit::Json { merge, sets } => json(path, current, merge, sets),
         Edit::Lines { matching, state } => lines(current.unwrap_or(""), matching, *state),
+        Edit::NoBlock { marker } => super::undo::without_block(path, current.unwrap_or(""), marker),
+        Edit::Unmerge { merge, sets } => {
+            super::undo::unmerge(path, current.unwrap_or(""), merge, sets)
+        }
     }
 }
 

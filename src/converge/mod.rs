@@ -20,6 +20,7 @@ pub mod decide;
 pub mod edit;
 pub mod probe;
 pub mod step;
+pub mod undo;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -87,7 +88,18 @@ pub async fn converge(
     container: bool,
     mode: Mode,
 ) -> anyhow::Result<StageReport> {
-    let steps = step::lower(stage, ops);
+    converge_steps(ctx, stage, step::lower(stage, ops), container, mode).await
+}
+
+/// Probes already lowered `steps` and applies what is out of sync (reset's undo steps
+/// come this way; see [`undo`]).
+pub async fn converge_steps(
+    ctx: &HostCtx,
+    stage: &str,
+    steps: Vec<step::Step>,
+    container: bool,
+    mode: Mode,
+) -> anyhow::Result<StageReport> {
     let mut report = StageReport::default();
     if steps.is_empty() {
         return Ok(report);

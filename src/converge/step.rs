@@ -71,6 +71,15 @@ pub enum Edit {
         matching: String,
         state: LineState,
     },
+    /// The block of `marker` removed (reset).
+    NoBlock {
+        marker: String,
+    },
+    /// Merged JSON keys taken out again (reset; see `undo::unmerge`).
+    Unmerge {
+        merge: serde_json::Value,
+        sets: Vec<String>,
+    },
 }
 
 impl Step {
@@ -82,6 +91,8 @@ impl Step {
                 Edit::Block { marker, .. } => format!("block {marker} in {path}"),
                 Edit::Json { .. } => format!("json {path}"),
                 Edit::Lines { matching, .. } => format!("lines /{matching}/ in {path}"),
+                Edit::NoBlock { marker } => format!("block {marker} in {path}"),
+                Edit::Unmerge { .. } => format!("json {path}"),
             },
             Step::LiveSysctl { key, value } => format!("sysctl {key}={value} (live)"),
             Step::LiveModule { name } => format!("module {name} (loaded)"),

@@ -7,6 +7,7 @@
 
 pub mod host;
 pub mod report;
+mod reset;
 pub mod select;
 
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,9 @@ pub struct RunOptions {
     pub inventory_arg: String,
     /// The bundle, loaded and verified by [`load_bundle`].
     pub bundle: Option<Arc<Bundle>>,
+    /// `gpuctl reset`: the checkpointed stages in reverse, each Op undone (see
+    /// `converge::undo`), then gpuctl's own files on the host removed.
+    pub reset: bool,
 }
 
 /// Loads the inventory's bundle and verifies the files the selected stages will send,
@@ -113,6 +117,7 @@ pub async fn run(
         journal_path,
         lock: lock.as_ref().map(|l| l.info.clone()),
         inventory_arg: opts.inventory_arg.clone(),
+        reset: opts.reset,
     });
     let report = fleet
         .run(move |hctx| host::run_host(Arc::clone(&ctx), hctx))

@@ -27,6 +27,7 @@ fn help_lists_only_working_commands() {
             "copy",
             "install",
             "plan",
+            "reset",
             "help"
         ],
         "{}",

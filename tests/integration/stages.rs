@@ -326,3 +326,116 @@ fn real_debian_packages_install_offline_from_the_bundle_once() {
     );
     assert_eq!(lab.exec("node1", journal), journal_before);
 }
+
+fn stdout_of(lab: &Lab, node: &str, cmd: &str) -> String {
+    String::from_utf8_lossy(&lab.exec_output(node, cmd).stdout)
+        .trim()
+        .to_string()
+}
+
+fn reset(lab: &Lab, extra: &[&str]) -> Outcome {
+    Gpuctl::new()
+        .args(["reset"])
+        .args(extra.iter().copied())
+        .inventory(&lab.inventory)
+        .spawn()
+        .wait(RUN_DEADLINE)
+}
+
+#[test]
+fn reset_undoes_what_install_wrote_and_a_second_reset_finds_nothing() {
+    let lab = Lab::up(&LabSpec::new(1));
+    install_docker(&lab, "node1");
+    let admin = r#"{"data-root": "/data/docker", "exec-opts": ["foo=bar"]}"#;
+    lab.exec(
+        "node1",
+        &format!("printf '%s' '{admin}' > /etc/docker/daemon.json"),
+    );
+    edit_inventory(&lab, "  container_runtime: docker\n", "");
+    install(&lab, &["--only", "os,runtime"]).success();
+    assert!(
+        lab.exec("node1", "cat /etc/hosts")
+            .contains("# BEGIN gpuctl hosts")
+    );
+    assert_eq!(daemon_json(&lab, "node1")["log-driver"], "json-file");
+    let sleeping = "ps -eo args | grep -c '^sleep infinity$'";
+    assert_eq!(
+        stdout_of(&lab, "node1", sleeping),
+        "1",
+        "the dockerd fixture runs"
+    );
+    let installed = lab.exec(
+        "node1",
+        "cat /etc/hosts /etc/sysctl.d/90-gpuctl.conf /etc/docker/daemon.json | sha256sum",
+    );
+
+    // Without a terminal reset refuses unless told --yes; a dry run shows and changes nothing.
+    reset(&lab, &[]).code(2).stderr_has("pass --yes");
+    let dry = reset(&lab, &["--dry-run"]).success();
+    for needle in [
+        "~ block hosts in /etc/hosts",
+        "~ block os in /etc/sysctl.d/90-gpuctl.conf",
+        "keys taken out: exec-opts, log-driver, log-opts",
+        "~ service docker",
+        "note: live kernel settings and loaded modules stay until the next reboot",
+    ] {
+        assert!(
+            dry.stdout.contains(needle),
+            "lacks {needle:?}:\n{}",
+            dry.stdout
+        );
+    }
+    assert_eq!(
+        lab.exec(
+            "node1",
+            "cat /etc/hosts /etc/sysctl.d/90-gpuctl.conf /etc/docker/daemon.json | sha256sum"
+        ),
+        installed
+    );
+
+    let out = reset(&lab, &["--yes"]).success();
+    assert!(out.stdout.contains("changes made"), "{}", out.stdout);
+    assert!(!lab.exec("node1", "cat /etc/hosts").contains("gpuctl"));
+    assert!(lab.exec("node1", "cat /etc/hosts").contains("localhost"));
+    for gone in [
+        "/etc/sysctl.d/90-gpuctl.conf",
+        "/etc/modules-load.d/gpuctl.conf",
+        "/var/lib/gpuctl/state.json",
+    ] {
+        lab.exec("node1", &format!("test ! -e {gone}"));
+    }
+    assert_eq!(
+        daemon_json(&lab, "node1"),
+        serde_json::json!({"data-root": "/data/docker", "exec-opts": ["foo=bar"]})
+    );
+    // Stopped: systemctl no longer says active, and the fixture's process is gone.
+    assert_ne!(
+        stdout_of(&lab, "node1", "systemctl is-active docker"),
+        "active"
+    );
+    assert_eq!(stdout_of(&lab, "node1", sleeping), "0");
+    assert_eq!(
+        stdout_of(&lab, "node1", "systemctl is-enabled docker"),
+        "disabled"
+    );
+    let journal = std::fs::read_to_string(
+        lab.dir()
+            .join(".gpuctl")
+            .read_dir()
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+            .map(|e| e.path().join("state.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert!(!journal.contains("node1"), "{journal}");
+
+    // Nothing left to undo; and install starts over (its checkpoints were forgotten).
+    reset(&lab, &["--yes"])
+        .success()
+        .stdout_has("0 changes made");
+    let again = install(&lab, &["--only", "os"]).success();
+    assert!(!again.stdout.contains("skipped"), "{}", again.stdout);
+    lab.exec("node1", "test -e /etc/sysctl.d/90-gpuctl.conf");
+}
