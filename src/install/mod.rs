@@ -1,6 +1,7 @@
 //! The install run: which stages ([`select`]), each host through them ([`host`]), and what
 //! the admin reads at the end ([`report`]). `gpuctl install` and `gpuctl plan` are both
-//! this run; `plan` is a dry run that probes every stage and writes nothing.
+//! this run; `plan` is a dry run that probes every stage and writes nothing; `gpuctl
+//! reset` is this run with the stages in reverse and each one undone (`reset.rs`).
 //!
 //! Hosts run independently (bounded by `--concurrency`): a failed host stops its own later
 //! stages, the others carry on, and every failure is reported together.
