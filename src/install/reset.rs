@@ -1,12 +1,14 @@
-//! One host's part of `gpuctl reset`: the checkpointed stages in reverse order, each
-//! planned exactly as install plans it and then undone step by step
-//! (`converge::undo`), then gpuctl's own files on the host — the uploaded packages, the
-//! host journal — removed, and the host forgotten in the local journal.
+//! One host's part of `gpuctl reset`: first the host's checkpoints are dropped (here and
+//! on the host), then the checkpointed stages run in reverse order, each planned exactly
+//! as install plans it and then undone step by step (`converge::undo`), then gpuctl's own
+//! files on the host — the uploaded packages, the host journal — are removed.
 //!
 //! Stages that only read (facts, preflight) have nothing to undo. Nothing is checkpointed:
 //! running reset again probes everything and finds it in sync.
 
 use std::time::Instant;
+
+use anyhow::Context as _;
 
 use super::host::{HostOutcome, RunCtx, StageOutcome, Status};
 use crate::converge::step::Step;
@@ -14,6 +16,7 @@ use crate::converge::{self, undo};
 use crate::fleet::HostCtx;
 use crate::plan::HostFacts;
 use crate::state::remote;
+use crate::transport::Command;
 use crate::transport::shell::quote;
 
 /// What gpuctl keeps on a host besides what the stages write.
@@ -25,6 +28,11 @@ pub async fn stages(
     hf: &HostFacts,
     outcome: &mut HostOutcome,
 ) -> Result<(), (&'static str, String)> {
+    if run.mode.applies() {
+        forget(run, ctx)
+            .await
+            .map_err(|e| ("reset", format!("{e:#}")))?;
+    }
     let mut first_failure = None;
     for sel in run.selected.iter().rev().filter(|s| s.name != "facts") {
         let Some(stage) = run.stages.get(sel.index).filter(|s| s.checkpointed()) else {
@@ -88,15 +96,30 @@ pub async fn stages(
         notes: Vec::new(),
         elapsed: started.elapsed(),
     });
-    if let Some(f) = failed {
-        return Err(f);
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// Drops the host's checkpoints, here and on the host, before anything is undone: a reset
+/// that stops half way must not leave checkpoints that make the next install skip a stage
+/// it already took back.
+async fn forget(run: &RunCtx, ctx: &HostCtx) -> anyhow::Result<()> {
+    let out = ctx
+        .run(Command::new(format!("rm -f {}", quote(remote::JOURNAL))).sudo(true))
+        .await?;
+    if !out.success() {
+        anyhow::bail!(
+            "cannot remove the host journal {}: {}",
+            remote::JOURNAL,
+            out.stderr_str().trim()
+        );
     }
     if let (Some(path), Ok(mut j)) = (&run.journal_path, run.journal.lock()) {
         j.forget(&ctx.host.name);
-        if let Err(e) = j.save(path) {
-            ctx.log
-                .note(&format!("cannot save the journal {}: {e}", path.display()));
-        }
+        j.save(path)
+            .with_context(|| format!("saving the journal {}", path.display()))?;
     }
     Ok(())
 }

@@ -438,4 +438,19 @@ fn reset_undoes_what_install_wrote_and_a_second_reset_finds_nothing() {
     let again = install(&lab, &["--only", "os"]).success();
     assert!(!again.stdout.contains("skipped"), "{}", again.stdout);
     lab.exec("node1", "test -e /etc/sysctl.d/90-gpuctl.conf");
+
+    // A reset that stops half way (runtime undone, then os refuses a block without its END
+    // line) leaves no checkpoint behind: the next install does runtime again.
+    install(&lab, &["--only", "runtime"]).success();
+    // In place: /etc/hosts is a bind mount, which sed -i cannot rename onto.
+    lab.exec(
+        "node1",
+        "grep -v '# END gpuctl hosts' /etc/hosts > /tmp/h && cat /tmp/h > /etc/hosts",
+    );
+    let half = reset(&lab, &["--yes"]).code(1);
+    assert!(half.stdout.contains("os         FAILED"), "{}", half.stdout);
+    assert!(daemon_json(&lab, "node1").get("log-driver").is_none());
+    let redo = install(&lab, &["--only", "runtime"]).success();
+    assert!(!redo.stdout.contains("skipped"), "{}", redo.stdout);
+    assert_eq!(daemon_json(&lab, "node1")["log-driver"], "json-file");
 }
