@@ -45,6 +45,8 @@ pub enum Command {
     /// Pull container images into an offline bundle, push them into a registry
     #[command(subcommand)]
     MirrorImages(MirrorImagesCommand),
+    /// Undo what install wrote on every host: managed blocks, files, merged keys, services
+    Reset(ResetArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,7 +272,7 @@ pub struct CopyArgs {
 
 /// `gpuctl install`.
 ///
-/// Stages run in order on every host (facts, preflight, os). A stage whose Ops are the same
+/// Stages run in order on every host (facts, preflight, os, packages, runtime). A stage whose Ops are the same
 /// as when it last succeeded on a host is skipped; a changed inventory re-runs exactly the
 /// stages it changes. A host that fails stops there, the others carry on, and the run ends
 /// with a table and the command that resumes. See docs/install.md.
@@ -333,6 +335,20 @@ pub struct DoctorArgs {
     /// redacted) to this .tar.gz, to carry out of an air-gapped site
     #[arg(long, value_name = "FILE.tar.gz")]
     pub support_bundle: Option<PathBuf>,
+}
+
+/// `gpuctl reset`: every install stage in reverse, each of its Ops undone (see
+/// docs/install.md).
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Probe and show what would be undone; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed when standard input is not a terminal)
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

@@ -22,13 +22,18 @@ pub async fn run(args: &InstallArgs) -> anyhow::Result<()> {
     // Bad stage names are bad input before anything else happens.
     install::select::select(&crate::stages::names(), &selection)?;
     let (inv, fleet) = open_fleet(&args.connect, Progress::detect())?;
+    let bundle = install::load_bundle(&inv, &selection).await?;
     let mode = if args.dry_run {
         Mode::DryRun
     } else {
         Mode::Apply
     };
     if mode.applies() && !args.yes {
-        confirm(&inv.cluster.name, fleet.hosts().len())?;
+        confirm(&format!(
+            "install on {} host(s) of cluster {}?",
+            fleet.hosts().len(),
+            inv.cluster.name
+        ))?;
     }
     let result = install::run(
         inv,
@@ -37,6 +42,8 @@ pub async fn run(args: &InstallArgs) -> anyhow::Result<()> {
             selection,
             mode,
             inventory_arg: inventory_arg(args),
+            bundle,
+            reset: false,
         },
     )
     .await?;
@@ -103,18 +110,18 @@ pub fn resume_command(args: &InstallArgs) -> String {
     cmd
 }
 
-/// Asks before changing hosts; without a terminal, `--yes` must say so.
-fn confirm(cluster: &str, hosts: usize) -> anyhow::Result<()> {
+/// Asks `question` before changing hosts; without a terminal, `--yes` must say so.
+pub fn confirm(question: &str) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Err(BadInput(
-            "install changes hosts and standard input is not a terminal to confirm it: pass \
-             --yes (or see what would change first with `gpuctl plan`)"
-                .into(),
-        )
+        let command = question.split_whitespace().next().unwrap_or("this command");
+        return Err(BadInput(format!(
+            "{command} changes hosts and standard input is not a terminal to confirm it: pass \
+             --yes (or see what would change first with --dry-run)"
+        ))
         .into());
     }
-    eprint!("install on {hosts} host(s) of cluster {cluster}? [y/N] ");
+    eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;

@@ -11,6 +11,7 @@ pub mod inventory_check;
 pub mod mirror_images;
 pub mod ping;
 pub mod plan;
+pub mod reset;
 
 use crate::cli::{Command, InventoryCommand, MirrorImagesCommand};
 
@@ -29,5 +30,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::MirrorImages(MirrorImagesCommand::Check(args)) => {
             mirror_images::check(&args).await
         }
+        Command::Reset(args) => reset::run(&args).await,
     }
 }

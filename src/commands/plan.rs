@@ -12,20 +12,24 @@ use crate::transport::shell::quote;
 use super::connect::open_fleet;
 
 pub async fn run(args: &PlanArgs) -> anyhow::Result<()> {
+    let selection = Selection {
+        verify: true,
+        ..Selection::default()
+    };
     let (inv, fleet) = open_fleet(&args.connect, Progress::detect())?;
+    let bundle = install::load_bundle(&inv, &selection).await?;
     let result = install::run(
         inv,
         &fleet,
         RunOptions {
-            selection: Selection {
-                verify: true,
-                ..Selection::default()
-            },
+            selection,
             mode: Mode::DryRun,
             inventory_arg: format!(
                 "--inventory {}",
                 quote(&args.connect.inventory.inventory.display().to_string())
             ),
+            bundle,
+            reset: false,
         },
     )
     .await?;

@@ -49,6 +49,14 @@ pub enum Action {
         mode: Option<u32>,
         owner: Option<String>,
     },
+    /// Put the local file `src` at `dest` through the transport's resumable, verified put;
+    /// the host must end up with `sha256`.
+    Upload {
+        src: String,
+        dest: String,
+        sha256: String,
+        mode: u32,
+    },
     /// Run this snippet in the stage's apply script. A failure of a `fatal` snippet fails
     /// the stage; otherwise it becomes a warning.
     Run {
@@ -66,18 +74,38 @@ pub struct Decision {
 /// Decides every step. `container`: the host is a container, where live kernel settings
 /// belong to the machine underneath and failing to set them is only a warning.
 pub fn decide(steps: &[Step], now: &[Now], container: bool) -> Result<Vec<Decision>, EditError> {
+    // Requirements first: when one is not met, nothing of the stage is changed, and every
+    // unmet one is told at once.
+    let unmet: Vec<&str> = steps
+        .iter()
+        .zip(now)
+        .filter_map(|(step, now)| match (step, now) {
+            (Step::Require { message, .. }, Now::Command { done: false }) => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !unmet.is_empty() {
+        return Err(EditError::Unmet {
+            message: unmet.join("\n"),
+        });
+    }
     let mut out = Vec::with_capacity(steps.len());
     let mut changed_paths = BTreeSet::new();
     // Files first: services restart when a file they watch changed, wherever it stands.
     let mut decided: Vec<Option<Decision>> = vec![None; steps.len()];
     for (i, (step, now)) in steps.iter().zip(now).enumerate() {
-        if let Step::Content { .. } = step {
-            let d = content(step, now)?;
-            if let Action::Put { path, .. } = &d.action {
+        let d = match step {
+            Step::Content { .. } => content(step, now)?,
+            Step::Upload { .. } => upload(step, now)?,
+            _ => continue,
+        };
+        match &d.action {
+            Action::Put { path, .. } | Action::Upload { dest: path, .. } => {
                 changed_paths.insert(path.clone());
             }
-            decided[i] = Some(d);
+            _ => {}
         }
+        decided[i] = Some(d);
     }
     for (i, (step, now)) in steps.iter().zip(now).enumerate() {
         let d = match decided[i].take() {
@@ -134,21 +162,48 @@ fn content(step: &Step, now: &Now) -> Result<Decision, EditError> {
         }
         _ => return Ok(in_sync(what)),
     };
-    // A missing file that line edits would leave empty stays missing.
-    if current.is_none() && matches!(how, Edit::Lines { .. }) {
+    // A missing file that line edits or undo edits would leave empty stays missing.
+    if current.is_none()
+        && matches!(
+            how,
+            Edit::Lines { .. } | Edit::NoBlock { .. } | Edit::Unmerge { .. }
+        )
+    {
         return Ok(in_sync(what));
     }
     let wanted = edit::desired(path, current.as_deref(), how)?;
     let content_ok = current.as_deref() == Some(wanted.as_str());
+    // An undo that leaves nothing of the file removes it.
+    if !content_ok && super::undo::is_empty(how, &wanted) {
+        return Ok(Decision {
+            report: StepReport {
+                what,
+                change: Change::Changed(format!(
+                    "remove the file (nothing else in it)\n{}",
+                    edit::unified_diff(path, current.as_deref(), "")
+                )),
+                warning: None,
+            },
+            action: Action::Run {
+                snippet: format!("rm -f {}", quote(path)),
+                fatal: true,
+            },
+        });
+    }
     let mode_ok = mode.is_none() || cur_mode == *mode;
     let owner_ok = owner.is_none() || cur_owner == *owner;
     if content_ok && mode_ok && owner_ok {
         return Ok(in_sync(what));
     }
     let mut detail = match how {
-        Edit::Json(_) if !content_ok => format!(
+        Edit::Json { .. } if !content_ok => format!(
             "keys merged: {}\n{}",
             edit::changed_keys(current.as_deref(), &wanted).join(", "),
+            edit::unified_diff(path, current.as_deref(), &wanted)
+        ),
+        Edit::Unmerge { .. } if !content_ok => format!(
+            "keys taken out: {}\n{}",
+            edit::changed_keys(Some(&wanted), current.as_deref().unwrap_or("{}")).join(", "),
             edit::unified_diff(path, current.as_deref(), &wanted)
         ),
         _ if !content_ok => edit::unified_diff(path, current.as_deref(), &wanted),
@@ -173,6 +228,64 @@ fn content(step: &Step, now: &Now) -> Result<Decision, EditError> {
             owner: owner.clone(),
         },
     })
+}
+
+fn upload(step: &Step, now: &Now) -> Result<Decision, EditError> {
+    let Step::Upload {
+        src,
+        dest,
+        sha256,
+        mode,
+    } = step
+    else {
+        return Ok(in_sync(step.describe()));
+    };
+    let what = step.describe();
+    let short = sha256.get(..12).unwrap_or(sha256);
+    let send = |detail: String| Decision {
+        report: StepReport {
+            what: what.clone(),
+            change: Change::Changed(detail),
+            warning: None,
+        },
+        action: Action::Upload {
+            src: src.clone(),
+            dest: dest.clone(),
+            sha256: sha256.clone(),
+            mode: *mode,
+        },
+    };
+    match now {
+        Now::Missing => Ok(send(format!("upload (sha256 {short}…)"))),
+        Now::NotAFile(why) => Err(EditError::NotAFile {
+            path: dest.clone(),
+            why: why.clone(),
+        }),
+        Now::Hash {
+            sha256: have,
+            mode: have_mode,
+        } => {
+            if have != sha256 {
+                let had = have.get(..12).unwrap_or(have);
+                Ok(send(format!("replace (sha256 {had}… -> {short}…)")))
+            } else if have_mode != mode {
+                Ok(Decision {
+                    report: StepReport {
+                        what,
+                        change: Change::Changed(format!("mode {have_mode:o} -> {mode:o}")),
+                        warning: None,
+                    },
+                    action: Action::Run {
+                        snippet: format!("chmod {mode:o} {}", quote(dest)),
+                        fatal: true,
+                    },
+                })
+            } else {
+                Ok(in_sync(what))
+            }
+        }
+        _ => Ok(in_sync(what)),
+    }
 }
 
 fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> Decision {

@@ -184,3 +184,101 @@ fn the_apply_script_stops_at_the_first_fatal_failure_only() {
     );
     assert_eq!(lines.last(), Some(&"echo @end"));
 }
+
+fn upload(dest: &str) -> Step {
+    Step::Upload {
+        src: "/bundle/packages/debian-12/jq.deb".into(),
+        dest: dest.into(),
+        sha256: "ab".repeat(32),
+        mode: 0o644,
+    }
+}
+
+#[test]
+fn an_upload_is_in_sync_by_sha256_and_mode() {
+    let want = "ab".repeat(32);
+    let same = Now::Hash {
+        mode: 0o644,
+        sha256: want.clone(),
+    };
+    let d = decide(&[upload("/d/jq.deb")], &[same], false).unwrap();
+    assert_eq!(d[0].report.change, Change::InSync);
+
+    let d = decide(&[upload("/d/jq.deb")], &[Now::Missing], false).unwrap();
+    assert!(matches!(&d[0].action, Action::Upload { dest, .. } if dest == "/d/jq.deb"));
+    let other = Now::Hash {
+        mode: 0o644,
+        sha256: "cd".repeat(32),
+    };
+    let d = decide(&[upload("/d/jq.deb")], &[other], false).unwrap();
+    assert_eq!(
+        d[0].report.change,
+        Change::Changed("replace (sha256 cdcdcdcdcdcd… -> abababababab…)".into())
+    );
+    // Same content, wrong mode: a chmod, not a transfer.
+    let loose = Now::Hash {
+        mode: 0o600,
+        sha256: want,
+    };
+    let d = decide(&[upload("/d/jq.deb")], &[loose], false).unwrap();
+    assert_eq!(
+        d[0].action,
+        Action::Run {
+            snippet: "chmod 644 /d/jq.deb".into(),
+            fatal: true
+        }
+    );
+    let err = decide(
+        &[upload("/d")],
+        &[Now::NotAFile("a directory".into())],
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/d cannot be uploaded: a directory"), "{err}");
+}
+
+#[test]
+fn an_uploaded_file_counts_as_changed_for_restarts() {
+    let steps = vec![
+        upload("/etc/thing.bin"),
+        Step::Service {
+            name: "thing".into(),
+            enabled: true,
+            running: true,
+            restart_on: vec!["/etc/thing.bin".into()],
+        },
+    ];
+    let running = Now::Service {
+        enabled: "enabled".into(),
+        active: "active".into(),
+    };
+    let d = decide(&steps, &[Now::Missing, running], false).unwrap();
+    assert_eq!(
+        d[1].report.change,
+        Change::Changed("restart (/etc/thing.bin changed)".into())
+    );
+}
+
+#[test]
+fn unmet_requirements_fail_the_stage_before_any_change_all_at_once() {
+    let require = |check: &str, message: &str| Step::Require {
+        check: check.into(),
+        message: message.into(),
+    };
+    let steps = vec![
+        whole("/a", "x\n"),
+        require("command -v dockerd", "install docker"),
+        require("command -v nvidia-container-runtime", "install the toolkit"),
+    ];
+    let todo = Now::Command { done: false };
+    let err = decide(&steps, &[Now::Missing, todo.clone(), todo], false)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "install docker\ninstall the toolkit");
+    let done = Now::Command { done: true };
+    let d = decide(&steps, &[Now::Missing, done.clone(), done], false).unwrap();
+    assert_eq!(d[1].report.change, Change::InSync);
+    assert_eq!(d[2].action, Action::Nothing);
+    assert!(matches!(d[0].action, Action::Put { .. }));
+}

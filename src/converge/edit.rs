@@ -31,6 +31,12 @@ pub enum EditError {
     NotAnObject { path: String },
     #[error("the pattern /{pattern}/ is not a valid regular expression: {reason}")]
     BadPattern { pattern: String, reason: String },
+    /// A `Require` Op's check failed on the host: the message says what is missing and
+    /// how to get it.
+    #[error("{message}")]
+    Unmet { message: String },
+    #[error("{path} cannot be uploaded: {why}; move it away and run again")]
+    NotAFile { path: String, why: String },
 }
 
 /// The `# BEGIN gpuctl <marker>` / `# END gpuctl <marker>` lines.
@@ -46,8 +52,12 @@ pub fn desired(path: &str, current: Option<&str>, edit: &Edit) -> Result<String,
     match edit {
         Edit::Whole(content) => Ok(content.clone()),
         Edit::Block { marker, content } => block(path, current.unwrap_or(""), marker, content),
-        Edit::Json(merge) => json(path, current, merge),
+        Edit::Json { merge, sets } => json(path, current, merge, sets),
         Edit::Lines { matching, state } => lines(current.unwrap_or(""), matching, *state),
+        Edit::NoBlock { marker } => super::undo::without_block(path, current.unwrap_or(""), marker),
+        Edit::Unmerge { merge, sets } => {
+            super::undo::unmerge(path, current.unwrap_or(""), merge, sets)
+        }
     }
 }
 
@@ -83,7 +93,12 @@ fn block(path: &str, current: &str, marker: &str, content: &str) -> Result<Strin
     Ok(out)
 }
 
-fn json(path: &str, current: Option<&str>, merge: &Value) -> Result<String, EditError> {
+fn json(
+    path: &str,
+    current: Option<&str>,
+    merge: &Value,
+    sets: &[String],
+) -> Result<String, EditError> {
     let mut value = match current.map(str::trim) {
         None | Some("") => Value::Object(serde_json::Map::new()),
         Some(text) => serde_json::from_str(text).map_err(|e| EditError::BadJson {
@@ -97,7 +112,7 @@ fn json(path: &str, current: Option<&str>, merge: &Value) -> Result<String, Edit
         });
     }
     let before = value.clone();
-    deep_merge(&mut value, merge);
+    deep_merge(&mut value, merge, sets, "");
     // Unchanged JSON keeps the admin's formatting byte for byte.
     if value == before
         && let Some(text) = current
@@ -109,14 +124,24 @@ fn json(path: &str, current: Option<&str>, merge: &Value) -> Result<String, Edit
     Ok(text)
 }
 
-/// Objects merge key by key; any other value replaces what was there.
-pub fn deep_merge(into: &mut Value, from: &Value) {
+/// Objects merge key by key; arrays at the dotted paths in `sets` merge as sets (see
+/// [`set_merge`]); any other value replaces what was there. `at` is the dotted path of
+/// `into` (empty at the top).
+pub fn deep_merge(into: &mut Value, from: &Value, sets: &[String], at: &str) {
     match (into, from) {
         (Value::Object(dst), Value::Object(src)) => {
             for (k, v) in src {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
                 match dst.get_mut(k) {
                     Some(existing) if existing.is_object() && v.is_object() => {
-                        deep_merge(existing, v)
+                        deep_merge(existing, v, sets, &path)
+                    }
+                    Some(Value::Array(existing)) if sets.contains(&path) && v.is_array() => {
+                        set_merge(existing, v.as_array().map_or(&[][..], Vec::as_slice))
                     }
                     _ => {
                         dst.insert(k.clone(), v.clone());
@@ -125,6 +150,27 @@ pub fn deep_merge(into: &mut Value, from: &Value) {
             }
         }
         (dst, src) => *dst = src.clone(),
+    }
+}
+
+/// Merges `ours` into the admin's array `theirs` as a set: their entries stay in their
+/// order; an entry of ours replaces their entry with the same identity in place, and the
+/// rest of ours is appended. Identity: for a string `name=value` its `name`, otherwise
+/// the whole value. So `native.cgroupdriver=systemd` replaces `native.cgroupdriver=cgroupfs`
+/// while the admin's other `exec-opts` and `insecure-registries` stay.
+pub fn set_merge(theirs: &mut Vec<Value>, ours: &[Value]) {
+    fn identity(v: &Value) -> Value {
+        match v.as_str().and_then(|s| s.split_once('=')) {
+            Some((name, _)) => Value::String(format!("{name}=")),
+            None => v.clone(),
+        }
+    }
+    for item in ours {
+        let id = identity(item);
+        match theirs.iter().position(|t| identity(t) == id) {
+            Some(i) => theirs[i] = item.clone(),
+            None => theirs.push(item.clone()),
+        }
     }
 }
 
@@ -259,7 +305,10 @@ mod tests {
         let out = desired(
             "/etc/docker/daemon.json",
             Some(current),
-            &Edit::Json(merge.clone()),
+            &Edit::Json {
+                merge: merge.clone(),
+                sets: vec![],
+            },
         )
         .unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
@@ -272,11 +321,66 @@ mod tests {
         );
         // Merging again changes nothing, byte for byte.
         assert_eq!(
-            desired("/d", Some(&out), &Edit::Json(merge.clone())).unwrap(),
+            desired(
+                "/d",
+                Some(&out),
+                &Edit::Json {
+                    merge: merge.clone(),
+                    sets: vec![]
+                }
+            )
+            .unwrap(),
             out
         );
         let odd = "{ \"default-runtime\":\"nvidia\",\"runtimes\":{\"nvidia\":{\"path\":\"nvidia-container-runtime\"}} }";
-        assert_eq!(desired("/d", Some(odd), &Edit::Json(merge)).unwrap(), odd);
+        let again = Edit::Json {
+            merge,
+            sets: vec![],
+        };
+        assert_eq!(desired("/d", Some(odd), &again).unwrap(), odd);
+    }
+
+    #[test]
+    fn arrays_named_as_sets_keep_the_admins_entries() {
+        let current = r#"{"exec-opts": ["native.cgroupdriver=cgroupfs", "foo=bar"],
+            "insecure-registries": ["mine:5000"], "dns": ["1.1.1.1"]}"#;
+        let edit = Edit::Json {
+            merge: json!({
+                "exec-opts": ["native.cgroupdriver=systemd"],
+                "insecure-registries": ["registry.lab:5000"],
+                "registry-mirrors": ["http://registry.lab:5000"],
+                "dns": ["9.9.9.9"],
+            }),
+            sets: vec![
+                "exec-opts".into(),
+                "insecure-registries".into(),
+                "registry-mirrors".into(),
+            ],
+        };
+        let out = desired("/etc/docker/daemon.json", Some(current), &edit).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["exec-opts"],
+            json!(["native.cgroupdriver=systemd", "foo=bar"])
+        );
+        assert_eq!(
+            v["insecure-registries"],
+            json!(["mine:5000", "registry.lab:5000"])
+        );
+        // A set key that was absent is simply ours; a key not named as a set is replaced.
+        assert_eq!(v["registry-mirrors"], json!(["http://registry.lab:5000"]));
+        assert_eq!(v["dns"], json!(["9.9.9.9"]));
+        // Idempotent: merging again changes nothing, byte for byte.
+        assert_eq!(desired("/d", Some(&out), &edit).unwrap(), out);
+        // Nested paths are dotted.
+        let mut nested = json!({"a": {"list": [1, 2]}});
+        deep_merge(
+            &mut nested,
+            &json!({"a": {"list": [2, 3]}}),
+            &["a.list".into()],
+            "",
+        );
+        assert_eq!(nested, json!({"a": {"list": [1, 2, 3]}}));
     }
 
     #[test]
@@ -284,7 +388,10 @@ mod tests {
         let err = desired(
             "/etc/docker/daemon.json",
             Some("{ \"a\": "),
-            &Edit::Json(json!({})),
+            &Edit::Json {
+                merge: json!({}),
+                sets: vec![],
+            },
         )
         .unwrap_err()
         .to_string();
@@ -292,7 +399,11 @@ mod tests {
             err.contains("/etc/docker/daemon.json is not valid JSON"),
             "{err}"
         );
-        let err = desired("/d.json", Some("[1]"), &Edit::Json(json!({})))
+        let empty = Edit::Json {
+            merge: json!({}),
+            sets: vec![],
+        };
+        let err = desired("/d.json", Some("[1]"), &empty)
             .unwrap_err()
             .to_string();
         assert!(err.contains("not an object"), "{err}");

@@ -20,6 +20,7 @@ pub mod decide;
 pub mod edit;
 pub mod probe;
 pub mod step;
+pub mod undo;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -87,7 +88,18 @@ pub async fn converge(
     container: bool,
     mode: Mode,
 ) -> anyhow::Result<StageReport> {
-    let steps = step::lower(stage, ops);
+    converge_steps(ctx, stage, step::lower(stage, ops), container, mode).await
+}
+
+/// Probes already lowered `steps` and applies what is out of sync (reset's undo steps
+/// come this way; see [`undo`]).
+pub async fn converge_steps(
+    ctx: &HostCtx,
+    stage: &str,
+    steps: Vec<step::Step>,
+    container: bool,
+    mode: Mode,
+) -> anyhow::Result<StageReport> {
     let mut report = StageReport::default();
     if steps.is_empty() {
         return Ok(report);
@@ -127,6 +139,21 @@ pub async fn converge(
     }
 
     report.applied = true;
+    for d in &decisions {
+        if let decide::Action::Upload {
+            src,
+            dest,
+            sha256,
+            mode,
+        } = &d.action
+        {
+            upload(ctx, src, dest, sha256, *mode)
+                .await
+                .with_context(|| format!("uploading {src} to {dest}"))?;
+            report.round_trips += 2;
+            ctx.log.note(&format!("{stage}: uploaded {dest}"));
+        }
+    }
     for (i, d) in decisions.iter().enumerate() {
         if let decide::Action::Put {
             path,
@@ -201,6 +228,33 @@ pub async fn converge(
         }
     }
     Ok(report)
+}
+
+/// Puts the local artifact `src` at `dest` (resumable; the transport verifies the host's
+/// sha256 against the local file's) and checks that the local file is still the one the
+/// Op names: a bundle file changed after it was verified must not land on a host.
+async fn upload(
+    ctx: &HostCtx,
+    src: &str,
+    dest: &str,
+    sha256: &str,
+    mode: u32,
+) -> anyhow::Result<()> {
+    let opts = PutOptions {
+        mode: Some(mode),
+        owner: Some("root:root".into()),
+        sudo: true,
+        ..PutOptions::default()
+    };
+    let report = ctx.put(std::path::Path::new(src), dest, &opts).await?;
+    if report.sha256 != sha256 {
+        bail!(
+            "{src} has sha256 {} now, not {sha256} as when it was verified: the bundle \
+             changed during the run; verify it and run again",
+            report.sha256
+        );
+    }
+    Ok(())
 }
 
 /// Writes `content` to `path` on the host through the transport's put (a local temp file

@@ -39,6 +39,11 @@ pub enum Now {
     Command {
         done: bool,
     },
+    /// An uploaded file's mode and sha256 (lowercase hex).
+    Hash {
+        mode: u32,
+        sha256: String,
+    },
 }
 
 const FUNCTIONS: &str = r#"LC_ALL=C; export LC_ALL
@@ -64,6 +69,12 @@ p_service() {
   e=$(systemctl is-enabled "$2" 2>/dev/null | head -n1); a=$(systemctl is-active "$2" 2>/dev/null | head -n1)
   echo "@$1 service ${e:-unknown} ${a:-unknown}"
 }
+p_sha() {
+  if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
+  if [ ! -f "$2" ]; then echo "@$1 notfile $(printf 'it is not a regular file' | b64)"; return; fi
+  if command -v openssl >/dev/null 2>&1; then s=$(openssl dgst -sha256 -r < "$2"); else s=$(sha256sum < "$2"); fi
+  echo "@$1 sha $(stat -c %a "$2") $(printf %s "$s" | cut -c1-64)"
+}
 p_guard() {
   if sh -c "$2" >/dev/null 2>&1 </dev/null; then echo "@$1 command done"; else echo "@$1 command todo"; fi
 }
@@ -79,6 +90,8 @@ pub fn script(steps: &[Step]) -> String {
             Step::LiveModule { name } => format!("p_module {i} {}", quote(name)),
             Step::Service { name, .. } => format!("p_service {i} {}", quote(name)),
             Step::Command { guard, .. } => format!("p_guard {i} {}", quote(guard)),
+            Step::Upload { dest, .. } => format!("p_sha {i} {}", quote(dest)),
+            Step::Require { check, .. } => format!("p_guard {i} {}", quote(check)),
         };
         s.push_str(&line);
         s.push('\n');
@@ -134,8 +147,16 @@ pub fn parse(steps: &[Step], output: &str) -> Result<Vec<Now>, String> {
                 enabled: (*enabled).to_string(),
                 active: (*active).to_string(),
             },
-            (Step::Command { .. }, ["command", state]) => Now::Command {
+            (Step::Command { .. } | Step::Require { .. }, ["command", state]) => Now::Command {
                 done: *state == "done",
+            },
+            (Step::Upload { .. }, ["missing"]) => Now::Missing,
+            (Step::Upload { .. }, ["notfile", why]) => {
+                Now::NotAFile(String::from_utf8_lossy(&decode(why)?).into_owned())
+            }
+            (Step::Upload { .. }, ["sha", mode, sha256]) => Now::Hash {
+                mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+                sha256: (*sha256).to_string(),
             },
             _ => return Err(bad()),
         };
@@ -196,6 +217,16 @@ mod tests {
                 mode: None,
                 owner: None,
             },
+            Step::Upload {
+                src: "/bundle/a.deb".into(),
+                dest: "/var/cache/gpuctl/debs/a.deb".into(),
+                sha256: "ab".repeat(32),
+                mode: 0o644,
+            },
+            Step::Require {
+                check: "command -v dockerd".into(),
+                message: "install docker".into(),
+            },
         ]
     }
 
@@ -204,13 +235,16 @@ mod tests {
         let s = script(&steps());
         assert!(s.contains("p_guard 4 'test -d '\\''/d'\\'''\n"), "{s}");
         assert!(s.contains("p_file 0 /etc/hosts\n"), "{s}");
+        assert!(s.contains("p_sha 6 /var/cache/gpuctl/debs/a.deb\n"), "{s}");
+        assert!(s.contains("p_guard 7 'command -v dockerd'\n"), "{s}");
         assert!(s.ends_with("echo @end\n"));
     }
 
     #[test]
     fn answers_are_read_per_step() {
         let out = "noise\n@0 file 644 root:root aGVsbG8K\n@1 sysctl MQ==\n@2 module loaded\n\
-                   @3 service enabled active\n@4 command todo\n@5 missing\n@end\n";
+                   @3 service enabled active\n@4 command todo\n@5 missing\n\
+                   @6 sha 644 0123abcd\n@7 command done\n@end\n";
         let now = parse(&steps(), out).unwrap();
         assert_eq!(
             now[0],
@@ -224,6 +258,14 @@ mod tests {
         assert_eq!(now[2], Now::Module { loaded: true });
         assert_eq!(now[4], Now::Command { done: false });
         assert_eq!(now[5], Now::Missing);
+        assert_eq!(
+            now[6],
+            Now::Hash {
+                mode: 0o644,
+                sha256: "0123abcd".into()
+            }
+        );
+        assert_eq!(now[7], Now::Command { done: true });
         // An empty file has no base64 word at all.
         let empty = out.replace("aGVsbG8K", "");
         assert!(

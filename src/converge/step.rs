@@ -40,15 +40,46 @@ pub enum Step {
         run: String,
         guard: String,
     },
+    /// A local file put on the host by content (sha256).
+    Upload {
+        src: String,
+        dest: String,
+        sha256: String,
+        mode: u32,
+    },
+    /// A shell test that must hold, or the stage fails with `message` before any change.
+    Require {
+        check: String,
+        message: String,
+    },
 }
 
 /// How a file's new content follows from its current one.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Edit {
     Whole(String),
-    Block { marker: String, content: String },
-    Json(serde_json::Value),
-    Lines { matching: String, state: LineState },
+    Block {
+        marker: String,
+        content: String,
+    },
+    Json {
+        merge: serde_json::Value,
+        /// Dotted paths of arrays merged as sets (see `Op::JsonMerge`).
+        sets: Vec<String>,
+    },
+    Lines {
+        matching: String,
+        state: LineState,
+    },
+    /// The block of `marker` removed (reset).
+    NoBlock {
+        marker: String,
+    },
+    /// Merged JSON keys taken out again (reset; see `undo::unmerge`).
+    Unmerge {
+        merge: serde_json::Value,
+        sets: Vec<String>,
+    },
 }
 
 impl Step {
@@ -58,14 +89,20 @@ impl Step {
             Step::Content { path, edit, .. } => match edit {
                 Edit::Whole(_) => format!("file {path}"),
                 Edit::Block { marker, .. } => format!("block {marker} in {path}"),
-                Edit::Json(_) => format!("json {path}"),
+                Edit::Json { .. } => format!("json {path}"),
                 Edit::Lines { matching, .. } => format!("lines /{matching}/ in {path}"),
+                Edit::NoBlock { marker } => format!("block {marker} in {path}"),
+                Edit::Unmerge { .. } => format!("json {path}"),
             },
             Step::LiveSysctl { key, value } => format!("sysctl {key}={value} (live)"),
             Step::LiveModule { name } => format!("module {name} (loaded)"),
             Step::Service { name, .. } => format!("service {name}"),
             Step::Command { run, .. } => {
                 format!("command `{}`", run.lines().next().unwrap_or_default())
+            }
+            Step::Upload { dest, .. } => format!("upload {dest}"),
+            Step::Require { check, .. } => {
+                format!("require `{}`", check.lines().next().unwrap_or_default())
             }
         }
     }
@@ -112,9 +149,12 @@ pub fn lower(stage: &str, ops: &[Op]) -> Vec<Step> {
                 mode: Some(*mode),
                 owner: Some(owner.clone()),
             }),
-            Op::JsonMerge { path, merge } => steps.push(Step::Content {
+            Op::JsonMerge { path, merge, sets } => steps.push(Step::Content {
                 path: path.clone(),
-                edit: Edit::Json(merge.clone()),
+                edit: Edit::Json {
+                    merge: merge.clone(),
+                    sets: sets.clone(),
+                },
                 mode: None,
                 owner: None,
             }),
@@ -175,6 +215,21 @@ pub fn lower(stage: &str, ops: &[Op]) -> Vec<Step> {
             Op::Command { run, guard } => steps.push(Step::Command {
                 run: run.clone(),
                 guard: guard.clone(),
+            }),
+            Op::Upload {
+                src,
+                dest,
+                sha256,
+                mode,
+            } => steps.push(Step::Upload {
+                src: src.clone(),
+                dest: dest.clone(),
+                sha256: sha256.clone(),
+                mode: *mode,
+            }),
+            Op::Require { check, message } => steps.push(Step::Require {
+                check: check.clone(),
+                message: message.clone(),
             }),
         }
     }

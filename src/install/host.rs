@@ -34,6 +34,8 @@ pub struct RunCtx {
     pub lock: Option<LockInfo>,
     /// How to run gpuctl against this inventory, for fix commands in messages.
     pub inventory_arg: String,
+    /// Undo instead of install (`gpuctl reset`).
+    pub reset: bool,
 }
 
 /// What happened to one stage on one host.
@@ -98,7 +100,11 @@ pub async fn run_host(run: Arc<RunCtx>, ctx: HostCtx) -> anyhow::Result<HostOutc
         elapsed: started.elapsed(),
     });
 
-    let result = stages(&run, &ctx, &hf, &mut outcome).await;
+    let result = if run.reset {
+        super::reset::stages(&run, &ctx, &hf, &mut outcome).await
+    } else {
+        stages(&run, &ctx, &hf, &mut outcome).await
+    };
     if let Some(l) = &run.lock {
         // Released even after a failure: the journal says where to resume, the lock
         // would only block that resume.

@@ -1,18 +1,22 @@
 //! The install run: which stages ([`select`]), each host through them ([`host`]), and what
 //! the admin reads at the end ([`report`]). `gpuctl install` and `gpuctl plan` are both
-//! this run; `plan` is a dry run that probes every stage and writes nothing.
+//! this run; `plan` is a dry run that probes every stage and writes nothing; `gpuctl
+//! reset` is this run with the stages in reverse and each one undone (`reset.rs`).
 //!
 //! Hosts run independently (bounded by `--concurrency`): a failed host stops its own later
 //! stages, the others carry on, and every failure is reported together.
 
 pub mod host;
 pub mod report;
+mod reset;
 pub mod select;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::bundle::Bundle;
 use crate::converge::Mode;
+use crate::exit::BadInput;
 use crate::fleet::Fleet;
 use crate::inventory::Inventory;
 use crate::state::{Journal, LocalLock, LockInfo};
@@ -26,6 +30,39 @@ pub struct RunOptions {
     pub mode: Mode,
     /// `--inventory <path>` as the admin wrote it, for the commands messages suggest.
     pub inventory_arg: String,
+    /// The bundle, loaded and verified by [`load_bundle`].
+    pub bundle: Option<Arc<Bundle>>,
+    /// `gpuctl reset`: the checkpointed stages in reverse, each Op undone (see
+    /// `converge::undo`), then gpuctl's own files on the host removed.
+    pub reset: bool,
+}
+
+/// Loads the inventory's bundle and verifies the files the selected stages will send,
+/// before anything contacts a host. `None` when no selected stage uses the bundle or the
+/// inventory names none (those stages then say so). A bad bundle is bad input.
+pub async fn load_bundle(
+    inv: &Inventory,
+    selection: &Selection,
+) -> anyhow::Result<Option<Arc<Bundle>>> {
+    let names = crate::stages::names();
+    let selected = select::select(&names, selection)?;
+    let prefixes: Vec<&str> = crate::stages::BUNDLE_USERS
+        .iter()
+        .filter(|(stage, _)| selected.iter().any(|s| s.name == *stage))
+        .map(|(_, prefix)| *prefix)
+        .collect();
+    let Some(dir) = &inv.bundle else {
+        return Ok(None);
+    };
+    if prefixes.is_empty() {
+        return Ok(None);
+    }
+    let bad = |e: crate::bundle::BundleError| BadInput(e.to_string());
+    let bundle = Bundle::load(dir).map_err(bad)?;
+    for prefix in prefixes {
+        bundle.verify(prefix).await.map_err(bad)?;
+    }
+    Ok(Some(Arc::new(bundle)))
 }
 
 /// One host's row of the result.
@@ -60,7 +97,7 @@ pub async fn run(
     fleet: &Fleet,
     opts: RunOptions,
 ) -> anyhow::Result<RunResult> {
-    let all = crate::stages::all();
+    let all = crate::stages::all(opts.bundle.clone());
     let names: Vec<&'static str> = all.iter().map(|s| s.name()).collect();
     let selected = select::select(&names, &opts.selection)?;
     let state_dir = inv.state_dir();
@@ -81,6 +118,7 @@ pub async fn run(
         journal_path,
         lock: lock.as_ref().map(|l| l.info.clone()),
         inventory_arg: opts.inventory_arg.clone(),
+        reset: opts.reset,
     });
     let report = fleet
         .run(move |hctx| host::run_host(Arc::clone(&ctx), hctx))

@@ -61,6 +61,7 @@ mod tests {
         let a = vec![Op::JsonMerge {
             path: "/etc/docker/daemon.json".into(),
             merge: json!({"b": 1, "a": {"y": 2, "x": 1}}),
+            sets: vec![],
         }];
         // The same object built in another key order.
         let mut inner = serde_json::Map::new();
@@ -72,6 +73,7 @@ mod tests {
         let b = vec![Op::JsonMerge {
             path: "/etc/docker/daemon.json".into(),
             merge: Value::Object(outer),
+            sets: vec![],
         }];
         assert_eq!(digest(&a), digest(&b));
         // Pinned: a change here means every existing checkpoint would re-run.
@@ -81,6 +83,19 @@ mod tests {
             }]),
             "sha256:c7dc12ae5fc1711c48d8b82950dd3ad915683044a5dabbef562ef643baff2daf"
         );
+    }
+
+    #[test]
+    fn json_merges_without_sets_keep_the_digests_they_had() {
+        // `sets` is left out when empty, so checkpoints made before it existed still match.
+        let op = Op::JsonMerge {
+            path: "/x.json".into(),
+            merge: json!({"a": 1}),
+            sets: vec![],
+        };
+        let mut s = String::new();
+        canonical(&serde_json::to_value(&op).unwrap(), &mut s);
+        assert_eq!(s, r#"{"merge":{"a":1},"op":"json_merge","path":"/x.json"}"#);
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub enum Op {
     JsonMerge {
         path: String,
         merge: serde_json::Value,
+        /// Dotted paths of arrays merged as sets instead of replaced: the file's entries
+        /// stay, ours are added; a `name=value` entry of ours replaces the file's entry
+        /// with the same `name=` (so `native.cgroupdriver=systemd` replaces
+        /// `native.cgroupdriver=cgroupfs`). Entries are never removed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sets: Vec<String>,
     },
     /// A managed block between `# BEGIN gpuctl <marker>` and `# END gpuctl <marker>`
     /// lines; the rest of the file is the admin's and stays as it is. A file without the
@@ -55,6 +61,19 @@ pub enum Op {
     /// A shell command run as root, skipped when `guard` (a shell test) succeeds. The guard
     /// must succeed after the command ran, or the Op failed.
     Command { run: String, guard: String },
+    /// A local file (an artifact of the bundle) put on the host at `dest`, by content:
+    /// in sync when the host's file has this sha256 (and mode). Sent through the
+    /// transport's resumable, verified put.
+    Upload {
+        src: String,
+        dest: String,
+        sha256: String,
+        mode: u32,
+    },
+    /// Something the host must already have for the stage to make sense (a command an
+    /// earlier stage installs). `check` is a shell test probed with the stage; when it
+    /// fails, the stage fails with `message` before anything is written.
+    Require { check: String, message: String },
 }
 
 /// What a [`Op::Line`] does to the lines it matches.
@@ -79,6 +98,8 @@ impl Op {
             Op::Module { name } => format!("module {name}"),
             Op::Service { name, .. } => format!("service {name}"),
             Op::Command { run, .. } => format!("command `{}`", first_line(run)),
+            Op::Upload { dest, .. } => format!("upload {dest}"),
+            Op::Require { check, .. } => format!("require `{}`", first_line(check)),
         }
     }
 }

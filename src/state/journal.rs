@@ -136,6 +136,11 @@ impl Journal {
         }
     }
 
+    /// Forgets everything about a host (after `gpuctl reset`).
+    pub fn forget(&mut self, host: &str) {
+        self.hosts.remove(host);
+    }
+
     pub fn host(&self, host: &str) -> HostJournal {
         self.hosts.get(host).cloned().unwrap_or_default()
     }

@@ -9,6 +9,7 @@ mod auth;
 pub mod error;
 mod exec;
 mod hash;
+pub use hash::sha256_file;
 pub mod known_hosts;
 pub mod local;
 mod put;

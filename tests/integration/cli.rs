@@ -29,6 +29,7 @@ fn help_lists_only_working_commands() {
             "plan",
             "doctor",
             "mirror-images",
+            "reset",
             "help"
         ],
         "{}",

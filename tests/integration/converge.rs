@@ -36,6 +36,7 @@ fn ops(level: u32, conf: &str) -> Vec<Op> {
         Op::JsonMerge {
             path: "/etc/gpuctl-demo.json".into(),
             merge: json!({"nested": {"level": level}, "added": true}),
+            sets: vec![],
         },
         Op::Command {
             run: "touch /tmp/gpuctl-demo-ran".into(),

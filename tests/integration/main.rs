@@ -7,5 +7,6 @@ mod install;
 mod lab_smoke;
 mod mirror;
 mod registry;
+mod stages;
 mod support;
 mod transport;

@@ -237,6 +237,27 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Copies the fixture `tests/lab/fixtures/<fixture>` to `dest` on `node` (mode 755).
+    /// Fixtures stand in for what cannot run in a node (see each one's header).
+    pub fn install_fixture(&self, node: &str, fixture: &str, dest: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/lab/fixtures")
+            .join(fixture);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read the fixture {}: {e}", path.display()));
+        assert!(
+            !text.contains("\nGPUCTL_FIXTURE_EOF\n"),
+            "{} contains the heredoc delimiter",
+            path.display()
+        );
+        self.exec(
+            node,
+            &format!(
+                "mkdir -p \"$(dirname {dest})\" && cat > {dest} <<'GPUCTL_FIXTURE_EOF'\n{text}\nGPUCTL_FIXTURE_EOF\nchmod 755 {dest}"
+            ),
+        );
+    }
+
     /// Like [`Lab::exec`], for commands expected to fail.
     pub fn exec_output(&self, node: &str, cmd: &str) -> Output {
         self.node(node);

@@ -1,0 +1,224 @@
+//! Stage `packages`: the bundle's Debian packages for the host's OS, installed offline.
+//!
+//! The `.deb`s in the bundle's `packages/<os-id>-<version>/` (from the host's
+//! `/etc/os-release`, e.g. `debian-12`) for the host's architecture (and `all`) are
+//! uploaded by content to `/var/cache/gpuctl/debs/` — a re-run finds them by sha256 and
+//! sends nothing — then installed together by one `apt-get install` of the local files,
+//! with every package source switched off (`Dir::Etc::SourceList=/dev/null`, and the
+//! `sources.list.d` parts too): apt knows no archive, so nothing is fetched, a dependency
+//! the bundle lacks fails the stage before dpkg changes anything, and apt orders the
+//! packages itself. (`--no-download` is not used: apt 2.6 then refuses local files with
+//! "Pathname to install is not absolute".)
+//!
+//! The guard asks dpkg, per package, whether it is installed at the bundle's version or a
+//! newer one (a security update the admin applied is not downgraded); only packages below
+//! it are installed.
+//!
+//! Without `bundle:` in the inventory, or with a bundle that has no packages at all, the
+//! stage has nothing to do. A bundle with packages, but none for this host's OS, fails
+//! the host: it would otherwise go on without its container runtime.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use crate::bundle::{self, Bundle, Deb};
+use crate::inventory::Inventory;
+use crate::plan::{HostFacts, Op, Scope, Stage};
+use crate::transport::shell::quote;
+
+/// Where the packages wait on the host (kept, so a re-run uploads nothing).
+pub const DEB_DIR: &str = "/var/cache/gpuctl/debs";
+
+pub struct Packages {
+    /// Loaded and verified before any host is touched; `None` without `bundle:`.
+    pub bundle: Option<Arc<Bundle>>,
+}
+
+impl Stage for Packages {
+    fn name(&self) -> &'static str {
+        "packages"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Host
+    }
+    fn plan(&self, _inv: &Inventory, hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
+        let Some(bundle) = &self.bundle else {
+            return Ok(Vec::new());
+        };
+        let have = bundle.package_dirs();
+        if have.is_empty() {
+            return Ok(Vec::new());
+        }
+        let f = &hf.facts;
+        if f.os_id.is_empty() || f.os_id == "unknown" || f.os_version.is_empty() {
+            bail!(
+                "the host's /etc/os-release names no ID and VERSION_ID, so gpuctl cannot \
+                 pick its packages from the bundle (it has {})",
+                have.join(", ")
+            );
+        }
+        let os_dir = bundle::os_dir(&f.os_id, &f.os_version);
+        let arch = bundle::dpkg_arch(&f.arch);
+        let debs = bundle.debs(&os_dir, arch);
+        if debs.is_empty() {
+            bail!(
+                "the bundle {} has no packages for {os_dir} ({arch}); it has packages for {}. \
+                 Add packages/{os_dir}/*.deb to the bundle (and bundle.yaml), or leave this \
+                 host out with --hosts",
+                bundle.dir.display(),
+                have.join(", ")
+            );
+        }
+        let mut ops: Vec<Op> = debs
+            .iter()
+            .map(|d| Op::Upload {
+                src: bundle.local_path(&d.file).display().to_string(),
+                dest: format!("{DEB_DIR}/{}", d.file_name),
+                sha256: d.file.sha256.clone(),
+                mode: 0o644,
+            })
+            .collect();
+        ops.push(Op::Command {
+            run: install_script(&debs),
+            guard: guard(&debs),
+        });
+        Ok(ops)
+    }
+    fn notes(&self, inv: &Inventory, _hf: &HostFacts) -> Vec<String> {
+        match (&inv.bundle, &self.bundle) {
+            (None, _) => vec!["no `bundle:` in the inventory: gpuctl installs no packages".into()],
+            (Some(_), Some(b)) if b.package_dirs().is_empty() => {
+                vec![format!("the bundle {} has no packages", b.dir.display())]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A shell function `ok NAME VERSION`: the package is installed at VERSION or newer.
+const OK_FN: &str = "ok() { case \"$(dpkg-query -W -f '${Status}' \"$1\" 2>/dev/null)\" in \
+    *' installed') dpkg --compare-versions \"$(dpkg-query -W -f '${Version}' \"$1\")\" ge \"$2\" ;; \
+    *) false ;; esac; }";
+
+fn guard(debs: &[Deb]) -> String {
+    let checks: Vec<String> = debs
+        .iter()
+        .map(|d| format!("ok {} {}", quote(&d.query_name()), quote(&d.version)))
+        .collect();
+    format!("{OK_FN}; {}", checks.join(" && "))
+}
+
+fn install_script(debs: &[Deb]) -> String {
+    let names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
+    let mut s = format!("# install {} from {DEB_DIR}\n", names.join(", "));
+    s.push_str(OK_FN);
+    s.push_str("\nset --\n");
+    for d in debs {
+        s.push_str(&format!(
+            "ok {} {} || set -- \"$@\" {}\n",
+            quote(&d.query_name()),
+            quote(&d.version),
+            quote(&format!("{DEB_DIR}/{}", d.file_name))
+        ));
+    }
+    s.push_str(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends -o Dir::Etc::SourceList=/dev/null \
+         -o Dir::Etc::SourceParts=/dev/null -o DPkg::Lock::Timeout=120 \
+         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \"$@\"\n",
+    );
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::bundle::BundleFile;
+    use crate::stages::sample;
+
+    fn file(path: &str) -> BundleFile {
+        BundleFile {
+            path: path.into(),
+            sha256: format!("{:0>64}", path.len()),
+            size: 1,
+        }
+    }
+
+    fn sample_bundle() -> Arc<Bundle> {
+        Arc::new(Bundle {
+            dir: "/srv/bundle".into(),
+            name: "sample".into(),
+            versions: Default::default(),
+            files: vec![
+                file("packages/debian-12/libonig5_6.9.8-1_amd64.deb"),
+                file("packages/debian-12/jq_1.6-2.1+deb12u3_amd64.deb"),
+                file("packages/debian-12/jq_1.6-2.1+deb12u3_arm64.deb"),
+                file("packages/ubuntu-22.04/tzdata_2024a-0ubuntu0.22.04_all.deb"),
+                file("bin/k3s"),
+            ],
+        })
+    }
+
+    fn debian(inv: &Inventory, host: &str) -> HostFacts {
+        let mut hf = sample::facts(inv, host);
+        hf.facts.os_id = "debian".into();
+        hf.facts.os_version = "12".into();
+        hf.facts.arch = "x86_64".into();
+        hf
+    }
+
+    #[test]
+    fn debian_amd64_gets_its_packages_uploaded_then_installed() {
+        let inv = sample::inventory();
+        let stage = Packages {
+            bundle: Some(sample_bundle()),
+        };
+        let ops = stage.plan(&inv, &debian(&inv, "cp1")).unwrap();
+        insta::assert_yaml_snapshot!(ops);
+    }
+
+    #[test]
+    fn a_host_whose_os_the_bundle_lacks_fails_saying_what_there_is() {
+        let inv = sample::inventory();
+        let stage = Packages {
+            bundle: Some(sample_bundle()),
+        };
+        let mut hf = debian(&inv, "cp1");
+        hf.facts.os_version = "11".into();
+        let err = stage.plan(&inv, &hf).unwrap_err().to_string();
+        assert!(err.contains("no packages for debian-11 (amd64)"), "{err}");
+        assert!(err.contains("debian-12, ubuntu-22.04"), "{err}");
+        hf.facts.os_id = String::new();
+        let err = stage.plan(&inv, &hf).unwrap_err().to_string();
+        assert!(err.contains("names no ID and VERSION_ID"), "{err}");
+        // Ubuntu on arm64 has only an `all` package: that is enough.
+        hf.facts.os_id = "ubuntu".into();
+        hf.facts.os_version = "22.04".into();
+        hf.facts.arch = "aarch64".into();
+        let ops = stage.plan(&inv, &hf).unwrap();
+        assert_eq!(ops.len(), 2, "{ops:?}");
+    }
+
+    #[test]
+    fn without_a_bundle_or_packages_there_is_nothing_to_do() {
+        let inv = sample::inventory();
+        let hf = debian(&inv, "cp1");
+        let none = Packages { bundle: None };
+        assert!(none.plan(&inv, &hf).unwrap().is_empty());
+        assert_eq!(
+            none.notes(&inv, &hf),
+            ["no `bundle:` in the inventory: gpuctl installs no packages"]
+        );
+        let empty = Packages {
+            bundle: Some(Arc::new(Bundle {
+                dir: "/b".into(),
+                name: "x".into(),
+                versions: Default::default(),
+                files: vec![file("bin/k3s")],
+            })),
+        };
+        assert!(empty.plan(&inv, &hf).unwrap().is_empty());
+    }
+}

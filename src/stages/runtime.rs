@@ -1,0 +1,233 @@
+//! Stage `runtime`: the container runtime's configuration.
+//!
+//! **docker** (`cluster.container_runtime: docker`, k3s driving docker through
+//! cri-dockerd): keys merged into `/etc/docker/daemon.json`, the admin's other keys kept —
+//! - `exec-opts: [native.cgroupdriver=systemd]`: kubelet and docker must agree on the
+//!   cgroup driver, and systemd is the one kubelet defaults to;
+//! - `log-driver: json-file` with `log-opts.max-size`/`max-file`: `kubectl logs` reads
+//!   json-file logs, and unbounded logs fill `/var/lib/docker`;
+//! - on GPU hosts `default-runtime: nvidia` and `runtimes.nvidia`, so every container
+//!   (the device plugin's included) sees the GPUs;
+//! - with `registry.mirror`: `registry-mirrors` (`https://MIRROR`, `http://` when
+//!   `registry.insecure`) and, when insecure, `insecure-registries`.
+//!
+//! `exec-opts`, `insecure-registries` and `registry-mirrors` are merged as sets: the
+//! admin's own entries stay (an `exec-opts` entry with the same `name=` is replaced).
+//! Then `docker` is enabled and running, restarted only when daemon.json changed.
+//!
+//! **containerd** (the default: k3s's embedded containerd): nothing is written. k3s finds
+//! `nvidia-container-runtime` on `PATH` when it starts and adds the `nvidia` runtime to
+//! the containerd config it generates itself; the `gpu` stage's RuntimeClass selects it.
+//! So on GPU hosts this stage only requires that `nvidia-container-runtime` is there.
+//!
+//! Requirements are `Require` Ops, checked on the host when the stage runs (after the
+//! `packages` stage may have installed them); an unmet one fails the stage before it
+//! writes anything.
+
+use serde_json::{Value, json};
+
+use crate::inventory::{ContainerRuntime, Distribution, GpuPresence, Inventory};
+use crate::plan::{HostFacts, Op, Scope, Stage};
+
+pub struct Runtime;
+
+pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+/// The arrays of daemon.json merged as sets rather than replaced.
+pub const SET_KEYS: [&str; 3] = ["exec-opts", "insecure-registries", "registry-mirrors"];
+
+const NVIDIA_MISSING: &str = "nvidia-container-runtime is not installed on this GPU host: \
+    put the nvidia-container-toolkit packages (nvidia-container-toolkit, \
+    nvidia-container-toolkit-base, libnvidia-container-tools, libnvidia-container1) for this \
+    OS in the bundle's packages/<os-id>-<version>/ and run the packages stage, or install \
+    them yourself; or set `gpu: false` for this host";
+
+const DOCKER_MISSING: &str = "docker is not installed (no dockerd on PATH) but \
+    `cluster.container_runtime` is docker: put docker's packages (docker.io or docker-ce, \
+    containerd, runc) for this OS in the bundle's packages/<os-id>-<version>/ and run the \
+    packages stage, or install docker yourself";
+
+impl Stage for Runtime {
+    fn name(&self) -> &'static str {
+        "runtime"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Host
+    }
+    fn plan(&self, inv: &Inventory, hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
+        let gpu = has_gpus(hf);
+        let mut ops = Vec::new();
+        if inv.cluster.container_runtime == ContainerRuntime::Docker {
+            ops.push(require(
+                "command -v dockerd >/dev/null 2>&1",
+                DOCKER_MISSING,
+            ));
+        }
+        if gpu {
+            ops.push(require(
+                "command -v nvidia-container-runtime >/dev/null 2>&1",
+                NVIDIA_MISSING,
+            ));
+        }
+        if inv.cluster.container_runtime == ContainerRuntime::Docker {
+            ops.push(Op::JsonMerge {
+                path: DAEMON_JSON.into(),
+                merge: daemon_json(inv, gpu),
+                sets: SET_KEYS.iter().map(|k| (*k).to_string()).collect(),
+            });
+            ops.push(Op::Service {
+                name: "docker".into(),
+                enabled: true,
+                running: true,
+                restart_on: vec![DAEMON_JSON.into()],
+            });
+        }
+        Ok(ops)
+    }
+    fn notes(&self, inv: &Inventory, hf: &HostFacts) -> Vec<String> {
+        let mut notes = Vec::new();
+        let f = &hf.facts;
+        if hf.host.gpu == GpuPresence::Auto && f.gpus.is_empty() && f.pci_gpus.unwrap_or(0) > 0 {
+            notes.push(format!(
+                "{} NVIDIA GPU(s) on the PCI bus but nvidia-smi lists none (is the driver \
+                 installed?): configured as a host without GPUs",
+                f.pci_gpus.unwrap_or(0)
+            ));
+        }
+        if inv.cluster.container_runtime == ContainerRuntime::Containerd
+            && inv.cluster.distribution == Distribution::Kubeadm
+        {
+            notes.push(
+                "containerd for kubeadm (/etc/containerd/config.toml: SystemdCgroup, the \
+                 nvidia runtime) is not written by gpuctl yet"
+                    .into(),
+            );
+        }
+        if inv.cluster.container_runtime == ContainerRuntime::Docker
+            && inv.registry.as_ref().is_some_and(|r| r.ca_file.is_some())
+        {
+            notes.push(
+                "registry.ca_file is not installed in /etc/docker/certs.d/ by gpuctl yet".into(),
+            );
+        }
+        notes
+    }
+}
+
+/// Whether the host gets the GPU configuration: `gpu: true`, or `auto` and nvidia-smi
+/// listed GPUs (GPUs without a working driver cannot be used by containers anyway).
+pub fn has_gpus(hf: &HostFacts) -> bool {
+    match hf.host.gpu {
+        GpuPresence::Yes => true,
+        GpuPresence::No => false,
+        GpuPresence::Auto => !hf.facts.gpus.is_empty(),
+    }
+}
+
+fn require(check: &str, message: &str) -> Op {
+    Op::Require {
+        check: check.into(),
+        message: message.into(),
+    }
+}
+
+/// The keys gpuctl merges into daemon.json.
+pub fn daemon_json(inv: &Inventory, gpu: bool) -> Value {
+    let mut merge = json!({
+        "exec-opts": ["native.cgroupdriver=systemd"],
+        "log-driver": "json-file",
+        "log-opts": { "max-size": "100m", "max-file": "3" },
+    });
+    if gpu {
+        merge["default-runtime"] = json!("nvidia");
+        merge["runtimes"] = json!({
+            "nvidia": { "path": "nvidia-container-runtime", "runtimeArgs": [] }
+        });
+    }
+    if let Some(r) = &inv.registry {
+        let scheme = if r.insecure { "http" } else { "https" };
+        merge["registry-mirrors"] = json!([format!("{scheme}://{}", r.mirror)]);
+        if r.insecure {
+            merge["insecure-registries"] = json!([r.mirror]);
+        }
+    }
+    merge
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::inventory::Registry;
+    use crate::plan::digest::digest;
+    use crate::stages::sample;
+
+    fn docker_inventory() -> Inventory {
+        let mut inv = sample::inventory();
+        inv.cluster.container_runtime = ContainerRuntime::Docker;
+        inv.registry = Some(Registry {
+            mirror: "registry.lab:5000".into(),
+            insecure: true,
+            ca_file: None,
+            username: None,
+            password: None,
+        });
+        inv
+    }
+
+    #[test]
+    fn docker_on_a_gpu_host() {
+        let inv = docker_inventory();
+        let ops = Runtime.plan(&inv, &sample::facts(&inv, "gpu1")).unwrap();
+        insta::assert_yaml_snapshot!(ops);
+    }
+
+    #[test]
+    fn docker_on_a_plain_host_with_a_tls_mirror() {
+        let mut inv = docker_inventory();
+        if let Some(r) = inv.registry.as_mut() {
+            r.insecure = false;
+        }
+        let ops = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        insta::assert_yaml_snapshot!(ops);
+        let Op::JsonMerge { merge, .. } = &ops[1] else {
+            panic!("{ops:?}")
+        };
+        assert!(merge.get("default-runtime").is_none());
+        assert!(merge.get("insecure-registries").is_none());
+        assert_eq!(
+            merge["registry-mirrors"],
+            json!(["https://registry.lab:5000"])
+        );
+    }
+
+    #[test]
+    fn containerd_only_requires_the_nvidia_runtime_on_gpu_hosts() {
+        let inv = sample::inventory();
+        assert_eq!(inv.cluster.container_runtime, ContainerRuntime::Containerd);
+        let plain = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        assert!(plain.is_empty(), "{plain:?}");
+        let gpu = Runtime.plan(&inv, &sample::facts(&inv, "gpu1")).unwrap();
+        assert!(
+            matches!(gpu.as_slice(), [Op::Require { check, message }]
+                if check.contains("nvidia-container-runtime") && message.contains("packages stage")),
+            "{gpu:?}"
+        );
+    }
+
+    #[test]
+    fn auto_gpu_hosts_follow_what_nvidia_smi_lists() {
+        let inv = docker_inventory();
+        let mut hf = sample::facts(&inv, "far");
+        hf.host.gpu = GpuPresence::Auto;
+        assert!(!has_gpus(&hf));
+        hf.facts.pci_gpus = Some(2);
+        let notes = Runtime.notes(&inv, &hf);
+        assert!(notes[0].contains("nvidia-smi lists none"), "{notes:?}");
+        let without = digest(&Runtime.plan(&inv, &hf).unwrap());
+        hf.facts = crate::facts::Facts::parse("nvidia_gpu=Tesla T4, 15360, 535.183.01\n");
+        assert!(has_gpus(&hf));
+        assert_ne!(without, digest(&Runtime.plan(&inv, &hf).unwrap()));
+        assert!(Runtime.notes(&inv, &hf).is_empty());
+    }
+}
