@@ -595,3 +595,51 @@ fn doctor_reports_an_unreachable_host_checks_the_rest_and_validates_its_flags() 
         .code(2)
         .stderr_has("`H99` is not a check id");
 }
+
+/// install and doctor agree: on bare nodes doctor reports the kernel settings that would be
+/// lost at a reboot (H5 errors); after `install --only os` it reports none, and no other
+/// host check turned into an error.
+#[test]
+fn after_install_os_doctor_finds_the_kernel_settings_persisted() {
+    let lab = Lab::up(&LabSpec::new(2));
+    let h5_errors = |json: &Value| {
+        findings(json)
+            .into_iter()
+            .filter(|f| f["id"] == "H5" && f["severity"] == "error")
+            .count()
+    };
+    let (_, before) = doctor(&lab.inventory, &["--only", "host"]);
+    assert!(
+        h5_errors(&before) >= 2,
+        "bare nodes should lack persisted forwarding settings:\n{before:#}"
+    );
+    Gpuctl::new()
+        .args(["install", "--yes", "--only", "os"])
+        .inventory(&lab.inventory)
+        .run()
+        .success();
+    let (_, after) = doctor(&lab.inventory, &["--only", "host"]);
+    assert_eq!(h5_errors(&after), 0, "{after:#}");
+    // Whatever else this machine's kernel or disks make doctor say, install added nothing.
+    let errors = |json: &Value| -> BTreeSet<(String, String)> {
+        findings(json)
+            .into_iter()
+            .filter(|f| f["severity"] == "error")
+            .map(|f| {
+                (
+                    f["id"].as_str().unwrap_or("").to_string(),
+                    f["host"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let new: Vec<_> = errors(&after)
+        .difference(&errors(&before))
+        .cloned()
+        .collect();
+    assert!(
+        new.is_empty(),
+        "errors that install brought: {new:?}\n{after:#}"
+    );
+    assert!(schema_errors(&after).is_empty());
+}
