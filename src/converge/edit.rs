@@ -69,14 +69,31 @@ fn block(path: &str, current: &str, marker: &str, content: &str) -> Result<Strin
     }
     let wanted = format!("{begin}\n{body}{end}\n");
     let lines: Vec<&str> = current.split_inclusive('\n').collect();
-    let start = lines.iter().position(|l| l.trim_end() == begin);
-    let Some(start) = start else {
+    let Some((start, stop)) = find_block(path, &lines, marker)? else {
         let mut out = current.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str(&wanted);
         return Ok(out);
+    };
+    let mut out: String = lines[..start].concat();
+    out.push_str(&wanted);
+    out.push_str(&lines[stop + 1..].concat());
+    Ok(out)
+}
+
+/// The first and last line (the BEGIN and END markers) of the managed block of `marker`
+/// in `lines`; `None` when there is none. A BEGIN without its END is an error: guessing
+/// where the block ends could cut the admin's own lines.
+pub fn find_block(
+    path: &str,
+    lines: &[&str],
+    marker: &str,
+) -> Result<Option<(usize, usize)>, EditError> {
+    let (begin, end) = markers(marker);
+    let Some(start) = lines.iter().position(|l| l.trim_end() == begin) else {
+        return Ok(None);
     };
     let stop = lines[start..]
         .iter()
@@ -87,10 +104,7 @@ fn block(path: &str, current: &str, marker: &str, content: &str) -> Result<Strin
             begin: begin.clone(),
             end: end.clone(),
         })?;
-    let mut out: String = lines[..start].concat();
-    out.push_str(&wanted);
-    out.push_str(&lines[stop + 1..].concat());
-    Ok(out)
+    Ok(Some((start, stop)))
 }
 
 fn json(

@@ -93,20 +93,10 @@ pub fn lower(stage: &str, ops: &[Op]) -> (Vec<Step>, Vec<String>) {
 
 /// `current` without the block of `marker` (unchanged when it has none).
 pub fn without_block(path: &str, current: &str, marker: &str) -> Result<String, EditError> {
-    let (begin, end) = super::edit::markers(marker);
     let lines: Vec<&str> = current.split_inclusive('\n').collect();
-    let Some(start) = lines.iter().position(|l| l.trim_end() == begin) else {
+    let Some((start, stop)) = super::edit::find_block(path, &lines, marker)? else {
         return Ok(current.to_string());
     };
-    let stop = lines[start..]
-        .iter()
-        .position(|l| l.trim_end() == end)
-        .map(|i| start + i)
-        .ok_or_else(|| EditError::OpenBlock {
-            path: path.to_string(),
-            begin: begin.clone(),
-            end: end.clone(),
-        })?;
     let mut out: String = lines[..start].concat();
     out.push_str(&lines[stop + 1..].concat());
     Ok(out)
