@@ -25,6 +25,21 @@ pub struct Persisted {
     pub line: usize,
 }
 
+impl Persisted {
+    /// The line as evidence: `file:line: key = value`.
+    fn evidence(&self, key: &str) -> String {
+        format!("{}:{}: {key} = {}", self.file, self.line, self.value)
+    }
+
+    /// The fix that rewrites this very line to `key = value`.
+    fn rewrite_fix(&self, key: &str, value: &str) -> String {
+        format!(
+            "sudo sed -i '{}s/.*/{key} = {value}/' {}",
+            self.line, self.file
+        )
+    }
+}
+
 /// `*.conf` files of `dirs` in the order systemd applies them: by file name, a name in an
 /// earlier directory hiding the same name in a later one (so `/etc` overrides `/usr/lib`).
 pub fn boot_files<'a>(input: &'a HostInput, dirs: &[&str]) -> Vec<(&'a str, &'a [String])> {
@@ -255,11 +270,8 @@ fn sysctl_one(
                     p.file, p.line, p.value
                 ),
             )
-            .evidence([format!("{}:{}: {key} = {}", p.file, p.line, p.value)])
-            .fix(format!(
-                "sudo sed -i '{}s/.*/{key} = 1/' {}",
-                p.line, p.file
-            ));
+            .evidence([p.evidence(key)])
+            .fix(p.rewrite_fix(key, "1"));
         }
         None => {
             ok = false;
@@ -417,11 +429,8 @@ fn limits(input: &HostInput, out: &mut Findings) {
                         p.file, p.line, p.value
                     ),
                 )
-                .evidence([format!("{}:{}: {key} = {}", p.file, p.line, p.value)])
-                .fix(format!(
-                    "sudo sed -i '{}s/.*/{key} = {min}/' {}",
-                    p.line, p.file
-                ));
+                .evidence([p.evidence(key)])
+                .fix(p.rewrite_fix(key, &min.to_string()));
             }
             Some(v) if saved_ok => {
                 let p = saved.cloned().unwrap_or(Persisted {
@@ -439,7 +448,7 @@ fn limits(input: &HostInput, out: &mut Findings) {
                 )
                 .evidence([
                     format!("/proc/sys/{}: {v}", key.replace('.', "/")),
-                    format!("{}:{}: {key} = {}", p.file, p.line, p.value),
+                    p.evidence(key),
                 ])
                 .fix("sudo sysctl --system");
             }
