@@ -42,7 +42,7 @@ pub enum Command {
     /// Read-only health checks on every host, with evidence and the exact fix
     #[command(long_about = DOCTOR_ABOUT)]
     Doctor(DoctorArgs),
-    /// Pull container images into an offline bundle, push them into a registry
+    /// List the images an install uses, pull them into a bundle, push them into a registry
     #[command(subcommand)]
     MirrorImages(MirrorImagesCommand),
     /// Undo what install wrote on every host: managed blocks, files, merged keys, services
@@ -70,6 +70,52 @@ pub enum MirrorImagesCommand {
     /// Check that a registry serves every locked image, for every locked platform (manifests
     /// and blobs); lists what is missing and exits 1 if anything is
     Check(MirrorCheckArgs),
+    /// List every image an install uses, found in an images file and in manifests (image
+    /// fields, env values, args, annotations, ConfigMap data, custom resources)
+    #[command(long_about = MIRROR_LIST_ABOUT)]
+    List(MirrorListArgs),
+}
+
+const MIRROR_LIST_ABOUT: &str =
+    "List every image an install uses, one line per image with where it was found.
+
+Every string value of every manifest is searched, including JSON and YAML held inside strings \
+(ConfigMap data) and lists separated by commas or spaces. A string is an image when the \
+reference parser accepts it, it is not a URL, a path or a bare version, and: it is pinned by \
+digest; or it sits under an image key (a key, env name or --flag= ending in image, images or \
+imagename, or value/options/default under one); or it has a tag and a / in its name \
+(quay.io/x/y:1.0); or it is one word with a version tag (nginx:1.27). Entries of --images are \
+taken as they are. See docs/mirror.md, \"Finding every image\".
+
+Exit status: 0 listed, 2 for a file that cannot be read or parsed (every one is named, with \
+its line).";
+
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("sources").required(true).multiple(true).args(["images", "manifests"])),
+    after_help = "Example:\n  gpuctl mirror-images list --manifests ./manifests --images extra.txt --output images > images.txt"
+)]
+pub struct MirrorListArgs {
+    /// An images file whose entries are listed as they are (with their line)
+    #[arg(long, value_name = "FILE")]
+    pub images: Option<PathBuf>,
+    /// A manifest file, or a directory searched recursively for *.yaml, *.yml and *.json
+    /// (sorted; hidden directories skipped); repeatable
+    #[arg(long, value_name = "PATH")]
+    pub manifests: Vec<PathBuf>,
+    /// `text`: one line per image with the first place it was found and how many more;
+    /// `images`: an images file for `mirror-images pull --images` on standard output
+    #[arg(long, value_enum, default_value_t = ListOutput::Text)]
+    pub output: ListOutput,
+    /// With --output text, every place each image was found, one per line
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListOutput {
+    Text,
+    Images,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod init;
 pub mod install;
 pub mod inventory_check;
 pub mod mirror_images;
+pub mod mirror_list;
 pub mod ping;
 pub mod plan;
 pub mod reset;
@@ -27,6 +28,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(&args).await,
         Command::MirrorImages(MirrorImagesCommand::Pull(args)) => mirror_images::pull(&args).await,
         Command::MirrorImages(MirrorImagesCommand::Push(args)) => mirror_images::push(&args).await,
+        Command::MirrorImages(MirrorImagesCommand::List(args)) => mirror_list::list(&args),
         Command::MirrorImages(MirrorImagesCommand::Check(args)) => {
             mirror_images::check(&args).await
         }

@@ -3,6 +3,8 @@
 //! and pushed into the local registry with every digest unchanged. See `docs/mirror.md`.
 
 pub mod check;
+pub mod discover;
+pub mod image_match;
 pub mod images_file;
 pub mod layout;
 pub mod lock;
@@ -10,6 +12,7 @@ pub mod naming;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod scan;
 
 pub use check::{CheckOptions, ImageCheck, check};
 pub use layout::Bundle;

@@ -15,6 +15,7 @@ use crate::support::tcp_proxy::TcpProxy;
 
 mod check;
 mod errors;
+mod list;
 mod resume;
 
 const PASSWORD_VAR: &str = "GPUCTL_TEST_MIRROR_PASSWORD";
