@@ -413,14 +413,12 @@ fn limits(input: &HostInput, out: &mut Findings) {
         let saved_ok = saved
             .and_then(|p| p.value.parse::<u64>().ok())
             .is_some_and(|v| v >= min);
-        match live {
-            Some(v) if v >= min && (saved_ok || saved.is_none()) => ok.push(format!("{key} = {v}")),
-            Some(v) if v >= min => {
-                let p = saved.cloned().unwrap_or(Persisted {
-                    value: String::new(),
-                    file: String::new(),
-                    line: 0,
-                });
+        match (live, saved) {
+            (Some(v), _) if v >= min && (saved_ok || saved.is_none()) => {
+                ok.push(format!("{key} = {v}"))
+            }
+            // Live value fine, but a file lowers it at boot.
+            (Some(v), Some(p)) if v >= min => {
                 out.add(
                     "H11",
                     Severity::Warn,
@@ -432,12 +430,8 @@ fn limits(input: &HostInput, out: &mut Findings) {
                 .evidence([p.evidence(key)])
                 .fix(p.rewrite_fix(key, &min.to_string()));
             }
-            Some(v) if saved_ok => {
-                let p = saved.cloned().unwrap_or(Persisted {
-                    value: String::new(),
-                    file: String::new(),
-                    line: 0,
-                });
+            // A file sets it right, but it was never applied.
+            (Some(v), Some(p)) if saved_ok => {
                 out.add(
                     "H11",
                     Severity::Warn,
@@ -452,14 +446,14 @@ fn limits(input: &HostInput, out: &mut Findings) {
                 ])
                 .fix("sudo sysctl --system");
             }
-            Some(v) => {
+            (Some(v), _) => {
                 out.add("H11", Severity::Warn, format!("{key} is {v}, want ≥ {min}"))
                     .evidence([format!("/proc/sys/{}: {v}", key.replace('.', "/"))])
                     .fix(format!(
                         "echo '{key} = {min}' | sudo tee -a {SYSCTL_FILE} && sudo sysctl --system"
                     ));
             }
-            None => {}
+            (None, _) => {}
         }
     }
     if !ok.is_empty() && out.list.iter().all(|f| f.id != "H11") {

@@ -173,3 +173,27 @@ fn kernel_limits_warn_when_low_and_say_when_persisted_but_not_applied() {
         x.starts_with("echo 'fs.inotify.max_user_instances = 1280' | sudo tee -a")
     }));
 }
+
+#[test]
+fn kernel_limits_warn_when_a_file_lowers_a_good_live_value_at_boot() {
+    let f = Case::healthy("cp1", false)
+        .replace(
+            "fs.inotify.max_user_instances = 8192",
+            "fs.inotify.max_user_instances = 128",
+        )
+        .findings();
+    let h11 = one(&f, "H11", Warn);
+    assert!(
+        h11.title.contains(
+            "is 8192 now, but /etc/sysctl.d/99-kubernetes.conf:3 lowers it to 128 at boot"
+        ),
+        "{}",
+        h11.title
+    );
+    assert_eq!(
+        h11.fix.as_deref(),
+        Some(
+            "sudo sed -i '3s/.*/fs.inotify.max_user_instances = 1280/' /etc/sysctl.d/99-kubernetes.conf"
+        )
+    );
+}

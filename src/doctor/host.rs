@@ -148,6 +148,16 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// The names of `needed` that the space-separated list `have` lacks.
+fn absent<'a>(needed: &[&'a str], have: &str) -> Vec<&'a str> {
+    let have: Vec<&str> = have.split_whitespace().collect();
+    needed
+        .iter()
+        .copied()
+        .filter(|c| !have.contains(c))
+        .collect()
+}
+
 /// H4: cgroup v2 with the controllers kubelet needs; v1 still works but is on its way out.
 fn cgroups(input: &HostInput, out: &mut Findings) {
     let ev = input.ev;
@@ -157,12 +167,7 @@ fn cgroups(input: &HostInput, out: &mut Findings) {
     match fs {
         "cgroup2fs" => {
             let controllers = ev.get("cgroup_controllers").unwrap_or("");
-            let have: Vec<&str> = controllers.split_whitespace().collect();
-            let missing: Vec<&str> = needed
-                .iter()
-                .copied()
-                .filter(|c| !have.contains(c))
-                .collect();
+            let missing = absent(&needed, controllers);
             if missing.is_empty() {
                 out.add(
                     "H4",
@@ -182,12 +187,7 @@ fn cgroups(input: &HostInput, out: &mut Findings) {
         }
         "tmpfs" => {
             let dirs = ev.get("cgroup_dirs").unwrap_or("");
-            let have: Vec<&str> = dirs.split_whitespace().collect();
-            let missing: Vec<&str> = needed
-                .iter()
-                .copied()
-                .filter(|c| !have.contains(c))
-                .collect();
+            let missing = absent(&needed, dirs);
             if missing.is_empty() {
                 out.add(
                     "H4",
