@@ -47,6 +47,34 @@ pub enum Command {
     MirrorImages(MirrorImagesCommand),
     /// Undo what install wrote on every host: managed blocks, files, merged keys, services
     Reset(ResetArgs),
+    /// Write every manifest and config file gpuctl renders from its templates, for review
+    #[command(long_about = RENDER_ABOUT)]
+    Render(RenderArgs),
+}
+
+const RENDER_ABOUT: &str =
+    "Write every manifest and config file gpuctl renders from its templates, for review or GitOps.
+
+Contacts no host. Each template under templates/ (embedded in gpuctl) is rendered with the \
+inventory; components the inventory turns off render to nothing and get no file. --templates DIR \
+replaces any template by a file with the same relative name (DIR/gpu/device-plugin.yaml.hbs). \
+Templates are strict: a value the context lacks is an error naming the template and line. \
+See docs/templates.md for every template and the values they see.
+
+Exit status: 0 written, 2 for a bad inventory, template or output directory.";
+
+/// `gpuctl render`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  gpuctl render --inventory lab.yaml --out rendered/")]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// The directory to write into (created if missing; files gpuctl renders are replaced)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// A directory of templates replacing the embedded ones of the same relative name
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,17 +113,26 @@ reference parser accepts it, it is not a URL, a path or a bare version, and: it 
 digest; or it sits under an image key (a key, env name or --flag= ending in image, images or \
 imagename, or value/options/default under one); or it has a tag and a / in its name \
 (quay.io/x/y:1.0); or it is one word with a version tag (nginx:1.27). Entries of --images are \
-taken as they are. See docs/mirror.md, \"Finding every image\".
+taken as they are. With --inventory, gpuctl's own templates are rendered for it (as `gpuctl \
+render` writes them) and each stack component's manifests are read from the bundle. See \
+docs/mirror.md, \"Finding every image\".
 
 Exit status: 0 listed, 2 for a file that cannot be read or parsed (every one is named, with \
 its line).";
 
 #[derive(Debug, Args)]
 #[command(
-    group(ArgGroup::new("sources").required(true).multiple(true).args(["images", "manifests"])),
-    after_help = "Example:\n  gpuctl mirror-images list --manifests ./manifests --images extra.txt --output images > images.txt"
+    group(ArgGroup::new("sources").required(true).multiple(true).args(["inventory", "images", "manifests"])),
+    after_help = "Examples:\n  gpuctl mirror-images list --inventory lab.yaml\n  gpuctl mirror-images list --manifests ./manifests --images extra.txt --output images > images.txt"
 )]
 pub struct MirrorListArgs {
+    /// The images the install of this inventory uses: gpuctl's templates rendered with it,
+    /// and the manifests of its stack components in the bundle (BUNDLE/manifests/NAME/)
+    #[arg(long, short, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// With --inventory: templates replacing the embedded ones (as `gpuctl render --templates`)
+    #[arg(long, value_name = "DIR", requires = "inventory")]
+    pub templates: Option<PathBuf>,
     /// An images file whose entries are listed as they are (with their line)
     #[arg(long, value_name = "FILE")]
     pub images: Option<PathBuf>,

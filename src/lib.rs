@@ -20,6 +20,7 @@ pub mod inventory;
 pub mod mirror;
 pub mod plan;
 pub mod registry;
+pub mod render;
 pub mod secret;
 pub mod stages;
 pub mod state;

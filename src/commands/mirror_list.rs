@@ -2,16 +2,40 @@
 //! in manifests, printed one per line with where it was found, or written as an images
 //! file for `mirror-images pull`. See `docs/mirror.md`, "Finding every image".
 
+use std::path::PathBuf;
+
 use crate::cli::{ListOutput, MirrorListArgs};
 use crate::exit::BadInput;
-use crate::mirror::discover::{discover, images_file_text};
+use crate::inventory::{self, LoadOptions};
+use crate::mirror::discover::{InMemory, discover, images_file_text};
+use crate::render::Templates;
 
 pub fn list(args: &MirrorListArgs) -> anyhow::Result<()> {
-    let found = discover(args.images.as_deref(), &args.manifests).map_err(BadInput)?;
+    let mut manifests = args.manifests.clone();
+    let mut rendered = Vec::new();
+    if let Some(path) = &args.inventory {
+        let inv = inventory::load(path, &LoadOptions::default())?;
+        let templates =
+            Templates::load(args.templates.as_deref()).map_err(|e| BadInput(e.to_string()))?;
+        for r in templates
+            .render_all(&inv)
+            .map_err(|e| BadInput(e.to_string()))?
+        {
+            if r.name.ends_with(".yaml") {
+                rendered.push(InMemory {
+                    name: format!("template {}", r.name),
+                    text: r.text,
+                });
+            }
+        }
+        manifests.extend(stack_manifests(&inv)?);
+    }
+    let found = discover(args.images.as_deref(), &manifests, &rendered).map_err(BadInput)?;
     if args.output == ListOutput::Images {
         if found.is_empty() {
             return Err(BadInput(
-                "no images found, so there is no images file to write; check the --manifests paths"
+                "no images found, so there is no images file to write; check the --inventory, \
+                 --manifests and --images paths"
                     .to_string(),
             )
             .into());
@@ -47,4 +71,40 @@ pub fn list(args: &MirrorListArgs) -> anyhow::Result<()> {
         if found.len() == 1 { "" } else { "s" }
     );
     Ok(())
+}
+
+/// The manifest directory of every stack component the inventory names, from its bundle.
+/// A component whose manifests are missing is an error: install would fail on it too.
+fn stack_manifests(inv: &inventory::Inventory) -> anyhow::Result<Vec<PathBuf>> {
+    if inv.stack.components.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(bundle) = &inv.bundle else {
+        return Err(BadInput(format!(
+            "{}: stack.components names {} but the inventory names no bundle; add `bundle: DIR` \
+             (the components' manifests are read from DIR/manifests/NAME/)",
+            inv.path.display(),
+            inv.stack.components.join(", ")
+        ))
+        .into());
+    };
+    let mut dirs = Vec::new();
+    let mut missing = Vec::new();
+    for c in &inv.stack.components {
+        let dir = bundle.join("manifests").join(c);
+        if dir.is_dir() {
+            dirs.push(dir);
+        } else {
+            missing.push(dir.display().to_string());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(BadInput(format!(
+            "stack component manifests missing from the bundle: {}; put each component's \
+             rendered manifests there (or remove it from stack.components)",
+            missing.join(", ")
+        ))
+        .into());
+    }
+    Ok(dirs)
 }

@@ -12,6 +12,7 @@ pub mod mirror_images;
 pub mod mirror_list;
 pub mod ping;
 pub mod plan;
+pub mod render;
 pub mod reset;
 
 use crate::cli::{Command, InventoryCommand, MirrorImagesCommand};
@@ -33,5 +34,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             mirror_images::check(&args).await
         }
         Command::Reset(args) => reset::run(&args).await,
+        Command::Render(args) => render::run(&args),
     }
 }

@@ -43,10 +43,21 @@ pub struct Found {
     pub places: Vec<Place>,
 }
 
-/// Reads the images file (entries kept as they are, no matching rule) and every manifest,
-/// and returns the images sorted by normalised reference. The error lists every file that
-/// cannot be read or parsed, each as `FILE:LINE: problem`.
-pub fn discover(images: Option<&Path>, manifests: &[PathBuf]) -> Result<Vec<Found>, String> {
+/// Manifest text that is not in a file: gpuctl's rendered templates. `name` is what a
+/// place shows for it (`template gpu/device-plugin.yaml`).
+pub struct InMemory {
+    pub name: String,
+    pub text: String,
+}
+
+/// Reads the images file (entries kept as they are, no matching rule), every manifest and
+/// every in-memory manifest, and returns the images sorted by normalised reference. The
+/// error lists every file that cannot be read or parsed, each as `FILE:LINE: problem`.
+pub fn discover(
+    images: Option<&Path>,
+    manifests: &[PathBuf],
+    in_memory: &[InMemory],
+) -> Result<Vec<Found>, String> {
     let mut by_reference: BTreeMap<String, Found> = BTreeMap::new();
     let mut add = |reference: Reference, place: Place| {
         by_reference
@@ -75,14 +86,21 @@ pub fn discover(images: Option<&Path>, manifests: &[PathBuf]) -> Result<Vec<Foun
             problems.push(e);
         }
     }
-    for file in &files {
-        match read_documents(file) {
+    let texts = files
+        .iter()
+        .map(|file| (file.display().to_string(), read_documents(file)))
+        .chain(in_memory.iter().map(|m| {
+            let docs = parse_yaml(&m.name, &m.text);
+            (m.name.clone(), docs)
+        }));
+    for (name, docs) in texts {
+        match docs {
             Ok(docs) => {
                 for (index, doc) in docs.iter().enumerate() {
                     let object = object_name(doc, index);
                     for hit in scan(doc) {
                         let place = Place::Manifest {
-                            file: file.display().to_string(),
+                            file: name.clone(),
                             object: object.clone(),
                             path: hit.path,
                         };
@@ -161,9 +179,14 @@ fn read_documents(file: &Path) -> Result<Vec<Value>, String> {
             .map_err(|e| format!("{name}:{}: not valid JSON: {e}", e.line()))?;
         return Ok(vec![doc]);
     }
+    parse_yaml(&name.to_string(), &text)
+}
+
+/// Every non-empty document of a multi-document YAML text.
+fn parse_yaml(name: &str, text: &str) -> Result<Vec<Value>, String> {
     let mut docs = Vec::new();
     // After a syntax error the iterator repeats it forever: the first error ends the file.
-    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         match Value::deserialize(document) {
             Ok(Value::Null) => {}
             Ok(doc) => docs.push(doc),

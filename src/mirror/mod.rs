@@ -12,6 +12,7 @@ pub mod naming;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod rewrite;
 pub mod scan;
 
 pub use check::{CheckOptions, ImageCheck, check};

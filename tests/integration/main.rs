@@ -7,6 +7,7 @@ mod install;
 mod lab_smoke;
 mod mirror;
 mod registry;
+mod render;
 mod stages;
 mod support;
 mod transport;
