@@ -1,13 +1,19 @@
-//! `gpuctl mirror-images pull|push|check`: the connected side pulls an images file into a
-//! bundle, the air-gapped side pushes the bundle into its registry and checks that the
-//! registry serves all of it. See `docs/mirror.md`.
+//! `gpuctl mirror-images pull|push|check|export`: the connected side pulls an images file
+//! into a bundle, the air-gapped side pushes the bundle into its registry and checks that
+//! the registry serves all of it, or exports it as a tarball for nodes without a registry.
+//! See `docs/mirror.md`.
 
 use anyhow::anyhow;
 
-use crate::cli::{MirrorCheckArgs, MirrorPullArgs, MirrorPushArgs, MirrorTargetArgs};
+use crate::cli::{
+    ExportFormat, MirrorCheckArgs, MirrorExportArgs, MirrorPullArgs, MirrorPushArgs,
+    MirrorTargetArgs,
+};
 use crate::exit::BadInput;
 use crate::mirror::naming::check_prefix;
-use crate::mirror::{Bundle, CheckOptions, LockFile, PullOptions, PushOptions, images_file};
+use crate::mirror::{
+    Bundle, CheckOptions, ExportOptions, LockFile, PullOptions, PushOptions, images_file,
+};
 use crate::registry::{ClientOptions, Credentials, Platform, Reference, RegistryError};
 use crate::secret::{Secret, SecretSource};
 use crate::table::Table;
@@ -122,6 +128,30 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
         results.len(),
         args.target.to
     ))
+}
+
+pub fn export(args: &MirrorExportArgs) -> anyhow::Result<()> {
+    let ExportFormat::Tar = args.format;
+    let platform =
+        Platform::parse(&args.platform).map_err(|e| BadInput(format!("--platform: {e}")))?;
+    let mut images = Vec::new();
+    for text in &args.images {
+        images.push(Reference::parse(text).map_err(|e| BadInput(format!("--images: {e}")))?);
+    }
+    let report = crate::mirror::export(&ExportOptions {
+        bundle: args.bundle.clone(),
+        out: args.out.clone(),
+        images,
+        platform,
+    })?;
+    for image in &report.images {
+        println!(
+            "{} {} {} (image id {})",
+            image.name, image.platform, image.manifest, image.config
+        );
+    }
+    println!("{}", report.summary());
+    Ok(())
 }
 
 /// Checks the registry flags and loads the password from its environment variable.

@@ -15,6 +15,7 @@ use crate::support::tcp_proxy::TcpProxy;
 
 mod check;
 mod errors;
+mod export;
 mod list;
 mod resume;
 
