@@ -151,6 +151,10 @@ pub struct MirrorPullArgs {
     /// Trust the CA certificates in this PEM file (for source registries with a private CA)
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Say which credentials each registry is read with, and where they came from (never
+    /// the secret itself)
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -223,7 +227,8 @@ pub struct MirrorTargetArgs {
     /// Trust the CA certificates in this PEM file (a registry with a private CA)
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// The registry user
+    /// The registry user. Without --username, credentials come from the docker config
+    /// (`$DOCKER_CONFIG/config.json` or ~/.docker/config.json: credHelpers, credsStore, auths)
     #[arg(long, requires = "password_env", value_name = "USER")]
     pub username: Option<String>,
     /// The environment variable that holds the password (it is never given on the command line)
@@ -232,6 +237,10 @@ pub struct MirrorTargetArgs {
     /// How many registry operations run at once, for all images together
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Say which credentials the registry is used with, and where they came from (never
+    /// the secret itself)
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

@@ -3,6 +3,8 @@
 //! the registry serves all of it, or exports it as a tarball for nodes without a registry.
 //! See `docs/mirror.md`.
 
+use std::collections::HashMap;
+
 use anyhow::anyhow;
 
 use crate::cli::{
@@ -14,7 +16,9 @@ use crate::mirror::naming::check_prefix;
 use crate::mirror::{
     Bundle, CheckOptions, ExportOptions, LockFile, PullOptions, PushOptions, images_file,
 };
-use crate::registry::{ClientOptions, Credentials, Platform, Reference, RegistryError};
+use crate::registry::{
+    ClientOptions, Credentials, DockerConfig, Platform, Reference, RegistryError,
+};
 use crate::secret::{Secret, SecretSource};
 use crate::table::Table;
 
@@ -27,6 +31,18 @@ pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
     for registry in &args.insecure_registry {
         check_registry("--insecure-registry", registry)?;
     }
+    let mut credentials = HashMap::new();
+    let mut registries: Vec<&str> = images
+        .iter()
+        .map(|i| i.reference.registry.as_str())
+        .collect();
+    registries.sort_unstable();
+    registries.dedup();
+    for registry in registries {
+        if let Some(found) = lookup(registry, None, args.verbose)? {
+            credentials.insert(registry.to_string(), found);
+        }
+    }
     let report = crate::mirror::pull(PullOptions {
         images,
         bundle: args.bundle.clone(),
@@ -35,6 +51,7 @@ pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
         update: args.update,
         insecure_registries: args.insecure_registry.clone(),
         ca_file: args.ca_file.clone(),
+        credentials,
     })
     .await
     .map_err(|e| with_hint(e, "--insecure-registry HOST"))?;
@@ -160,7 +177,7 @@ fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
     if let Some(prefix) = &target.prefix {
         check_prefix(prefix).map_err(|e| BadInput(format!("--prefix: {e}")))?;
     }
-    let credentials = match (&target.username, &target.password_env) {
+    let flags = match (&target.username, &target.password_env) {
         (Some(username), Some(var)) => {
             let source = SecretSource::Env { env: var.clone() };
             let password = Secret::load(&source, &format!("password of registry user {username}"))
@@ -172,12 +189,60 @@ fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
         }
         _ => None,
     };
+    let credentials = lookup(&target.to, flags, target.verbose)?;
     Ok(ClientOptions {
         insecure: target.insecure,
         ca_file: target.ca_file.clone(),
         credentials,
         ..ClientOptions::default()
     })
+}
+
+/// The credentials for one registry: the command-line flags when given, else the docker
+/// config's (credHelpers, then credsStore, then auths), else none. With `verbose`, says
+/// which on standard error (the user and the source, never the secret).
+fn lookup(
+    registry: &str,
+    flags: Option<Credentials>,
+    verbose: bool,
+) -> anyhow::Result<Option<Credentials>> {
+    let say = |what: String| {
+        if verbose {
+            eprintln!("credentials for {registry}: {what}");
+        }
+    };
+    if let Some(creds) = flags {
+        say(format!(
+            "user {} from --username and --password-env",
+            creds.username
+        ));
+        return Ok(Some(creds));
+    }
+    let Some(config) = DockerConfig::load_default().map_err(BadInput)? else {
+        say(match DockerConfig::default_path() {
+            Some(path) => format!("none (no {})", path.display()),
+            None => "none (neither DOCKER_CONFIG nor HOME is set)".to_string(),
+        });
+        return Ok(None);
+    };
+    match config.credentials_for(registry).map_err(BadInput)? {
+        Some(found) => {
+            let user = if found.credentials.is_identity_token() {
+                "an identity token".to_string()
+            } else {
+                format!("user {}", found.credentials.username)
+            };
+            say(format!("{user} from {}", found.source));
+            Ok(Some(found.credentials))
+        }
+        None => {
+            say(format!(
+                "none (no entry in {}); anonymous",
+                config.path.display()
+            ));
+            Ok(None)
+        }
+    }
 }
 
 /// A registry flag must be `host[:port]`, not a URL or a repository.
