@@ -98,6 +98,15 @@ pub enum MirrorImagesCommand {
     /// Check that a registry serves every locked image, for every locked platform (manifests
     /// and blobs); lists what is missing and exits 1 if anything is
     Check(MirrorCheckArgs),
+    /// Write images of the bundle, one platform each, as one tarball that `docker load`
+    /// and `ctr images import` both accept (k3s imports it from its agent/images directory)
+    #[command(
+        after_help = "Example:\n  gpuctl mirror-images export --bundle ./bundle --format tar --out images.tar --platform linux/amd64\n\n\
+        Images keep their upstream names (docker.io/library/busybox:1.36). For a cluster without\n\
+        a registry, copy the file into /var/lib/rancher/k3s/agent/images/ on every node before\n\
+        k3s starts, or load it with `docker load -i` or `ctr -n k8s.io images import`."
+    )]
+    Export(MirrorExportArgs),
     /// List every image an install uses, found in an images file and in manifests (image
     /// fields, env values, args, annotations, ConfigMap data, custom resources)
     #[command(long_about = MIRROR_LIST_ABOUT)]
@@ -179,6 +188,10 @@ pub struct MirrorPullArgs {
     /// Trust the CA certificates in this PEM file (for source registries with a private CA)
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Say which credentials each registry is read with, and where they came from (never
+    /// the secret itself)
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +222,32 @@ pub struct MirrorCheckArgs {
     pub target: MirrorTargetArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct MirrorExportArgs {
+    /// The bundle directory written by `mirror-images pull`
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// The archive format; `tar` is an OCI image layout plus Docker's manifest.json
+    #[arg(long, value_enum, default_value_t = ExportFormat::Tar)]
+    pub format: ExportFormat,
+    /// The tarball to write (written to a temp file beside it, then renamed)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Export only these images of the bundle, as references (`busybox:1.36` is
+    /// docker.io/library/busybox:1.36); repeatable; default: every image
+    #[arg(long, value_name = "IMAGE", num_args = 1..)]
+    pub images: Vec<String>,
+    /// The platform to export of every image (one per image: Docker's format has no
+    /// platforms)
+    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH")]
+    pub platform: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Tar,
+}
+
 /// The mirror registry and how to reach it; shared by push and check.
 #[derive(Debug, Args)]
 pub struct MirrorTargetArgs {
@@ -225,7 +264,8 @@ pub struct MirrorTargetArgs {
     /// Trust the CA certificates in this PEM file (a registry with a private CA)
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// The registry user
+    /// The registry user. Without --username, credentials come from the docker config
+    /// (`$DOCKER_CONFIG/config.json` or ~/.docker/config.json: credHelpers, credsStore, auths)
     #[arg(long, requires = "password_env", value_name = "USER")]
     pub username: Option<String>,
     /// The environment variable that holds the password (it is never given on the command line)
@@ -234,6 +274,10 @@ pub struct MirrorTargetArgs {
     /// How many registry operations run at once, for all images together
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Say which credentials the registry is used with, and where they came from (never
+    /// the secret itself)
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

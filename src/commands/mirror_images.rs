@@ -1,14 +1,24 @@
-//! `gpuctl mirror-images pull|push|check`: the connected side pulls an images file into a
-//! bundle, the air-gapped side pushes the bundle into its registry and checks that the
-//! registry serves all of it. See `docs/mirror.md`.
+//! `gpuctl mirror-images pull|push|check|export`: the connected side pulls an images file
+//! into a bundle, the air-gapped side pushes the bundle into its registry and checks that
+//! the registry serves all of it, or exports it as a tarball for nodes without a registry.
+//! See `docs/mirror.md`.
+
+use std::collections::HashMap;
 
 use anyhow::anyhow;
 
-use crate::cli::{MirrorCheckArgs, MirrorPullArgs, MirrorPushArgs, MirrorTargetArgs};
+use crate::cli::{
+    ExportFormat, MirrorCheckArgs, MirrorExportArgs, MirrorPullArgs, MirrorPushArgs,
+    MirrorTargetArgs,
+};
 use crate::exit::BadInput;
 use crate::mirror::naming::check_prefix;
-use crate::mirror::{Bundle, CheckOptions, LockFile, PullOptions, PushOptions, images_file};
-use crate::registry::{ClientOptions, Credentials, Platform, Reference, RegistryError};
+use crate::mirror::{
+    Bundle, CheckOptions, ExportOptions, LockFile, PullOptions, PushOptions, images_file,
+};
+use crate::registry::{
+    ClientOptions, Credentials, DockerConfig, Platform, Reference, RegistryError,
+};
 use crate::secret::{Secret, SecretSource};
 use crate::table::Table;
 
@@ -21,6 +31,18 @@ pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
     for registry in &args.insecure_registry {
         check_registry("--insecure-registry", registry)?;
     }
+    let mut credentials = HashMap::new();
+    let mut registries: Vec<&str> = images
+        .iter()
+        .map(|i| i.reference.registry.as_str())
+        .collect();
+    registries.sort_unstable();
+    registries.dedup();
+    for registry in registries {
+        if let Some(found) = lookup(registry, None, args.verbose)? {
+            credentials.insert(registry.to_string(), found);
+        }
+    }
     let report = crate::mirror::pull(PullOptions {
         images,
         bundle: args.bundle.clone(),
@@ -29,6 +51,7 @@ pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
         update: args.update,
         insecure_registries: args.insecure_registry.clone(),
         ca_file: args.ca_file.clone(),
+        credentials,
     })
     .await
     .map_err(|e| with_hint(e, "--insecure-registry HOST"))?;
@@ -124,13 +147,37 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
     ))
 }
 
+pub fn export(args: &MirrorExportArgs) -> anyhow::Result<()> {
+    let ExportFormat::Tar = args.format;
+    let platform =
+        Platform::parse(&args.platform).map_err(|e| BadInput(format!("--platform: {e}")))?;
+    let mut images = Vec::new();
+    for text in &args.images {
+        images.push(Reference::parse(text).map_err(|e| BadInput(format!("--images: {e}")))?);
+    }
+    let report = crate::mirror::export(&ExportOptions {
+        bundle: args.bundle.clone(),
+        out: args.out.clone(),
+        images,
+        platform,
+    })?;
+    for image in &report.images {
+        println!(
+            "{} {} {} (image id {})",
+            image.name, image.platform, image.manifest, image.config
+        );
+    }
+    println!("{}", report.summary());
+    Ok(())
+}
+
 /// Checks the registry flags and loads the password from its environment variable.
 fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
     check_registry("--to", &target.to)?;
     if let Some(prefix) = &target.prefix {
         check_prefix(prefix).map_err(|e| BadInput(format!("--prefix: {e}")))?;
     }
-    let credentials = match (&target.username, &target.password_env) {
+    let flags = match (&target.username, &target.password_env) {
         (Some(username), Some(var)) => {
             let source = SecretSource::Env { env: var.clone() };
             let password = Secret::load(&source, &format!("password of registry user {username}"))
@@ -142,12 +189,60 @@ fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
         }
         _ => None,
     };
+    let credentials = lookup(&target.to, flags, target.verbose)?;
     Ok(ClientOptions {
         insecure: target.insecure,
         ca_file: target.ca_file.clone(),
         credentials,
         ..ClientOptions::default()
     })
+}
+
+/// The credentials for one registry: the command-line flags when given, else the docker
+/// config's (credHelpers, then credsStore, then auths), else none. With `verbose`, says
+/// which on standard error (the user and the source, never the secret).
+fn lookup(
+    registry: &str,
+    flags: Option<Credentials>,
+    verbose: bool,
+) -> anyhow::Result<Option<Credentials>> {
+    let say = |what: String| {
+        if verbose {
+            eprintln!("credentials for {registry}: {what}");
+        }
+    };
+    if let Some(creds) = flags {
+        say(format!(
+            "user {} from --username and --password-env",
+            creds.username
+        ));
+        return Ok(Some(creds));
+    }
+    let Some(config) = DockerConfig::load_default().map_err(BadInput)? else {
+        say(match DockerConfig::default_path() {
+            Some(path) => format!("none (no {})", path.display()),
+            None => "none (neither DOCKER_CONFIG nor HOME is set)".to_string(),
+        });
+        return Ok(None);
+    };
+    match config.credentials_for(registry).map_err(BadInput)? {
+        Some(found) => {
+            let user = if found.credentials.is_identity_token() {
+                "an identity token".to_string()
+            } else {
+                format!("user {}", found.credentials.username)
+            };
+            say(format!("{user} from {}", found.source));
+            Ok(Some(found.credentials))
+        }
+        None => {
+            say(format!(
+                "none (no entry in {}); anonymous",
+                config.path.display()
+            ));
+            Ok(None)
+        }
+    }
 }
 
 /// A registry flag must be `host[:port]`, not a URL or a repository.

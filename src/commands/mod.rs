@@ -30,6 +30,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::MirrorImages(MirrorImagesCommand::Pull(args)) => mirror_images::pull(&args).await,
         Command::MirrorImages(MirrorImagesCommand::Push(args)) => mirror_images::push(&args).await,
         Command::MirrorImages(MirrorImagesCommand::List(args)) => mirror_list::list(&args),
+        Command::MirrorImages(MirrorImagesCommand::Export(args)) => mirror_images::export(&args),
         Command::MirrorImages(MirrorImagesCommand::Check(args)) => {
             mirror_images::check(&args).await
         }

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod discover;
+pub mod export;
 pub mod image_match;
 pub mod images_file;
 pub mod layout;
@@ -14,8 +15,10 @@ pub mod pull;
 pub mod push;
 pub mod rewrite;
 pub mod scan;
+pub mod tar_stream;
 
 pub use check::{CheckOptions, ImageCheck, check};
+pub use export::{ExportOptions, ExportReport, export};
 pub use layout::Bundle;
 pub use lock::{LockFile, LockedImage, LockedPlatform};
 pub use pull::{PullOptions, PullReport, pull};

@@ -19,7 +19,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::registry::descriptor::{image_blobs, index_children, is_index};
-use crate::registry::{ClientOptions, Descriptor, Digest, Manifest, Platform, RegistryClient};
+use crate::registry::{
+    ClientOptions, Credentials, Descriptor, Digest, Manifest, Platform, RegistryClient,
+};
 
 use super::images_file::ImageLine;
 use super::layout::{Bundle, IndexEntry};
@@ -38,6 +40,8 @@ pub struct PullOptions {
     /// Registries (host[:port]) spoken to in plain HTTP.
     pub insecure_registries: Vec<String>,
     pub ca_file: Option<PathBuf>,
+    /// Credentials for source registries that need them, by registry (`host[:port]`).
+    pub credentials: HashMap<String, Credentials>,
 }
 
 /// What a pull did.
@@ -194,6 +198,7 @@ fn clients(options: &PullOptions) -> anyhow::Result<HashMap<String, Arc<Registry
             ClientOptions {
                 insecure: options.insecure_registries.iter().any(|r| r == registry),
                 ca_file: options.ca_file.clone(),
+                credentials: options.credentials.get(registry).cloned(),
                 ..ClientOptions::default()
             },
         )?;

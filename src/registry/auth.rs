@@ -17,6 +17,17 @@ pub struct Credentials {
     pub password: Secret,
 }
 
+/// The username that marks the password as an identity token (an OAuth2 refresh token),
+/// as Docker's credential helpers and `config.json` `identitytoken` entries give it.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
+impl Credentials {
+    /// Whether the secret is an identity token rather than a password.
+    pub fn is_identity_token(&self) -> bool {
+        self.username == IDENTITY_TOKEN_USER
+    }
+}
+
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {
@@ -115,6 +126,9 @@ fn parse_params(text: &str) -> Result<BTreeMap<String, String>, String> {
 pub struct TokenReply {
     pub token: Option<String>,
     pub access_token: Option<String>,
+    /// Seconds the token lives; see `token_cache`.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
 }
 
 impl TokenReply {

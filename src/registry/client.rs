@@ -9,11 +9,10 @@
 //! Plain HTTP is used only when `insecure` is set: it never happens as a silent fallback,
 //! since a downgrade would let anyone on the path swap images.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::HeaderName;
@@ -24,6 +23,8 @@ use super::auth::{Challenge, Credentials, TokenReply, parse_challenge};
 use super::error::{RegistryCode, RegistryError, Target};
 use super::manifest;
 use super::retry::{RetryPolicy, retryable_error, retryable_status};
+use super::token_cache::{CachedToken, TokenCache};
+use crate::secret::Secret;
 
 /// Docker Hub's API lives on a different host than the name people write.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
@@ -66,7 +67,7 @@ pub struct RegistryClient {
 #[derive(Default)]
 struct AuthState {
     challenge: Option<Challenge>,
-    tokens: HashMap<String, String>,
+    tokens: TokenCache,
 }
 
 /// A request body that can be produced again for a retry or an authentication round.
@@ -237,10 +238,13 @@ impl RegistryClient {
     }
 
     /// Sends a request, answering one 401 challenge (Basic, or a Bearer token for the
-    /// call's scope) and sending it again.
+    /// call's scope) and sending it again. A Bearer token near its expiry is renewed
+    /// before the request goes out; a token the registry refuses is renewed once, and a
+    /// second refusal fails the call.
     async fn send_authorized(&self, call: &Call<'_>) -> Result<Response, RegistryError> {
         let mut answered = false;
         loop {
+            self.renew_if_stale(call).await?;
             let mut request = self.http.request(call.method.clone(), &call.url);
             if call.manifest {
                 request = request.header(header::ACCEPT, manifest::SUPPORTED.join(", "));
@@ -262,7 +266,17 @@ impl RegistryClient {
             }
             let challenge = header_str(&resp, header::WWW_AUTHENTICATE);
             let code = RegistryCode::from_body(&resp.bytes().await.unwrap_or_default());
+            let call_scope = call.scope.clone().unwrap_or_default();
+            let bearer = matches!(self.lock().challenge, Some(Challenge::Bearer { .. }));
+            self.lock().tokens.forget(&call_scope);
             let (Some(challenge_text), false) = (challenge, answered) else {
+                if answered && bearer && self.credentials.is_some() {
+                    return Err(RegistryError::TokenRefused {
+                        target: Box::new(call.target.clone()),
+                        scope: call_scope,
+                        code,
+                    });
+                }
                 return Err(self.refused(call.target, 401, code));
             };
             let challenge =
@@ -287,14 +301,39 @@ impl RegistryClient {
                     let token = self
                         .fetch_token(call.target, realm, service.as_deref(), wanted)
                         .await?;
-                    self.lock()
-                        .tokens
-                        .insert(call.scope.clone().unwrap_or_default(), token);
+                    self.lock().tokens.insert(&call_scope, token);
                 }
             }
             self.lock().challenge = Some(challenge);
             answered = true;
         }
+    }
+
+    /// Once the registry is known to want Bearer tokens: fetches one for the call's scope
+    /// when none is cached or the cached one is near its expiry.
+    async fn renew_if_stale(&self, call: &Call<'_>) -> Result<(), RegistryError> {
+        let scope = call.scope.clone().unwrap_or_default();
+        let (realm, service) = {
+            let state = self.lock();
+            match &state.challenge {
+                Some(Challenge::Bearer { realm, service, .. })
+                    if state.tokens.get(&scope, Instant::now()).is_none() =>
+                {
+                    (realm.clone(), service.clone())
+                }
+                _ => return Ok(()),
+            }
+        };
+        let token = self
+            .fetch_token(
+                call.target,
+                &realm,
+                service.as_deref(),
+                call.scope.as_deref(),
+            )
+            .await?;
+        self.lock().tokens.insert(&scope, token);
+        Ok(())
     }
 
     async fn open_body(
@@ -341,8 +380,8 @@ impl RegistryClient {
                 request.basic_auth(&creds.username, Some(creds.password.expose()))
             }
             (Some(Challenge::Bearer { .. }), _) => {
-                match state.tokens.get(scope.unwrap_or_default()) {
-                    Some(token) => request.bearer_auth(token),
+                match state.tokens.get(scope.unwrap_or_default(), Instant::now()) {
+                    Some(token) => request.bearer_auth(token.expose()),
                     None => request,
                 }
             }
@@ -356,7 +395,7 @@ impl RegistryClient {
         realm: &str,
         service: Option<&str>,
         scope: Option<&str>,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<CachedToken, RegistryError> {
         let mut url = Url::parse(realm).map_err(|e| RegistryError::Challenge {
             target: Box::new(target.clone()),
             challenge: format!("Bearer realm=\"{realm}\""),
@@ -372,11 +411,27 @@ impl RegistryClient {
                 query.append_pair("scope", scope);
             }
         }
-        let call = Call::new(Method::GET, "GET token", url.to_string(), target);
-        let mut request = self.http.get(url);
-        if let Some(creds) = &self.credentials {
-            request = request.basic_auth(&creds.username, Some(creds.password.expose()));
-        }
+        let asked = Instant::now();
+        let request = match &self.credentials {
+            // An identity token is an OAuth2 refresh token: POSTed, never sent as Basic.
+            Some(creds) if creds.is_identity_token() => {
+                let form = oauth_form(&url, creds.password.expose());
+                let mut post = url.clone();
+                post.set_query(None);
+                self.http
+                    .post(post)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form)
+            }
+            Some(creds) => self
+                .http
+                .get(url.clone())
+                .basic_auth(&creds.username, Some(creds.password.expose())),
+            None => self.http.get(url.clone()),
+        };
+        let mut shown = url;
+        shown.set_query(None);
+        let call = Call::new(Method::GET, "GET token", shown.to_string(), target);
         let resp = request
             .send()
             .await
@@ -395,15 +450,18 @@ impl RegistryClient {
         if !status.is_success() {
             return Err(token_error(RegistryCode::from_body(&body)));
         }
-        serde_json::from_slice::<TokenReply>(&body)
-            .ok()
-            .and_then(TokenReply::into_token)
-            .ok_or_else(|| {
-                token_error(RegistryCode {
-                    code: None,
-                    message: Some("the reply holds no token".to_string()),
-                })
+        let reply = serde_json::from_slice::<TokenReply>(&body).ok();
+        let lifetime = reply
+            .as_ref()
+            .and_then(|r| r.expires_in)
+            .map(Duration::from_secs);
+        let token = reply.and_then(TokenReply::into_token).ok_or_else(|| {
+            token_error(RegistryCode {
+                code: None,
+                message: Some("the reply holds no token".to_string()),
             })
+        })?;
+        Ok(CachedToken::new(Secret::new(token), asked, lifetime))
     }
 
     /// Reads a body of at most `limit` bytes, stopping as soon as it is exceeded.
@@ -500,6 +558,25 @@ impl RegistryClient {
         // The state is a cache: after a panic elsewhere it is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The OAuth2 refresh-token grant Docker uses with an identity token: the realm's
+/// service and scopes, the token, and a client id.
+fn oauth_form(url: &Url, refresh_token: &str) -> String {
+    let mut form = Url::parse("http://form.invalid/").unwrap_or_else(|_| url.clone());
+    {
+        let mut pairs = form.query_pairs_mut();
+        pairs.clear();
+        pairs.append_pair("grant_type", "refresh_token");
+        pairs.append_pair("refresh_token", refresh_token);
+        pairs.append_pair("client_id", "gpuctl");
+        for (key, value) in url.query_pairs() {
+            if key == "service" || key == "scope" {
+                pairs.append_pair(&key, &value);
+            }
+        }
+    }
+    form.query().unwrap_or_default().to_string()
 }
 
 pub(super) fn header_str(resp: &Response, name: impl header::AsHeaderName) -> Option<String> {

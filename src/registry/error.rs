@@ -124,6 +124,14 @@ pub enum RegistryError {
         code: RegistryCode,
     },
     #[error(
+        "{target}: the registry refused a newly issued token for scope \"{scope}\" (HTTP 401, {code}) after gpuctl authenticated again; check that the account may push and pull this repository"
+    )]
+    TokenRefused {
+        target: Box<Target>,
+        scope: String,
+        code: RegistryCode,
+    },
+    #[error(
         "{target}: cannot use the registry's authentication challenge \"{challenge}\": {detail}"
     )]
     Challenge {
@@ -217,6 +225,7 @@ impl RegistryError {
             RegistryError::AuthRequired { code, .. }
             | RegistryError::AuthRejected { code, .. }
             | RegistryError::Token { code, .. }
+            | RegistryError::TokenRefused { code, .. }
             | RegistryError::Status { code, .. } => code.code.as_deref(),
             _ => None,
         }
@@ -230,7 +239,7 @@ impl RegistryError {
     /// The HTTP status, for errors that came with one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            RegistryError::AuthRequired { .. } => Some(401),
+            RegistryError::AuthRequired { .. } | RegistryError::TokenRefused { .. } => Some(401),
             RegistryError::AuthRejected { status, .. }
             | RegistryError::Token { status, .. }
             | RegistryError::Status { status, .. } => Some(*status),

@@ -14,7 +14,9 @@ use crate::support::registry::TestRegistry;
 use crate::support::tcp_proxy::TcpProxy;
 
 mod check;
+mod credentials;
 mod errors;
+mod export;
 mod list;
 mod resume;
 

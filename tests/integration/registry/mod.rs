@@ -14,6 +14,7 @@ use crate::support::registry::TestRegistry;
 
 mod bearer;
 mod blobs;
+mod token_renewal;
 
 fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
     let options = ClientOptions {

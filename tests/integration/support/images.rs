@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -62,12 +62,13 @@ impl Layout {
     /// An image manifest for `arch` with `layers` random gzip layers of about
     /// `layer_size` bytes each.
     fn image(&self, arch: &str, layers: usize, layer_size: usize) -> Desc {
+        let mut diff_ids = Vec::new();
         let layer_descs: Vec<Desc> = (0..layers)
-            .map(|_| self.blob(OCI_LAYER_GZIP, &random_tar_gz(layer_size)))
-            .collect();
-        let diff_ids: Vec<String> = layer_descs
-            .iter()
-            .map(|d| format!("\"{}\"", d.digest))
+            .map(|_| {
+                let (gz, diff_id) = random_tar_gz(layer_size);
+                diff_ids.push(format!("\"{diff_id}\""));
+                self.blob(OCI_LAYER_GZIP, &gz)
+            })
             .collect();
         let config = format!(
             r#"{{"architecture":"{arch}","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
@@ -187,8 +188,9 @@ impl TestRegistry {
     }
 }
 
-/// A gzip-compressed tar with one file of about `size` random bytes.
-fn random_tar_gz(size: usize) -> Vec<u8> {
+/// A gzip-compressed tar with one file of about `size` random bytes, and the digest of the
+/// uncompressed tar (the layer's diff ID, which `docker load` and containerd check).
+fn random_tar_gz(size: usize) -> (Vec<u8>, String) {
     let work = tempfile::tempdir().expect("temp dir");
     let mut random = vec![0u8; size];
     fs::File::open("/dev/urandom")
@@ -196,11 +198,14 @@ fn random_tar_gz(size: usize) -> Vec<u8> {
         .expect("read /dev/urandom");
     fs::write(work.path().join("data.bin"), &random).expect("write layer file");
     let out = Command::new("tar")
-        .args(["-czf", "-", "-C"])
+        .args(["-cf", "-", "-C"])
         .arg(work.path())
         .arg("data.bin")
         .output()
         .expect("run tar");
     assert!(out.status.success(), "tar failed: {out:?}");
-    out.stdout
+    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&out.stdout)));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&out.stdout).expect("gzip the layer");
+    (gz.finish().expect("gzip the layer"), diff_id)
 }
