@@ -238,23 +238,34 @@ impl Lab {
     }
 
     /// Copies the fixture `tests/lab/fixtures/<fixture>` to `dest` on `node` (mode 755).
-    /// Fixtures stand in for what cannot run in a node (see each one's header).
+    /// Fixtures stand in for what cannot run in a node (see each one's header). The file
+    /// travels on stdin, so its size is not bounded by the command line's.
     pub fn install_fixture(&self, node: &str, fixture: &str, dest: &str) {
+        self.node(node);
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/lab/fixtures")
             .join(fixture);
-        let text = std::fs::read_to_string(&path)
+        let file = std::fs::File::open(&path)
             .unwrap_or_else(|e| panic!("cannot read the fixture {}: {e}", path.display()));
+        let mut c = lab_command("exec");
+        c.arg("--out")
+            .arg(self.dir())
+            .arg(node)
+            .arg("--")
+            .arg("sh")
+            .arg("-c")
+            .arg(r#"mkdir -p "$(dirname "$1")" && cat > "$1" && chmod 755 "$1""#)
+            .arg("install-fixture")
+            .arg(dest)
+            .stdin(file);
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {LAB_SCRIPT}: {e}"));
         assert!(
-            !text.contains("\nGPUCTL_FIXTURE_EOF\n"),
-            "{} contains the heredoc delimiter",
-            path.display()
-        );
-        self.exec(
-            node,
-            &format!(
-                "mkdir -p \"$(dirname {dest})\" && cat > {dest} <<'GPUCTL_FIXTURE_EOF'\n{text}\nGPUCTL_FIXTURE_EOF\nchmod 755 {dest}"
-            ),
+            out.status.success(),
+            "installing the fixture {fixture} as {dest} on {node} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
