@@ -172,7 +172,7 @@ daemon = files.put(
 # pyinfra's systemd facts read `systemctl show --property Id`, which the lab's systemctl
 # stand-in does not print: asked directly instead, so pyinfra does no work a real systemd
 # would have spared it.
-docker_state = (host.get_fact(Command, "systemctl is-enabled docker; systemctl is-active docker") or "").split()
+docker_state = (host.get_fact(Command, "systemctl is-enabled docker; systemctl is-active docker; true") or "").split()
 if docker_state != ["enabled", "active"]:
     systemd.service(name="Runtime | docker enabled and running", service="docker", running=True, enabled=True)
 systemd.service(
