@@ -3,6 +3,7 @@
 mod cli;
 mod converge;
 mod doctor;
+mod doctor_host;
 mod install;
 mod lab_smoke;
 mod mirror;
