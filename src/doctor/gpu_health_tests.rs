@@ -186,7 +186,7 @@ fn fatal_xids_ecc_errors_and_mig_are_found() {
     let f = cmd(
         Case::healthy("g1", true),
         "kernel_log",
-        &[&lines[0], &lines[1]],
+        &[lines[0].as_str(), lines[1].as_str()],
         0,
     )
     .findings();

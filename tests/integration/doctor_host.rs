@@ -18,14 +18,15 @@ use crate::support::lab::{Lab, LabSpec};
 /// that answer `GET /v2/` with 200 as a registry does: M1 asks only that (the registry
 /// itself is tested in the mirror tests).
 const MIRROR: &str = "node1:5000";
-const V2: &str = "import http.server as h\n\
-class R(h.BaseHTTPRequestHandler):\n\
-    def do_GET(self):\n\
-        self.send_response(200 if self.path == '/v2/' else 404)\n\
-        self.send_header('Docker-Distribution-API-Version', 'registry/2.0')\n\
-        self.end_headers()\n\
-    def log_message(self, *a): pass\n\
-h.HTTPServer(('0.0.0.0', 5000), R).serve_forever()\n";
+const V2: &str = r#"import http.server as h
+class R(h.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == '/v2/' else 404)
+        self.send_header('Docker-Distribution-API-Version', 'registry/2.0')
+        self.end_headers()
+    def log_message(self, *a): pass
+h.HTTPServer(('0.0.0.0', 5000), R).serve_forever()
+"#;
 
 /// `doctor.rs`'s inventory plus the mirror (plain HTTP).
 fn with_mirror(lab: &Lab, base: &Path) -> PathBuf {
