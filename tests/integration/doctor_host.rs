@@ -6,8 +6,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::doctor::{
     GPU_NODE, NODES, doctor, doctor_inventory, expect, findings, kernel_expectations, notable,
     prepare, schema_errors,
