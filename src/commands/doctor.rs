@@ -11,6 +11,8 @@ use crate::cli::DoctorArgs;
 use crate::doctor::bundle;
 use crate::doctor::compare::{self, Facts};
 use crate::doctor::evidence::{self, Evidence};
+use crate::doctor::mirror::MirrorState;
+use crate::doctor::network::{self, PeerView};
 use crate::doctor::render::{self, HostEntry, Report};
 use crate::doctor::{self as dr, CHECKS, Finding, HostInput, Layer, Severity, Summary};
 use crate::exit::{BadInput, ChecksFailed};
@@ -19,6 +21,9 @@ use crate::inventory::{GpuPresence, Inventory};
 use crate::transport::{Command, SudoMode};
 
 use super::connect::open_fleet;
+
+/// Longest M3 may ask the mirror (this machine to the mirror, HEAD requests).
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest a host may take to answer the script (a hung `nvidia-smi` is cut at 20 s).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -48,16 +53,26 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let started = Instant::now();
     let nonce = nonce();
-    let script = Arc::new(evidence::script(&nonce, &disk_paths(&inv)));
-    let report = {
+    let plan = crate::doctor::reads::plan(&inv, disk_paths(&inv));
+    let script = Arc::new(evidence::script(&nonce, &plan));
+    let gathering = {
         let nonce = nonce.clone();
-        fleet
-            .run(move |ctx| gather(ctx, nonce.clone(), Arc::clone(&script)))
-            .await
+        fleet.run(move |ctx| gather(ctx, nonce.clone(), Arc::clone(&script)))
     };
+    // M3 asks the mirror from this machine while the hosts answer.
+    let want_mirror = layers.contains(&Layer::Mirror) && !ignore.iter().any(|i| i == "M3");
+    let mirror = async {
+        if want_mirror {
+            mirror_images(&inv).await
+        } else {
+            MirrorState::NotApplicable("not asked for".into())
+        }
+    };
+    let (report, mirror_state) = tokio::join!(gathering, mirror);
 
     let mut findings: Vec<Finding> = Vec::new();
     let mut facts = Vec::new();
+    let mut views = Vec::new();
     let mut hosts = Vec::new();
     // What each host said, or why it said nothing: the support bundle's per-host files.
     let mut raw: Vec<(String, Result<String, String>)> = Vec::new();
@@ -73,9 +88,16 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
                     cluster: &inv.cluster,
                     ev,
                     sudo: *sudo,
+                    plan: &plan,
                 };
                 findings.extend(dr::check_host(&input));
+                findings.push(dr::mirror::images(
+                    &host.name,
+                    ev.get("arch"),
+                    &mirror_state,
+                ));
                 facts.push(Facts::of(&input));
+                views.push(PeerView::of(&host.name, ev));
                 raw.push((host.name.clone(), Ok(ev.raw.clone())));
             }
             Err(e) => {
@@ -87,6 +109,7 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
         hosts.push((host.name.clone(), reachable, host.gpu));
     }
     findings.extend(compare::check(&facts));
+    findings.extend(network::check(&plan.probes, &views));
     let order: Vec<String> = hosts.iter().map(|(name, _, _)| name.clone()).collect();
     dr::sort(&mut findings, &order);
 
@@ -243,6 +266,64 @@ async fn gather(
         ev.merge(Evidence::parse(&nonce, &out.stdout_str()));
     }
     Ok((ev, ctx.conn.sudo_mode()))
+}
+
+/// M3's view of the mirror: `mirror-images check` of the bundle's lock against the
+/// inventory's mirror, with the inventory's registry settings.
+async fn mirror_images(inv: &Inventory) -> MirrorState {
+    let Some(registry) = &inv.registry else {
+        return MirrorState::NotApplicable("no registry.mirror in the inventory".into());
+    };
+    let Some(bundle) = &inv.bundle else {
+        return MirrorState::NotApplicable(
+            "no bundle in the inventory: no lock file names the required images".into(),
+        );
+    };
+    let lock_path = [bundle.join("images"), bundle.clone()]
+        .into_iter()
+        .map(|d| d.join(crate::mirror::lock::LOCK_FILE))
+        .find(|p| p.is_file());
+    let Some(lock_path) = lock_path else {
+        return MirrorState::NotApplicable(format!(
+            "no {} in {} or its images/: no image list to check",
+            crate::mirror::lock::LOCK_FILE,
+            bundle.display()
+        ));
+    };
+    let lock = match crate::mirror::LockFile::read(&lock_path) {
+        Ok(l) => l,
+        Err(e) => return MirrorState::Unchecked(e),
+    };
+    let credentials = match (&registry.username, &registry.password) {
+        (Some(username), Some(source)) => {
+            match crate::secret::Secret::load(source, "the registry password") {
+                Ok(password) => Some(crate::registry::Credentials {
+                    username: username.clone(),
+                    password,
+                }),
+                Err(e) => return MirrorState::Unchecked(e.to_string()),
+            }
+        }
+        _ => None,
+    };
+    let options = crate::mirror::CheckOptions {
+        lock,
+        only: Vec::new(),
+        registry: registry.mirror.clone(),
+        prefix: None,
+        client: crate::registry::ClientOptions {
+            insecure: registry.insecure,
+            ca_file: registry.ca_file.clone(),
+            credentials,
+            ..crate::registry::ClientOptions::default()
+        },
+        concurrency: 8,
+    };
+    match tokio::time::timeout(MIRROR_TIMEOUT, crate::mirror::check(options)).await {
+        Ok(Ok(results)) => MirrorState::Checked(results),
+        Ok(Err(e)) => MirrorState::Unchecked(crate::secret::redact(&format!("{e:#}"))),
+        Err(_) => MirrorState::Unchecked("the mirror did not answer in time".into()),
+    }
 }
 
 fn now_ns() -> i128 {

@@ -23,6 +23,8 @@ pub const FILES: &[&str] = &[
     "/etc/modules",
     "/proc/driver/nvidia/version",
     "/etc/docker/daemon.json",
+    "/etc/environment",
+    "/etc/ufw/ufw.conf",
 ];
 
 /// Files that may hold credentials: read through the redacting filter.
@@ -31,6 +33,8 @@ pub const SECRET_FILES: &[&str] = &[
     "/etc/rancher/k3s/registries.yaml",
     "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
     "/etc/containerd/config.toml",
+    "/etc/systemd/system/k3s.service.env",
+    "/etc/systemd/system/k3s-agent.service.env",
 ];
 
 /// Directories whose `*.conf` files are read (sysctl and module persistence), in the
@@ -104,6 +108,7 @@ pub const BINARIES: &[&str] = &[
     "containerd",
     "k3s",
     "kubeadm",
+    "kubelet",
     "nvidia-container-runtime",
     "nvidia-ctk",
     "timedatectl",
@@ -119,7 +124,8 @@ pub const MODULES: &[&str] = &["br_netfilter", "overlay", "nouveau", "nvidia", "
 /// Forks count when fifty hosts run this at once on small machines: every `/proc/sys`
 /// value comes from one `awk`, `PATH` is searched without `command -v` subshells, and
 /// `df` runs once for all paths.
-pub fn script(nonce: &str, disk_paths: &[String]) -> String {
+pub fn script(nonce: &str, plan: &super::reads::ScriptPlan) -> String {
+    let disk_paths = &plan.disk_paths;
     let m = format!("@@{nonce}");
     let mut s = String::new();
     s.push_str(&format!(
@@ -212,9 +218,11 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   c nvidia_smi_driver $T nvidia-smi --query-gpu=driver_version --format=csv,noheader
 fi
 for d in /dev/nvidia*; do [ -c "$d" ] && kv dev "$d"; done
-kv time_end "$(date +%s%N)"
+for p in /etc/containerd/certs.d/*/hosts.toml; do [ -e "$p" ] && f "$p"; done
 "#,
     );
+    s.push_str(&super::reads::script(plan));
+    s.push_str("kv time_end \"$(date +%s%N)\"\n");
     s
 }
 
@@ -233,7 +241,7 @@ f() { for p in "$@"; do
     if [ -r "$p" ]; then echo "$M file $p"; cat "$p" 2>/dev/null; echo; else echo "$M unreadable $p"; fi
   else nf "$p"; fi
 done; }
-red() { sed -E 's/("?[A-Za-z0-9_.-]*([Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Tt][Oo][Kk][Ee][Nn]|[Aa][Uu][Tt][Hh]|[Ss][Ee][Cc][Rr][Ee][Tt])[A-Za-z0-9_.-]*"?[[:space:]]*[:=][[:space:]]*)("[^"]*"|[^]{["[:space:]].*$)/\1"<redacted>"/g'; }
+red() { sed -E -e 's#(://)[^/@[:space:]"]+@#\1<redacted>@#g' -e 's/("?[A-Za-z0-9_.-]*([Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Tt][Oo][Kk][Ee][Nn]|[Aa][Uu][Tt][Hh]|[Ss][Ee][Cc][Rr][Ee][Tt])[A-Za-z0-9_.-]*"?[[:space:]]*[:=][[:space:]]*)("[^"]*"|[^]{["[:space:]].*$)/\1"<redacted>"/g'; }
 rf() { for p in "$@"; do
   if [ -f "$p" ]; then
     if [ -r "$p" ]; then echo "$M file $p"; red < "$p"; echo; else echo "$M unreadable $p"; fi
@@ -474,7 +482,21 @@ mod tests {
         let paths = vec!["/".to_string(), "/var/lib/no/such/dir".to_string()];
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(script("n0nce", &paths))
+            .arg(script(
+                "n0nce",
+                &super::super::reads::ScriptPlan {
+                    disk_paths: paths,
+                    probes: vec![super::super::reads::Probe {
+                        host: "self".into(),
+                        addr: "127.0.0.1".into(),
+                        port: 1,
+                    }],
+                    mirror: Some(super::super::reads::MirrorProbe {
+                        mirror: "127.0.0.1:1".into(),
+                        insecure: true,
+                    }),
+                },
+            ))
             .output()
             .unwrap_or_else(|e| panic!("sh: {e}"));
         let text = String::from_utf8_lossy(&out.stdout);

@@ -3,16 +3,25 @@
 //! Gathering and judging are apart. One script per host ([`evidence`]) reads everything
 //! in one round trip; the check families are pure functions from that evidence (and the
 //! inventory's intent) to [`Finding`]s: [`host`] (H*), [`boot`] (what breaks after a
-//! reboot: sysctl.d, modules-load.d, fstab), [`gpu`] (G*), [`runtime`] (R*, M2), and
-//! [`compare`] across hosts (the odd one out, clock skew, duplicate hostnames). Cluster
-//! families (Kubernetes, storage, stack) join as further files once install exists.
+//! reboot: sysctl.d, modules-load.d, fstab), [`host_net`] (ports, firewall, proxies),
+//! [`gpu`] and [`gpu_health`] (G*), [`runtime`] and [`containerd`] (R*, M2), [`mirror`]
+//! (M1, M3), and across hosts [`compare`] (the odd one out, clock skew, duplicate
+//! hostnames) and [`network`] (peer ports). The script's inventory-dependent parts are in
+//! [`reads`]. Cluster families (Kubernetes, storage, stack) join as further files once
+//! install exists.
 
 pub mod boot;
 pub mod bundle;
 pub mod compare;
+pub mod containerd;
 pub mod evidence;
 pub mod gpu;
+pub mod gpu_health;
 pub mod host;
+pub mod host_net;
+pub mod mirror;
+pub mod network;
+pub mod reads;
 pub mod render;
 pub mod runtime;
 
@@ -106,6 +115,16 @@ pub const CHECKS: &[Check] = &[
     check("H6", Layer::Host, "required binaries, iptables"),
     check("H7", Layer::Host, "hostname: DNS-1123, resolves, unique"),
     check(
+        "H8",
+        Layer::Host,
+        "cluster ports free before install; firewall",
+    ),
+    check(
+        "H9",
+        Layer::Host,
+        "proxy settings spare the cluster (NO_PROXY)",
+    ),
+    check(
         "H10",
         Layer::Host,
         "routes overlapping the pod/service CIDRs",
@@ -115,6 +134,12 @@ pub const CHECKS: &[Check] = &[
     check("H13", Layer::Host, "disk usage"),
     check("G1", Layer::Gpu, "NVIDIA GPUs on the PCI bus"),
     check("G2", Layer::Gpu, "nouveau not loaded"),
+    check(
+        "G3",
+        Layer::Gpu,
+        "nvidia module loaded, built for this kernel",
+    ),
+    check("G4", Layer::Gpu, "Secure Boot does not refuse the module"),
     check("G5", Layer::Gpu, "nvidia-smi sees every GPU"),
     check(
         "G6",
@@ -122,6 +147,9 @@ pub const CHECKS: &[Check] = &[
         "kernel module and user-space driver versions",
     ),
     check("G7", Layer::Gpu, "device nodes"),
+    check("G8", Layer::Gpu, "/dev/char links under systemd cgroups"),
+    check("G9", Layer::Gpu, "GPU health: XIDs, ECC, MIG"),
+    check("R2", Layer::Runtime, "containerd's CRI plugin enabled"),
     check("R3", Layer::Runtime, "cgroup driver agrees across hosts"),
     check("R4", Layer::Runtime, "NVIDIA container runtime binary"),
     check(
@@ -129,7 +157,22 @@ pub const CHECKS: &[Check] = &[
         Layer::Runtime,
         "nvidia runtime registered (and default for docker)",
     ),
+    check(
+        "R7",
+        Layer::Runtime,
+        "sandbox (pause) image from the mirror",
+    ),
+    check(
+        "M1",
+        Layer::Mirror,
+        "mirror reachable and trusted from the node",
+    ),
     check("M2", Layer::Mirror, "registries.yaml parses"),
+    check(
+        "M3",
+        Layer::Mirror,
+        "every locked image in the mirror for the node's arch",
+    ),
     check("C1", Layer::Host, "same kernel on every host"),
     check("C2", Layer::Host, "same cgroup version on every host"),
     check("C3", Layer::Host, "same kernel settings on every host"),
@@ -137,6 +180,7 @@ pub const CHECKS: &[Check] = &[
     check("C5", Layer::Gpu, "same GPU count on hosts of one GPU type"),
     check("C6", Layer::Gpu, "same driver version on every GPU host"),
     check("N3", Layer::Host, "same MTU on every host"),
+    check("N4", Layer::Host, "peer ports reachable between nodes"),
 ];
 
 /// The catalog entry of an id.
@@ -217,6 +261,8 @@ pub struct HostInput<'a> {
     pub cluster: &'a Cluster,
     pub ev: &'a Evidence,
     pub sudo: SudoMode,
+    /// What the script was told to probe (peer addresses, the mirror).
+    pub plan: &'a reads::ScriptPlan,
 }
 
 impl HostInput<'_> {
@@ -233,9 +279,13 @@ impl HostInput<'_> {
 pub fn check_host(input: &HostInput) -> Vec<Finding> {
     let mut out = Findings::new(&input.host.name);
     host::check(input, &mut out);
+    host_net::check(input, &mut out);
     boot::check(input, &mut out);
     gpu::check(input, &mut out);
+    gpu_health::check(input, &mut out);
     runtime::check(input, &mut out);
+    containerd::check(input, &mut out);
+    mirror::check(input, &mut out);
     out.list
 }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::compare::Facts;
 use super::evidence::KERNEL_OPTIONS;
+use super::reads::ScriptPlan;
 use super::{Evidence, Finding, HostInput, Severity};
 use crate::inventory::{Cluster, Cni, ContainerRuntime, Distribution, GpuPresence, Host, Role};
 use crate::transport::{Endpoint, SudoMode};
@@ -17,6 +18,8 @@ pub struct Case {
     pub sudo: SudoMode,
     /// This machine's clock when the script was sent, ns (the host's is offset from it).
     pub sent_ns: i128,
+    /// Peer probes and the mirror the script was given.
+    pub plan: ScriptPlan,
 }
 
 pub fn cluster(runtime: ContainerRuntime) -> Cluster {
@@ -184,6 +187,7 @@ impl Case {
             lines: l,
             sudo: SudoMode::NoPassword,
             sent_ns: T0,
+            plan: ScriptPlan::default(),
         };
         if gpu {
             case = case.gpu_driver(4);
@@ -263,6 +267,7 @@ impl Case {
             cluster: &self.cluster,
             ev: &ev,
             sudo: self.sudo,
+            plan: &self.plan,
         })
     }
 
@@ -273,6 +278,7 @@ impl Case {
             cluster: &self.cluster,
             ev: &ev,
             sudo: self.sudo,
+            plan: &self.plan,
         })
     }
 }

@@ -15,8 +15,8 @@ use serde_json::Value;
 use crate::support::gpuctl::{Gpuctl, Outcome};
 use crate::support::lab::{Lab, LabSpec};
 
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-const GPU_NODE: &str = "node3";
+pub(crate) const NODES: [&str; 3] = ["node1", "node2", "node3"];
+pub(crate) const GPU_NODE: &str = "node3";
 
 const SYSCTL: &str = "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n\
                       fs.inotify.max_user_instances = 8192\nfs.inotify.max_user_watches = 1048576\n";
@@ -25,7 +25,7 @@ const DAEMON_JSON: &str = r#"{"default-runtime": "nvidia", "runtimes": {"nvidia"
 const REGISTRY_PASSWORD: &str = "s3cret-Registry-Pass";
 
 /// The lab's inventory with docker as the runtime and node3 promising 4 GPUs.
-fn doctor_inventory(lab: &Lab) -> PathBuf {
+pub(crate) fn doctor_inventory(lab: &Lab) -> PathBuf {
     let text = std::fs::read_to_string(&lab.inventory)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", lab.inventory.display()));
     let mut out = String::new();
@@ -49,8 +49,9 @@ fn doctor_inventory(lab: &Lab) -> PathBuf {
 }
 
 /// What an install's os and runtime stages would leave: persisted sysctls and modules on
-/// every node; on the GPU node the device nodes the driver makes and docker's daemon.json.
-fn prepare(lab: &Lab) {
+/// every node; on the GPU node the device nodes the driver makes, their `/dev/char` links
+/// (`nvidia-ctk system create-dev-char-symlinks`) and docker's daemon.json.
+pub(crate) fn prepare(lab: &Lab) {
     for node in NODES {
         lab.exec(
             node,
@@ -66,6 +67,9 @@ fn prepare(lab: &Lab) {
             "mknod -m 666 /dev/nvidiactl c 195 255 && mknod -m 666 /dev/nvidia-uvm c 511 0 && \
              mknod -m 666 /dev/nvidia-uvm-tools c 511 1 && \
              for i in 0 1 2 3; do mknod -m 666 /dev/nvidia$i c 195 $i; done && \
+             mkdir -p /dev/char && for i in 0 1 2 3; do ln -s ../nvidia$i /dev/char/195:$i; done && \
+             ln -s ../nvidiactl /dev/char/195:255 && ln -s ../nvidia-uvm /dev/char/511:0 && \
+             ln -s ../nvidia-uvm-tools /dev/char/511:1 && \
              mkdir -p /etc/docker && printf '%s\\n' '{DAEMON_JSON}' > /etc/docker/daemon.json"
         ),
     );
@@ -79,7 +83,7 @@ fn prepare(lab: &Lab) {
 
 /// Findings doctor must report on `node` that depend on this machine's kernel, read here
 /// without doctor: (id, severity) pairs other than ok and skip.
-fn kernel_expectations(lab: &Lab, node: &str) -> BTreeSet<(String, String)> {
+pub(crate) fn kernel_expectations(lab: &Lab, node: &str) -> BTreeSet<(String, String)> {
     let sh = |cmd: &str| lab.exec(node, cmd).trim().to_string();
     let mut want = BTreeSet::new();
     let mut add = |id: &str, sev: &str| {
@@ -125,7 +129,7 @@ fn kernel_expectations(lab: &Lab, node: &str) -> BTreeSet<(String, String)> {
     want
 }
 
-fn doctor(inventory: &Path, extra: &[&str]) -> (Outcome, Value) {
+pub(crate) fn doctor(inventory: &Path, extra: &[&str]) -> (Outcome, Value) {
     let out = Gpuctl::new()
         .args(["doctor", "--json"])
         .args(extra.iter().copied())
@@ -140,7 +144,7 @@ fn doctor(inventory: &Path, extra: &[&str]) -> (Outcome, Value) {
     (out, json)
 }
 
-fn schema_errors(json: &Value) -> Vec<String> {
+pub(crate) fn schema_errors(json: &Value) -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/doctor.schema.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let schema: Value =
@@ -153,7 +157,7 @@ fn schema_errors(json: &Value) -> Vec<String> {
         .collect()
 }
 
-fn findings(json: &Value) -> Vec<&Value> {
+pub(crate) fn findings(json: &Value) -> Vec<&Value> {
     json["findings"]
         .as_array()
         .map(|a| a.iter().collect())
@@ -161,7 +165,7 @@ fn findings(json: &Value) -> Vec<&Value> {
 }
 
 /// (id, severity) of every finding on `host` that is neither ok nor skip.
-fn notable(json: &Value, host: &str) -> BTreeSet<(String, String)> {
+pub(crate) fn notable(json: &Value, host: &str) -> BTreeSet<(String, String)> {
     findings(json)
         .into_iter()
         .filter(|f| f["host"] == host && f["severity"] != "ok" && f["severity"] != "skip")
@@ -175,7 +179,13 @@ fn notable(json: &Value, host: &str) -> BTreeSet<(String, String)> {
 }
 
 /// The one finding with this id, severity and host whose title contains `text`.
-fn expect<'a>(json: &'a Value, id: &str, severity: &str, host: &str, text: &str) -> &'a Value {
+pub(crate) fn expect<'a>(
+    json: &'a Value,
+    id: &str,
+    severity: &str,
+    host: &str,
+    text: &str,
+) -> &'a Value {
     let hits: Vec<&Value> = findings(json)
         .into_iter()
         .filter(|f| f["id"] == id && f["severity"] == severity && f["host"] == host)

@@ -3,6 +3,7 @@
 mod cli;
 mod converge;
 mod doctor;
+mod doctor_host;
 mod install;
 mod k3s_fixture;
 mod lab_smoke;
