@@ -4,6 +4,7 @@ mod cli;
 mod converge;
 mod doctor;
 mod install;
+mod kubernetes;
 mod lab_smoke;
 mod mirror;
 mod registry;
