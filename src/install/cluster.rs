@@ -273,10 +273,18 @@ async fn wait(run: &RunCtx, ctx: &HostCtx, w: &Wait) -> Result<StepReport, Strin
 /// Reads the file (through `get`: its bytes never reach the run log) and hands it to the
 /// writer.
 async fn fetch(run: &RunCtx, ctx: &HostCtx, f: &Fetch) -> Result<StepReport, String> {
-    let bytes = ctx
-        .get(&f.path, true)
-        .await
-        .map_err(|e| format!("reading {} on {}: {e}", f.path, ctx.host.name))?;
+    let bytes = match ctx.get(&f.path, true).await {
+        Ok(bytes) => bytes,
+        // Before the first install there is nothing to fetch yet: a change to come.
+        Err(e) if !run.mode.applies() => {
+            return Ok(StepReport {
+                what: f.what.clone(),
+                change: Change::Changed(format!("fetch it once it exists (now: {e})")),
+                warning: None,
+            });
+        }
+        Err(e) => return Err(format!("reading {} on {}: {e}", f.path, ctx.host.name)),
+    };
     let change = (f.write)(&bytes, run.mode.applies()).map_err(|e| format!("{e:#}"))?;
     Ok(StepReport {
         what: f.what.clone(),

@@ -157,6 +157,26 @@ pub async fn before(
     Ok(hf)
 }
 
+/// For `reset`, which undoes without waiting for anyone: the facts to plan `stage` with,
+/// every value it would be handed marked [`Handed::Later`] (undoing needs the paths a stage
+/// writes, never the secrets in them).
+pub fn without_waiting(run: &RunCtx, stage: &dyn Stage, hf: &HostFacts) -> HostFacts {
+    let mut hf = hf.clone();
+    for w in stage.waits_for(&run.inv, &hf.host) {
+        let keys = run
+            .stages
+            .iter()
+            .find(|s| s.name() == w.stage)
+            .zip(run.inv.hosts.iter().find(|h| h.name == w.host))
+            .map(|(s, h)| s.hands_over(&run.inv, h))
+            .unwrap_or_default();
+        for (key, _) in keys {
+            hf.handed.insert(key.to_string(), Handed::Later);
+        }
+    }
+    hf
+}
+
 /// After `stage` on this host: opens its gate, reading what it hands over when it is done.
 pub async fn after(run: &RunCtx, ctx: &HostCtx, stage: &dyn Stage, result: Result<(), &str>) {
     let name = stage.name();

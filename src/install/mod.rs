@@ -7,7 +7,7 @@
 //! stages, the others carry on, and every failure is reported together.
 
 mod cluster;
-mod gate;
+pub(crate) mod gate;
 pub mod host;
 pub mod report;
 mod reset;

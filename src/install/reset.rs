@@ -46,7 +46,8 @@ pub async fn stages(
         };
         ctx.progress.step(sel.name);
         let started = Instant::now();
-        let result = match stage.plan(&run.inv, hf) {
+        let planned = super::gate::without_waiting(run, stage.as_ref(), hf);
+        let result = match stage.plan(&run.inv, &planned) {
             Ok(ops) => {
                 let (mut steps, notes) = undo::lower(sel.name, &ops);
                 // Then what the stage's software made by itself (k3s's data).
