@@ -376,7 +376,9 @@ pub struct PlanArgs {
 /// cluster, context and user named after the cluster, written with mode 0600 (atomically).
 /// The credentials in it are never printed.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  gpuctl kubeconfig --inventory lab.yaml\n        writes .gpuctl/<cluster>/kubeconfig beside the inventory\n      gpuctl kubeconfig --inventory lab.yaml --merge\n        merges it into $KUBECONFIG (its first file) or ~/.kube/config, keeping other contexts")]
+#[command(
+    after_help = "Examples:\n  gpuctl kubeconfig --inventory lab.yaml\n        writes .gpuctl/<cluster>/kubeconfig beside the inventory\n      gpuctl kubeconfig --inventory lab.yaml --merge\n        merges it into $KUBECONFIG (its first file) or ~/.kube/config, keeping other contexts"
+)]
 pub struct KubeconfigArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,

@@ -61,9 +61,15 @@ pub async fn run(args: &KubeconfigArgs) -> anyhow::Result<()> {
         inv.cluster.name
     );
     if args.merge {
-        println!("use it with: kubectl config use-context {}", inv.cluster.name);
+        println!(
+            "use it with: kubectl config use-context {}",
+            inv.cluster.name
+        );
     } else {
-        println!("use it with: kubectl --kubeconfig {} get nodes", dest.display());
+        println!(
+            "use it with: kubectl --kubeconfig {} get nodes",
+            dest.display()
+        );
     }
     Ok(())
 }

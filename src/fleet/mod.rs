@@ -246,8 +246,7 @@ impl Fleet {
                         Some(p) => p,
                         None => permits.acquire_owned().await.context("fleet stopped")?,
                     };
-                    connect_and_work(&host, &connect, log, progress.clone(), |ctx| work(ctx))
-                        .await
+                    connect_and_work(&host, &connect, log, progress.clone(), |ctx| work(ctx)).await
                 }
                 .await;
                 on_end(&host.name, outcome.as_ref().err());

@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::HostRow;
 use super::host::{RunCtx, StageOutcome, Status, done_since, record};
 use super::select::Selected;
-use super::HostRow;
 use crate::converge::{self, Change, StageReport, StepReport};
 use crate::fleet::{Fleet, HostCtx};
 use crate::plan::digest::digest_with;
@@ -146,11 +146,9 @@ fn unmet(run: &RunCtx, stage: &dyn Stage, rows: &[HostRow]) -> Result<(), String
             let done = row.outcome.stages.iter().find(|s| s.name == *need);
             match (done.map(|s| &s.status), &row.failure) {
                 (Some(Status::Ran(_) | Status::Skipped { .. }), _) => {}
-                (Some(Status::Failed(msg)), _) => missing.push(format!(
-                    "{}: {need} failed: {}",
-                    row.host,
-                    first_line(msg)
-                )),
+                (Some(Status::Failed(msg)), _) => {
+                    missing.push(format!("{}: {need} failed: {}", row.host, first_line(msg)))
+                }
                 (None, Some((at, msg))) => missing.push(format!(
                     "{}: stopped at {at} before {need}: {}",
                     row.host,
@@ -189,13 +187,28 @@ async fn converge_all(
         let checkpointed = t.stage.checkpointed();
         let status = match result {
             Ok(report) => {
-                record(run, &ctx, t.sel.name, &t.digest, Ok(report.changes()), checkpointed)
-                    .await;
+                record(
+                    run,
+                    &ctx,
+                    t.sel.name,
+                    &t.digest,
+                    Ok(report.changes()),
+                    checkpointed,
+                )
+                .await;
                 Status::Ran(report)
             }
             Err(msg) => {
                 let msg = crate::secret::redact(&msg);
-                record(run, &ctx, t.sel.name, &t.digest, Err(msg.clone()), checkpointed).await;
+                record(
+                    run,
+                    &ctx,
+                    t.sel.name,
+                    &t.digest,
+                    Err(msg.clone()),
+                    checkpointed,
+                )
+                .await;
                 outcomes.push(outcome(t.sel, Status::Failed(msg.clone()), started));
                 if run.mode.applies() {
                     return Ok((outcomes, Some((t.sel.name, msg))));
@@ -208,7 +221,12 @@ async fn converge_all(
     Ok((outcomes, None))
 }
 
-async fn one(run: &RunCtx, ctx: &HostCtx, hf: &HostFacts, t: &Todo<'_>) -> Result<StageReport, String> {
+async fn one(
+    run: &RunCtx,
+    ctx: &HostCtx,
+    hf: &HostFacts,
+    t: &Todo<'_>,
+) -> Result<StageReport, String> {
     let mut report = converge::converge(ctx, t.sel.name, &t.ops, hf.container, run.mode)
         .await
         .map_err(|e| format!("{e:#}"))?;
@@ -228,7 +246,11 @@ async fn wait(run: &RunCtx, ctx: &HostCtx, w: &Wait) -> Result<StepReport, Strin
     let started = Instant::now();
     loop {
         let answer = ctx
-            .run(Command::new(&w.command).sudo(true).timeout(Duration::from_secs(30)))
+            .run(
+                Command::new(&w.command)
+                    .sudo(true)
+                    .timeout(Duration::from_secs(30)),
+            )
             .await;
         let verdict = match &answer {
             Ok(out) if out.success() => (w.judge)(&out.stdout_str()),
@@ -296,4 +318,3 @@ async fn fetch(run: &RunCtx, ctx: &HostCtx, f: &Fetch) -> Result<StepReport, Str
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
-

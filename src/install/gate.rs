@@ -118,9 +118,14 @@ pub async fn before(
     let waits = stage.waits_for(&run.inv, &hf.host);
     let mut hf = hf.clone();
     for w in waits {
-        ctx.progress.step(&format!("{} (waits for {})", stage.name(), w.host));
-        ctx.log
-            .note(&format!("{}: waiting for {} on {}", stage.name(), w.stage, w.host));
+        ctx.progress
+            .step(&format!("{} (waits for {})", stage.name(), w.host));
+        ctx.log.note(&format!(
+            "{}: waiting for {} on {}",
+            stage.name(),
+            w.stage,
+            w.host
+        ));
         let keys = run
             .stages
             .iter()
@@ -146,9 +151,7 @@ pub async fn before(
             Err(why) => {
                 return Err(format!(
                     "{} ({}) did not finish its {} stage: {why}",
-                    w.host,
-                    w.why,
-                    w.stage
+                    w.host, w.why, w.stage
                 ));
             }
         }

@@ -85,8 +85,10 @@ pub async fn run_host(run: Arc<RunCtx>, ctx: HostCtx) -> anyhow::Result<HostOutc
         Ok(hf) => hf,
         Err(e) => {
             let message = crate::secret::redact(&format!("{e:#}"));
-            run.gates
-                .host_ended(&ctx.host.name, &format!("facts failed: {}", first_line(&message)));
+            run.gates.host_ended(
+                &ctx.host.name,
+                &format!("facts failed: {}", first_line(&message)),
+            );
             return Err(HostFailed {
                 stage: "facts",
                 message,
@@ -266,8 +268,13 @@ async fn stages(
             Status::Failed(msg) => Some(msg.clone()),
             _ => None,
         };
-        super::gate::after(run, ctx, stage.as_ref(), failed.as_deref().map_or(Ok(()), Err))
-            .await;
+        super::gate::after(
+            run,
+            ctx,
+            stage.as_ref(),
+            failed.as_deref().map_or(Ok(()), Err),
+        )
+        .await;
         outcome.stages.push(StageOutcome {
             name: sel.name,
             status,
@@ -319,7 +326,15 @@ async fn one_stage(
     }
     match converge::converge(ctx, sel.name, &ops, hf.container, run.mode).await {
         Ok(report) => {
-            record(run, ctx, sel.name, &digest, Ok(report.changes()), checkpointed).await;
+            record(
+                run,
+                ctx,
+                sel.name,
+                &digest,
+                Ok(report.changes()),
+                checkpointed,
+            )
+            .await;
             Status::Ran(report)
         }
         Err(e) => {

@@ -166,7 +166,9 @@ pub async fn run(
             move |host, error| {
                 if let Some(e) = error {
                     let why = crate::secret::redact(&format!("{e:#}"));
-                    end_ctx.gates.host_ended(host, why.lines().next().unwrap_or_default());
+                    end_ctx
+                        .gates
+                        .host_ended(host, why.lines().next().unwrap_or_default());
                 }
             },
             move |hctx| host::run_host(Arc::clone(&work_ctx), hctx),

@@ -51,7 +51,12 @@ pub async fn stages(
             Ok(ops) => {
                 let (mut steps, notes) = undo::lower(sel.name, &ops);
                 // Then what the stage's software made by itself (k3s's data).
-                steps.extend(stage.leaves(&run.inv, &hf.host).iter().map(|p| remove_tree(p)));
+                steps.extend(
+                    stage
+                        .leaves(&run.inv, &hf.host)
+                        .iter()
+                        .map(|p| remove_tree(p)),
+                );
                 converge::converge_steps(ctx, sel.name, steps, hf.container, run.mode)
                     .await
                     .map(|r| (r, notes))

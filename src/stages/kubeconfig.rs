@@ -141,7 +141,12 @@ pub fn merge(existing: &str, ours: &Value) -> anyhow::Result<Value> {
         let Value::Sequence(list) = theirs else {
             bail!("`{key}` in the kubeconfig to merge into is not a list; it was left alone");
         };
-        for entry in ours.get(key).and_then(Value::as_sequence).into_iter().flatten() {
+        for entry in ours
+            .get(key)
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
             let name = entry.get("name");
             match list.iter_mut().find(|e| e.get("name") == name) {
                 Some(slot) => *slot = entry.clone(),
@@ -149,7 +154,10 @@ pub fn merge(existing: &str, ours: &Value) -> anyhow::Result<Value> {
             }
         }
     }
-    let current = map.get("current-context").and_then(Value::as_str).unwrap_or("");
+    let current = map
+        .get("current-context")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if current.is_empty()
         && let Some(c) = ours.get("current-context")
     {
@@ -161,7 +169,12 @@ pub fn merge(existing: &str, ours: &Value) -> anyhow::Result<Value> {
 /// Writes `ours` to `path` (merged into what is there with `merge`), mode 0600,
 /// atomically. `Ok(None)` when the file already says exactly that; nothing is written
 /// unless `apply`.
-pub fn save(path: &Path, ours: &Value, merge_into: bool, apply: bool) -> anyhow::Result<Option<String>> {
+pub fn save(
+    path: &Path,
+    ours: &Value,
+    merge_into: bool,
+    apply: bool,
+) -> anyhow::Result<Option<String>> {
     let current = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -182,7 +195,10 @@ pub fn save(path: &Path, ours: &Value, merge_into: bool, apply: bool) -> anyhow:
     let change = match current {
         None => format!("write {} (mode 0600)", path.display()),
         Some(_) if merge_into => format!("merge into {} (mode 0600)", path.display()),
-        Some(_) => format!("replace {} (mode 0600; credentials not shown)", path.display()),
+        Some(_) => format!(
+            "replace {} (mode 0600; credentials not shown)",
+            path.display()
+        ),
     };
     if apply {
         crate::state::atomic::write_mode(path, text.as_bytes(), Some(0o600))

@@ -58,7 +58,10 @@ fn merging_keeps_other_contexts_and_replaces_ours() {
     assert_eq!(names("clusters"), ["work", "sample"]);
     assert_eq!(names("contexts"), ["work", "sample"]);
     assert_eq!(names("users"), ["work", "sample"]);
-    assert_eq!(merged["clusters"][1]["cluster"]["server"], "https://10.0.0.1:6443");
+    assert_eq!(
+        merged["clusters"][1]["cluster"]["server"],
+        "https://10.0.0.1:6443"
+    );
     assert_eq!(merged["current-context"], "work");
     let fresh = merge("", &ours).unwrap();
     assert_eq!(fresh["current-context"], "sample");

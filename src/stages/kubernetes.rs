@@ -195,7 +195,11 @@ fn uploads(inv: &Inventory, bundle: Option<&Bundle>, arch: &str) -> anyhow::Resu
         mode: 0o755,
     }];
     let images = k3s::images_dir(inv);
-    for f in bundle.files.iter().filter(|f| k3s::is_airgap_image(&f.path, arch)) {
+    for f in bundle
+        .files
+        .iter()
+        .filter(|f| k3s::is_airgap_image(&f.path, arch))
+    {
         let name = f.path.rsplit('/').next().unwrap_or(&f.path);
         ops.push(Op::Upload {
             src: bundle.local_path(f).display().to_string(),

@@ -163,7 +163,10 @@ mod tests {
              far: not registered with the cluster"
         );
         let err = judge(&nodes, "The connection to the server was refused").unwrap_err();
-        assert!(err.starts_with("kubectl did not answer with a node list"), "{err}");
+        assert!(
+            err.starts_with("kubectl did not answer with a node list"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -174,7 +177,10 @@ mod tests {
             panic!("ready waits")
         };
         assert_eq!(w.what, "every node Ready (cp1, gpu1, far)");
-        assert_eq!(w.hint, "/usr/local/bin/k3s kubectl describe nodes cp1 gpu1 far");
+        assert_eq!(
+            w.hint,
+            "/usr/local/bin/k3s kubectl describe nodes cp1 gpu1 far"
+        );
         assert!(w.command.contains("get nodes -o json"));
     }
 }

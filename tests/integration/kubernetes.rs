@@ -134,7 +134,10 @@ fn nodes(lab: &Lab) -> Vec<(String, String, serde_json::Value)> {
                 .unwrap_or("none")
                 .to_string();
             (
-                n["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                n["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 ready,
                 n["metadata"]["labels"].clone(),
             )
@@ -146,7 +149,8 @@ fn nodes(lab: &Lab) -> Vec<(String, String, serde_json::Value)> {
 
 fn all_ready(lab: &Lab, names: &[&str]) {
     let got = nodes(lab);
-    let summary: Vec<(String, String)> = got.iter().map(|(n, r, _)| (n.clone(), r.clone())).collect();
+    let summary: Vec<(String, String)> =
+        got.iter().map(|(n, r, _)| (n.clone(), r.clone())).collect();
     let want: Vec<(String, String)> = names
         .iter()
         .map(|n| (n.to_string(), "True".to_string()))
@@ -176,8 +180,16 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn token_never_leaked(lab: &Lab, token: &str, outputs: &[&Outcome]) {
     assert!(token.len() > 20, "odd token {token:?}");
     for out in outputs {
-        assert!(!out.stdout.contains(token), "token in stdout:\n{}", out.stdout);
-        assert!(!out.stderr.contains(token), "token in stderr:\n{}", out.stderr);
+        assert!(
+            !out.stdout.contains(token),
+            "token in stdout:\n{}",
+            out.stdout
+        );
+        assert!(
+            !out.stderr.contains(token),
+            "token in stderr:\n{}",
+            out.stderr
+        );
     }
     let files = files_under(&state_dir(lab));
     assert!(
@@ -185,16 +197,29 @@ fn token_never_leaked(lab: &Lab, token: &str, outputs: &[&Outcome]) {
         "no journal among {files:?}"
     );
     assert!(
-        files.iter().any(|f| f.extension().is_some_and(|e| e == "log")),
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "log")),
         "no run log among {files:?}"
     );
     for f in files {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
-        assert!(!text.contains(token), "the join token is in {}", f.display());
+        assert!(
+            !text.contains(token),
+            "the join token is in {}",
+            f.display()
+        );
     }
     for n in &lab.nodes {
-        let journal = lab.exec(&n.name, "cat /var/lib/gpuctl/state.json 2>/dev/null || true");
-        assert!(!journal.contains(token), "token in {}'s host journal", n.name);
+        let journal = lab.exec(
+            &n.name,
+            "cat /var/lib/gpuctl/state.json 2>/dev/null || true",
+        );
+        assert!(
+            !journal.contains(token),
+            "token in {}'s host journal",
+            n.name
+        );
     }
 }
 
@@ -214,7 +239,11 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
     // joiner fails naming it instead of waiting for ever.
     lab.exec("node1", "mkdir -p /usr/local/bin/k3s");
     let out = install(&lab, &[]).code(1);
-    assert!(host_part(&out, "node1").contains("kubernetes FAILED"), "{}", out.stdout);
+    assert!(
+        host_part(&out, "node1").contains("kubernetes FAILED"),
+        "{}",
+        out.stdout
+    );
     for joiner in ["node2", "node3"] {
         let part = host_part(&out, joiner);
         assert!(
@@ -230,7 +259,11 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
     let first = install(&lab, &[]).success();
     for node in ["node1", "node2", "node3"] {
         let part = host_part(&first, node);
-        assert!(part.contains("~ upload /usr/local/bin/k3s"), "{}", first.stdout);
+        assert!(
+            part.contains("~ upload /usr/local/bin/k3s"),
+            "{}",
+            first.stdout
+        );
         assert!(part.contains("kubernetes "), "{}", first.stdout);
     }
     let node1 = host_part(&first, "node1");
@@ -239,14 +272,26 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
     all_ready(&lab, &["node1", "node2", "node3"]);
 
     // What the nodes got: the agents join node1 with its token, given in a 0600 env file.
-    let token = lab.exec("node1", "cat /var/lib/rancher/k3s/server/token").trim().to_string();
+    let token = lab
+        .exec("node1", "cat /var/lib/rancher/k3s/server/token")
+        .trim()
+        .to_string();
     let config = lab.exec("node2", "cat /etc/rancher/k3s/config.yaml");
-    assert!(config.contains(&format!("server: https://{ip1}:6443")), "{config}");
+    assert!(
+        config.contains(&format!("server: https://{ip1}:6443")),
+        "{config}"
+    );
     assert!(!config.contains(&token), "{config}");
     let env = lab.exec("node3", "stat -c %a /etc/systemd/system/k3s-agent.service.env; cat /etc/systemd/system/k3s-agent.service.env");
     assert!(env.starts_with("600\n"), "{env}");
-    assert!(env.contains(&format!("K3S_TOKEN={token}\n")), "the env file lacks the token");
-    assert_eq!(lab.exec("node2", "readlink /usr/local/bin/kubectl").trim(), "k3s");
+    assert!(
+        env.contains(&format!("K3S_TOKEN={token}\n")),
+        "the env file lacks the token"
+    );
+    assert_eq!(
+        lab.exec("node2", "readlink /usr/local/bin/kubectl").trim(),
+        "k3s"
+    );
     lab.exec(
         "node2",
         "test -f /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst",
@@ -260,17 +305,27 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     let text = std::fs::read_to_string(&kubeconfig).unwrap_or_default();
-    assert!(text.contains(&format!("server: https://{ip1}:6443")), "server not rewritten");
+    assert!(
+        text.contains(&format!("server: https://{ip1}:6443")),
+        "server not rewritten"
+    );
     let cluster = state_dir(&lab)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    assert!(text.contains(&format!("current-context: {cluster}")), "context not renamed");
+    assert!(
+        text.contains(&format!("current-context: {cluster}")),
+        "context not renamed"
+    );
     assert!(!text.contains("127.0.0.1"), "the local address stayed");
 
     // Done: every stage is skipped; plan finds nothing to change.
     let second = install(&lab, &[]).success();
-    assert!(second.stdout.contains("0 changes made"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("0 changes made"),
+        "{}",
+        second.stdout
+    );
     for node in ["node1", "node2", "node3"] {
         let part = host_part(&second, node);
         for stage in ["os", "packages", "runtime", "kubernetes"] {
@@ -297,24 +352,46 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
     .unwrap_or_else(|e| panic!("{e}"));
     let merged = gpuctl(
         &lab,
-        &["kubeconfig", "--merge", "--out", &other.display().to_string()],
+        &[
+            "kubeconfig",
+            "--merge",
+            "--out",
+            &other.display().to_string(),
+        ],
     )
     .success();
     let text = std::fs::read_to_string(&other).unwrap_or_default();
     assert!(text.contains("https://work.example:6443"), "{text}");
-    assert!(text.contains(&format!("server: https://{ip1}:6443")), "{text}");
+    assert!(
+        text.contains(&format!("server: https://{ip1}:6443")),
+        "{text}"
+    );
     assert!(text.contains("current-context: work"), "{text}");
-    let mode = std::fs::metadata(&other).map(|m| m.permissions().mode()).unwrap_or(0);
+    let mode = std::fs::metadata(&other)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
     assert_eq!(mode & 0o777, 0o600);
-    assert!(!merged.stdout.contains("client-key-data"), "{}", merged.stdout);
+    assert!(
+        !merged.stdout.contains("client-key-data"),
+        "{}",
+        merged.stdout
+    );
 
     token_never_leaked(&lab, &token, &[&out, &first, &second, &plan, &dry, &merged]);
 
     // Reset leaves no k3s file and no k3s process behind.
     let reset = gpuctl(&lab, &["reset", "--yes"]).success();
     for n in ["node1", "node2", "node3"] {
-        let left = lab.exec(n, &format!("for f in {K3S_FILES}; do test -e $f -o -L $f && echo $f; done; true"));
-        assert_eq!(left.trim(), "", "{n} keeps k3s files:\n{left}\n{}", reset.stdout);
+        let left = lab.exec(
+            n,
+            &format!("for f in {K3S_FILES}; do test -e $f -o -L $f && echo $f; done; true"),
+        );
+        assert_eq!(
+            left.trim(),
+            "",
+            "{n} keeps k3s files:\n{left}\n{}",
+            reset.stdout
+        );
         let procs = lab.exec(n, "pgrep -fc 'k3s (serve[r]|agen[t])' || true");
         assert_eq!(procs.trim(), "0", "{n} still runs k3s");
     }
@@ -330,7 +407,8 @@ fn ha_three_servers_and_an_agent_all_ready_with_etcd_on_the_servers() {
     let out = install(&lab, &[]).success();
     all_ready(&lab, &["node1", "node2", "node3", "node4"]);
     assert!(
-        lab.exec("node1", "cat /etc/rancher/k3s/config.yaml").contains("cluster-init: true"),
+        lab.exec("node1", "cat /etc/rancher/k3s/config.yaml")
+            .contains("cluster-init: true"),
         "{}",
         out.stdout
     );
@@ -338,7 +416,10 @@ fn ha_three_servers_and_an_agent_all_ready_with_etcd_on_the_servers() {
         let etcd = labels["node-role.kubernetes.io/etcd"].as_str() == Some("true");
         assert_eq!(etcd, name != "node4", "{name}: {labels}");
     }
-    let token = lab.exec("node1", "cat /var/lib/rancher/k3s/server/token").trim().to_string();
+    let token = lab
+        .exec("node1", "cat /var/lib/rancher/k3s/server/token")
+        .trim()
+        .to_string();
     token_never_leaked(&lab, &token, &[&out]);
 }
 
@@ -364,7 +445,11 @@ fn a_worker_killed_in_the_kubernetes_stage_resumes_without_redoing_the_others() 
         .inventory(&lab.inventory)
         .spawn();
     let started = std::time::Instant::now();
-    while !lab.exec_output("node3", "test -e /tmp/start-began").status.success() {
+    while !lab
+        .exec_output("node3", "test -e /tmp/start-began")
+        .status
+        .success()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "node3 never reached the start of k3s-agent"
@@ -373,9 +458,21 @@ fn a_worker_killed_in_the_kubernetes_stage_resumes_without_redoing_the_others() 
     }
     lab.kill("node3");
     let out = running.wait(RUN_DEADLINE).code(1);
-    assert!(host_part(&out, "node3").contains("kubernetes FAILED"), "{}", out.stdout);
-    assert!(host_part(&out, "node1").contains("ready      FAILED"), "{}", out.stdout);
-    assert!(out.stdout.contains("node3: kubernetes failed"), "{}", out.stdout);
+    assert!(
+        host_part(&out, "node3").contains("kubernetes FAILED"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        host_part(&out, "node1").contains("ready      FAILED"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("node3: kubernetes failed"),
+        "{}",
+        out.stdout
+    );
 
     lab.start("node3");
     lab.exec("node3", "rm -f /tmp/hold /usr/local/sbin/systemctl");
@@ -390,6 +487,10 @@ fn a_worker_killed_in_the_kubernetes_stage_resumes_without_redoing_the_others() 
             );
         }
     }
-    assert!(!host_part(&again, "node3").contains("kubernetes skipped"), "{}", again.stdout);
+    assert!(
+        !host_part(&again, "node3").contains("kubernetes skipped"),
+        "{}",
+        again.stdout
+    );
     all_ready(&lab, &["node1", "node2", "node3"]);
 }

@@ -171,9 +171,17 @@ pub fn config_yaml(inv: &Inventory, host: &Host, role: &NodeRole) -> String {
     let config = Config {
         node_name: host.name.clone(),
         node_ip: host.internal_address.map(|ip| ip.to_string()),
-        node_label: host.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        node_label: host
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         node_taint: taints,
-        data_dir: inv.cluster.data_dir.as_ref().map(|d| d.display().to_string()),
+        data_dir: inv
+            .cluster
+            .data_dir
+            .as_ref()
+            .map(|d| d.display().to_string()),
         server: match role {
             NodeRole::Joiner { url, .. } => Some(url.clone()),
             NodeRole::FirstServer { .. } => None,

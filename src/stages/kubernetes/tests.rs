@@ -63,7 +63,9 @@ fn plan(inv: &Inventory, host: &str) -> Vec<Op> {
 
 /// The Ops with the token replaced, as the snapshots (and everything printed) show them.
 fn masked(ops: &[Op]) -> Vec<Op> {
-    let text = serde_json::to_string(ops).unwrap().replace(TOKEN_VALUE, "<token>");
+    let text = serde_json::to_string(ops)
+        .unwrap()
+        .replace(TOKEN_VALUE, "<token>");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -122,7 +124,10 @@ fn kubeadm_is_refused_as_not_supported_yet() {
         .plan(&inv, &facts(&inv, "cp1"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("kubeadm is not supported by gpuctl yet"), "{err}");
+    assert!(
+        err.contains("kubeadm is not supported by gpuctl yet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -173,7 +178,10 @@ fn an_arm64_host_gets_the_arm64_binary_and_images_and_a_bundle_without_them_fail
     // Reset plans without the bundle: the binary's destination is still known.
     let none = Kubernetes { bundle: None };
     let ops = none.plan(&inv, &facts(&inv, "gpu03")).unwrap();
-    assert!(matches!(&ops[0], Op::Upload { dest, .. } if dest == BIN), "{ops:?}");
+    assert!(
+        matches!(&ops[0], Op::Upload { dest, .. } if dest == BIN),
+        "{ops:?}"
+    );
 }
 
 #[test]
