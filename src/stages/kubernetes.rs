@@ -71,7 +71,7 @@ impl Stage for Kubernetes {
             _ => Some(join_token(inv, hf)?),
         };
         let unit = role.unit();
-        let env_path = format!("/etc/systemd/system/{unit}.env");
+        let env_path = format!("/etc/systemd/system/{unit}.service.env");
         let mut watched = vec![BIN.to_string()];
         ops.push(Op::File {
             path: k3s::CONFIG.into(),
