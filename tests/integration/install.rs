@@ -112,7 +112,7 @@ fn plan_shows_the_changes_and_writes_nothing_nor_does_an_unconfirmed_install() {
     // Without a terminal to confirm on, install refuses unless told --yes, before it
     // touches anything.
     Gpuctl::new()
-        .args(["install"])
+        .args(["install", "--skip", HOST_ONLY])
         .inventory(&lab.inventory)
         .run()
         .code(2)
