@@ -9,6 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A wait's verdict on its command's output: `Err(what is missing)` until it holds.
+pub type Judge = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// A fetch's writer: the fetched bytes and whether to apply → the change, if any.
+pub type Writer = Arc<dyn Fn(&[u8], bool) -> anyhow::Result<Option<String>> + Send + Sync>;
+
 /// The part of a cluster stage that is not an Op.
 #[derive(Clone)]
 pub enum Finish {
@@ -26,7 +32,7 @@ pub struct Wait {
     pub timeout: Duration,
     pub interval: Duration,
     /// `Ok` when the condition holds; `Err(what is missing)` otherwise.
-    pub judge: Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+    pub judge: Judge,
     /// A command for the cluster host that shows why, named in the failure.
     pub hint: String,
 }
@@ -40,7 +46,7 @@ pub struct Fetch {
     pub dest: PathBuf,
     /// Given the fetched bytes and whether to apply: `Ok(Some(change))` when `dest` was (or,
     /// in a dry run, would be) changed, `Ok(None)` when it is already right.
-    pub write: Arc<dyn Fn(&[u8], bool) -> anyhow::Result<Option<String>> + Send + Sync>,
+    pub write: Writer,
 }
 
 impl Finish {
