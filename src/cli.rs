@@ -47,6 +47,8 @@ pub enum Command {
     MirrorImages(MirrorImagesCommand),
     /// Undo what install wrote on every host: managed blocks, files, merged keys, services
     Reset(ResetArgs),
+    /// Write the cluster's admin kubeconfig (server address rewritten, mode 0600)
+    Kubeconfig(KubeconfigArgs),
     /// Write every manifest and config file gpuctl renders from its templates, for review
     #[command(long_about = RENDER_ABOUT)]
     Render(RenderArgs),
@@ -399,7 +401,9 @@ pub struct CopyArgs {
 
 /// `gpuctl install`.
 ///
-/// Stages run in order on every host (facts, preflight, os, packages, runtime). A stage whose Ops are the same
+/// Stages run in order on every host (facts, preflight, os, packages, runtime,
+/// kubernetes), then the cluster stages once on the first server (ready, kubeconfig).
+/// Joining nodes wait for the first server's kubernetes stage. A stage whose Ops are the same
 /// as when it last succeeded on a host is skipped; a changed inventory re-runs exactly the
 /// stages it changes. A host that fails stops there, the others carry on, and the run ends
 /// with a table and the command that resumes. See docs/install.md.
@@ -440,6 +444,39 @@ pub struct InstallArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Show only these stages (comma-separated); facts always runs
+    #[arg(long, value_delimiter = ',', value_name = "STAGE")]
+    pub only: Vec<String>,
+    /// Leave these stages out (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "STAGE")]
+    pub skip: Vec<String>,
+}
+
+/// `gpuctl kubeconfig`: the admin kubeconfig of the first server, its server address
+/// rewritten to `https://<api_endpoint, else the first server's address>:6443`, its
+/// cluster, context and user named after the cluster, written with mode 0600 (atomically).
+/// The credentials in it are never printed.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  gpuctl kubeconfig --inventory lab.yaml\n        writes .gpuctl/<cluster>/kubeconfig beside the inventory\n      gpuctl kubeconfig --inventory lab.yaml --merge\n        merges it into $KUBECONFIG (its first file) or ~/.kube/config, keeping other contexts"
+)]
+pub struct KubeconfigArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Write it here instead of .gpuctl/<cluster>/kubeconfig (with --merge: merge into
+    /// this file)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Merge into an existing kubeconfig ($KUBECONFIG's first file, else ~/.kube/config),
+    /// replacing this cluster's entries and keeping every other context
+    #[arg(long)]
+    pub merge: bool,
+    /// Trust and record the first server's host key if known_hosts lacks it
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for the SSH connection
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub connect_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod init;
 pub mod install;
 pub mod inventory_check;
+pub mod kubeconfig;
 pub mod mirror_images;
 pub mod mirror_list;
 pub mod ping;
@@ -35,6 +36,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             mirror_images::check(&args).await
         }
         Command::Reset(args) => reset::run(&args).await,
+        Command::Kubeconfig(args) => kubeconfig::run(&args).await,
         Command::Render(args) => render::run(&args),
     }
 }

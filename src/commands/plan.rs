@@ -13,9 +13,12 @@ use super::connect::open_fleet;
 
 pub async fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let selection = Selection {
+        only: args.only.clone(),
+        skip: args.skip.clone(),
         verify: true,
         ..Selection::default()
     };
+    install::select::select(&crate::stages::names(), &selection)?;
     let (inv, fleet) = open_fleet(&args.connect, Progress::detect())?;
     let bundle = install::load_bundle(&inv, &selection).await?;
     let result = install::run(

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
 use super::edit::{self, EditError};
 use super::probe::{Now, normalise};
@@ -128,7 +129,67 @@ fn in_sync(what: String) -> Decision {
     }
 }
 
+/// A whole file holding a secret: compared by sha256, and its diff never shows content.
+fn secret_file(step: &Step, now: &Now) -> Option<Decision> {
+    let Step::Content {
+        path,
+        edit: Edit::Secret(content),
+        mode,
+        owner,
+    } = step
+    else {
+        return None;
+    };
+    let what = step.describe();
+    let want = hex::encode(Sha256::digest(content.as_bytes()));
+    let mut detail = match now {
+        Now::Missing => "create it (it holds a secret: content not shown)\n".to_string(),
+        Now::SecretFile { sha256, .. } if *sha256 != want => {
+            "replace its content (it holds a secret: content not shown)\n".to_string()
+        }
+        Now::SecretFile { .. } => String::new(),
+        // A directory or a huge file: left alone, as any whole file would be.
+        _ => return None,
+    };
+    if let Now::SecretFile {
+        mode: have_mode,
+        owner: have_owner,
+        ..
+    } = now
+    {
+        if let Some(m) = mode
+            && m != have_mode
+        {
+            detail.push_str(&format!("mode {have_mode:o} -> {m:o}\n"));
+        }
+        if let Some(o) = owner
+            && o != have_owner
+        {
+            detail.push_str(&format!("owner {have_owner} -> {o}\n"));
+        }
+    }
+    if detail.is_empty() {
+        return Some(in_sync(what));
+    }
+    Some(Decision {
+        report: StepReport {
+            what,
+            change: Change::Changed(detail),
+            warning: None,
+        },
+        action: Action::Put {
+            path: path.clone(),
+            content: content.clone().into_bytes(),
+            mode: *mode,
+            owner: owner.clone(),
+        },
+    })
+}
+
 fn content(step: &Step, now: &Now) -> Result<Decision, EditError> {
+    if let Some(d) = secret_file(step, now) {
+        return Ok(d);
+    }
     let Step::Content {
         path,
         edit: how,
@@ -334,7 +395,7 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
             }
             kernel("load it".into(), format!("modprobe {}", quote(name)))
         }
-        (Step::Command { run, guard }, Now::Command { done }) => {
+        (Step::Command { run, guard, .. }, Now::Command { done }) => {
             if *done {
                 return in_sync(what);
             }
@@ -391,10 +452,25 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
             if cmds.is_empty() {
                 return in_sync(what);
             }
+            // A unit file gpuctl just wrote is read by systemd only after a reload.
+            if watched.iter().any(|p| is_unit_file(p)) {
+                words.insert(0, "daemon-reload".to_string());
+                cmds.insert(0, "systemctl daemon-reload".to_string());
+            }
             changed_to(words.join(", "), cmds.join(" && "), true)
         }
         _ => in_sync(what),
     }
+}
+
+/// A systemd unit file (or a drop-in of one) that `systemctl daemon-reload` must re-read.
+fn is_unit_file(path: &str) -> bool {
+    ["/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/"]
+        .iter()
+        .any(|dir| path.starts_with(dir))
+        && [".service", ".socket", ".timer", ".conf"]
+            .iter()
+            .any(|ext| path.ends_with(ext))
 }
 
 /// The apply script: every snippet in order, each reporting `@<index> ok` or

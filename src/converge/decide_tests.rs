@@ -124,6 +124,7 @@ fn commands_run_only_when_their_guard_is_false() {
     let steps = vec![Step::Command {
         run: "mkdir -p /d".into(),
         guard: "test -d /d".into(),
+        undo: None,
     }];
     let d = decide(&steps, &[Now::Command { done: true }], false).unwrap();
     assert_eq!(d[0].action, Action::Nothing);

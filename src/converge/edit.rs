@@ -50,7 +50,7 @@ pub fn markers(marker: &str) -> (String, String) {
 /// The content `path` should have, given what it has now (`None`: it does not exist).
 pub fn desired(path: &str, current: Option<&str>, edit: &Edit) -> Result<String, EditError> {
     match edit {
-        Edit::Whole(content) => Ok(content.clone()),
+        Edit::Whole(content) | Edit::Secret(content) => Ok(content.clone()),
         Edit::Block { marker, content } => block(path, current.unwrap_or(""), marker, content),
         Edit::Json { merge, sets } => json(path, current, merge, sets),
         Edit::Lines { matching, state } => lines(current.unwrap_or(""), matching, *state),

@@ -44,6 +44,12 @@ pub enum Now {
         mode: u32,
         sha256: String,
     },
+    /// A file holding a secret: its mode, owner and sha256, never its content.
+    SecretFile {
+        mode: u32,
+        owner: String,
+        sha256: String,
+    },
 }
 
 const FUNCTIONS: &str = r#"LC_ALL=C; export LC_ALL
@@ -75,6 +81,12 @@ p_sha() {
   if command -v openssl >/dev/null 2>&1; then s=$(openssl dgst -sha256 -r < "$2"); else s=$(sha256sum < "$2"); fi
   echo "@$1 sha $(stat -c %a "$2") $(printf %s "$s" | cut -c1-64)"
 }
+p_fsha() {
+  if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
+  if [ ! -f "$2" ]; then echo "@$1 notfile $(printf 'it is not a regular file' | b64)"; return; fi
+  if command -v openssl >/dev/null 2>&1; then s=$(openssl dgst -sha256 -r < "$2"); else s=$(sha256sum < "$2"); fi
+  echo "@$1 fsha $(stat -c '%a %U:%G' "$2") $(printf %s "$s" | cut -c1-64)"
+}
 p_guard() {
   if sh -c "$2" >/dev/null 2>&1 </dev/null; then echo "@$1 command done"; else echo "@$1 command todo"; fi
 }
@@ -85,6 +97,11 @@ pub fn script(steps: &[Step]) -> String {
     let mut s = FUNCTIONS.replace("MAX_FILE", &MAX_FILE.to_string());
     for (i, step) in steps.iter().enumerate() {
         let line = match step {
+            Step::Content {
+                path,
+                edit: Edit::Secret(_),
+                ..
+            } => format!("p_fsha {i} {}", quote(path)),
             Step::Content { path, .. } => format!("p_file {i} {}", quote(path)),
             Step::LiveSysctl { key, .. } => format!("p_sysctl {i} {}", quote(key)),
             Step::LiveModule { name } => format!("p_module {i} {}", quote(name)),
@@ -131,6 +148,11 @@ pub fn parse(steps: &[Step], output: &str) -> Result<Vec<Now>, String> {
             (Step::Content { .. }, ["notfile", why]) => {
                 Now::NotAFile(String::from_utf8_lossy(&decode(why)?).into_owned())
             }
+            (Step::Content { .. }, ["fsha", mode, owner, sha256]) => Now::SecretFile {
+                mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+                owner: (*owner).to_string(),
+                sha256: (*sha256).to_string(),
+            },
             (Step::Content { .. }, ["file", mode, owner, rest @ ..]) => Now::File {
                 mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
                 owner: (*owner).to_string(),
@@ -175,7 +197,7 @@ pub fn is_whole(step: &Step) -> bool {
     matches!(
         step,
         Step::Content {
-            edit: Edit::Whole(_),
+            edit: Edit::Whole(_) | Edit::Secret(_),
             ..
         }
     )
@@ -210,6 +232,7 @@ mod tests {
             Step::Command {
                 run: "mkdir -p /d".into(),
                 guard: "test -d '/d'".into(),
+                undo: None,
             },
             Step::Content {
                 path: "/nope".into(),

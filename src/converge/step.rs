@@ -7,7 +7,7 @@
 //! `/etc/modules-load.d/gpuctl.conf`. The block's marker is the stage's name, so two
 //! stages never fight over the same lines.
 
-use crate::plan::{LineState, Op};
+use crate::plan::{LineState, Op, Undo};
 
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-gpuctl.conf";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/gpuctl.conf";
@@ -39,6 +39,8 @@ pub enum Step {
     Command {
         run: String,
         guard: String,
+        /// How reset takes it back (see `Op::Command`).
+        undo: Option<Undo>,
     },
     /// A local file put on the host by content (sha256).
     Upload {
@@ -58,6 +60,8 @@ pub enum Step {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Edit {
     Whole(String),
+    /// A whole file holding a secret: probed by sha256, never read back or diffed.
+    Secret(String),
     Block {
         marker: String,
         content: String,
@@ -87,7 +91,7 @@ impl Step {
     pub fn describe(&self) -> String {
         match self {
             Step::Content { path, edit, .. } => match edit {
-                Edit::Whole(_) => format!("file {path}"),
+                Edit::Whole(_) | Edit::Secret(_) => format!("file {path}"),
                 Edit::Block { marker, .. } => format!("block {marker} in {path}"),
                 Edit::Json { .. } => format!("json {path}"),
                 Edit::Lines { matching, .. } => format!("lines /{matching}/ in {path}"),
@@ -143,9 +147,14 @@ pub fn lower(stage: &str, ops: &[Op]) -> Vec<Step> {
                 content,
                 mode,
                 owner,
+                secret,
             } => steps.push(Step::Content {
                 path: path.clone(),
-                edit: Edit::Whole(content.clone()),
+                edit: if *secret {
+                    Edit::Secret(content.clone())
+                } else {
+                    Edit::Whole(content.clone())
+                },
                 mode: Some(*mode),
                 owner: Some(owner.clone()),
             }),
@@ -212,9 +221,10 @@ pub fn lower(stage: &str, ops: &[Op]) -> Vec<Step> {
                 running: *running,
                 restart_on: restart_on.clone(),
             }),
-            Op::Command { run, guard } => steps.push(Step::Command {
+            Op::Command { run, guard, undo } => steps.push(Step::Command {
                 run: run.clone(),
                 guard: guard.clone(),
+                undo: undo.clone(),
             }),
             Op::Upload {
                 src,

@@ -10,6 +10,7 @@
 //! | a managed block (hosts, sysctl.d, modules-load.d) | the block removed; a file left empty is removed |
 //! | JSON keys merged | the keys whose value is still ours removed, our entries taken out of set arrays; a file left `{}` is removed |
 //! | a service enabled and running | stopped and disabled |
+//! | a command that names its undo (a symlink) | the undo command, unless its guard holds |
 //!
 //! What cannot be taken back safely is left and named in a note: lines commented out (the
 //! admin's own commented lines look the same), live kernel settings (they go at the next
@@ -32,13 +33,14 @@ pub fn lower(stage: &str, ops: &[Op]) -> (Vec<Step>, Vec<String>) {
         Step::Command {
             run: format!("rm -f {q}"),
             guard: format!("test ! -e {q}"),
+            undo: None,
         }
     };
     for s in step::lower(stage, ops).into_iter().rev() {
         match s {
             Step::Content {
                 path,
-                edit: Edit::Whole(_),
+                edit: Edit::Whole(_) | Edit::Secret(_),
                 ..
             }
             | Step::Upload { dest: path, .. } => steps.push(remove(&path)),
@@ -76,6 +78,13 @@ pub fn lower(stage: &str, ops: &[Op]) -> (Vec<Step>, Vec<String>) {
                 enabled: false,
                 running: false,
                 restart_on: Vec::new(),
+            }),
+            Step::Command {
+                undo: Some(undo), ..
+            } => steps.push(Step::Command {
+                run: undo.run,
+                guard: undo.guard,
+                undo: None,
             }),
             Step::Command { run, .. } => notes.push(format!(
                 "not undone: `{}`",
@@ -267,6 +276,15 @@ mod tests {
             Op::Command {
                 run: "mkdir -p /data".into(),
                 guard: "test -d /data".into(),
+                undo: None,
+            },
+            Op::Command {
+                run: "ln -sfn k3s /usr/local/bin/kubectl".into(),
+                guard: "test -L /usr/local/bin/kubectl".into(),
+                undo: Some(crate::plan::Undo {
+                    run: "rm -f /usr/local/bin/kubectl".into(),
+                    guard: "test ! -L /usr/local/bin/kubectl".into(),
+                }),
             },
             Op::Upload {
                 src: "/b/x.deb".into(),
@@ -292,6 +310,7 @@ mod tests {
             [
                 "service docker",
                 "command `rm -f /var/cache/gpuctl/debs/x.deb`",
+                "command `rm -f /usr/local/bin/kubectl`",
                 "block hosts in /etc/hosts",
                 "block os in /etc/modules-load.d/gpuctl.conf",
             ]

@@ -206,12 +206,34 @@ impl Fleet {
         F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
     {
+        self.run_with(&[], |_, _| {}, work).await
+    }
+
+    /// [`Fleet::run`], with the hosts named in `first` started first (they get their
+    /// connection slots before any other host: hosts that others wait for), and `on_end`
+    /// called as each host finishes, with its error if it failed (also when it could not
+    /// be reached and `work` never ran).
+    pub async fn run_with<T, F, Fut, E>(&self, first: &[String], on_end: E, work: F) -> Report<T>
+    where
+        T: Send + 'static,
+        F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+        E: Fn(&str, Option<&anyhow::Error>) + Send + Sync + 'static,
+    {
         let work = Arc::new(work);
+        let on_end = Arc::new(on_end);
         let permits = Arc::new(Semaphore::new(self.opts.concurrency.max(1)));
+        let mut order: Vec<usize> = (0..self.hosts.len()).collect();
+        order.sort_by_key(|&i| !first.contains(&self.hosts[i].name));
         let mut tasks = JoinSet::new();
-        for (index, host) in self.hosts.iter().cloned().enumerate() {
+        for index in order {
+            let host = self.hosts[index].clone();
             let work = Arc::clone(&work);
+            let on_end = Arc::clone(&on_end);
             let permits = Arc::clone(&permits);
+            // Taken here, in start order, while slots are free: the first hosts are sure
+            // to get theirs whatever order the tasks happen to be polled in.
+            let early = Arc::clone(&permits).try_acquire_owned().ok();
             let connect = self.opts.connect.clone();
             let progress = self.opts.progress.host(&host.name);
             let log = self.runlog.host(&host.name);
@@ -220,36 +242,15 @@ impl Fleet {
                 let outcome = async {
                     let log =
                         log.with_context(|| format!("cannot create the log of {}", host.name))?;
-                    let _permit = permits.acquire().await.context("fleet stopped")?;
-                    progress.step("connecting");
-                    log.note(&format!("connecting to {}", describe(&host)));
-                    let conn = Connection::connect(&host.name, &host.endpoint, &connect)
-                        .await
-                        .inspect_err(|e| log.note(&format!("connect failed: {e}")))?;
-                    log.note(&format!("connected (sudo: {:?})", conn.sudo_mode()));
-                    let ctx = HostCtx {
-                        host: host.clone(),
-                        conn: conn.clone(),
-                        log: log.clone(),
-                        progress: progress.clone(),
+                    let _permit = match early {
+                        Some(p) => p,
+                        None => permits.acquire_owned().await.context("fleet stopped")?,
                     };
-                    let result = work(ctx).await;
-                    conn.close().await;
-                    log.flush();
-                    result
+                    connect_and_work(&host, &connect, log, progress.clone(), |ctx| work(ctx)).await
                 }
                 .await;
-                let took = format!("({:.1}s)", started.elapsed().as_secs_f64());
-                match &outcome {
-                    Ok(_) => progress.finish(true, &took),
-                    Err(e) => progress.finish(
-                        false,
-                        &format!(
-                            "{took} {}",
-                            first_line(&crate::secret::redact(&format!("{e:#}")))
-                        ),
-                    ),
-                }
+                on_end(&host.name, outcome.as_ref().err());
+                finish_line(&progress, &outcome, started);
                 (
                     index,
                     HostResult {
@@ -299,6 +300,75 @@ impl Fleet {
             interrupted,
             log_dir: self.runlog.dir().to_path_buf(),
         }
+    }
+}
+
+impl Fleet {
+    /// Connects to `host` again, on its own, for work that belongs to the cluster rather
+    /// than the host (cluster stages): its log is `<label>.log` of this run and its
+    /// progress line is `label`.
+    pub async fn run_on<T, F, Fut>(&self, host: &Host, label: &str, work: F) -> HostResult<T>
+    where
+        F: FnOnce(HostCtx) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let started = Instant::now();
+        let progress = self.opts.progress.host(label);
+        let outcome = match self.runlog.host(label) {
+            Ok(log) => {
+                connect_and_work(host, &self.opts.connect, log, progress.clone(), work).await
+            }
+            Err(e) => Err(anyhow::anyhow!("cannot create the log {label}.log: {e}")),
+        };
+        finish_line(&progress, &outcome, started);
+        HostResult {
+            host: host.name.clone(),
+            outcome,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+async fn connect_and_work<T, F, Fut>(
+    host: &Host,
+    connect: &ConnectOptions,
+    log: HostLog,
+    progress: HostProgress,
+    work: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(HostCtx) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    progress.step("connecting");
+    log.note(&format!("connecting to {}", describe(host)));
+    let conn = Connection::connect(&host.name, &host.endpoint, connect)
+        .await
+        .inspect_err(|e| log.note(&format!("connect failed: {e}")))?;
+    log.note(&format!("connected (sudo: {:?})", conn.sudo_mode()));
+    let ctx = HostCtx {
+        host: host.clone(),
+        conn: conn.clone(),
+        log: log.clone(),
+        progress,
+    };
+    let result = work(ctx).await;
+    conn.close().await;
+    log.flush();
+    result
+}
+
+fn finish_line<T>(progress: &HostProgress, outcome: &anyhow::Result<T>, started: Instant) {
+    let took = format!("({:.1}s)", started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(_) => progress.finish(true, &took),
+        Err(e) => progress.finish(
+            false,
+            &format!(
+                "{took} {}",
+                first_line(&crate::secret::redact(&format!("{e:#}")))
+            ),
+        ),
     }
 }
 

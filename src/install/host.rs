@@ -14,7 +14,7 @@ use super::select::Selected;
 use crate::converge::{self, Mode, StageReport};
 use crate::fleet::HostCtx;
 use crate::inventory::Inventory;
-use crate::plan::{HostFacts, Stage, digest::digest};
+use crate::plan::{HostFacts, Scope, Stage, digest::digest};
 use crate::state::remote::{self, LockAnswer};
 use crate::state::{Checkpoint, Journal, LockInfo, StageResult, lock};
 use crate::transport::{Command, SudoMode};
@@ -36,6 +36,8 @@ pub struct RunCtx {
     pub inventory_arg: String,
     /// Undo instead of install (`gpuctl reset`).
     pub reset: bool,
+    /// How stages of one host wait for stages of another (see `gate.rs`).
+    pub gates: super::gate::Gates,
 }
 
 /// What happened to one stage on one host.
@@ -82,9 +84,14 @@ pub async fn run_host(run: Arc<RunCtx>, ctx: HostCtx) -> anyhow::Result<HostOutc
     let hf = match begin(&run, &ctx, &mut outcome).await {
         Ok(hf) => hf,
         Err(e) => {
+            let message = crate::secret::redact(&format!("{e:#}"));
+            run.gates.host_ended(
+                &ctx.host.name,
+                &format!("facts failed: {}", first_line(&message)),
+            );
             return Err(HostFailed {
                 stage: "facts",
-                message: crate::secret::redact(&format!("{e:#}")),
+                message,
                 outcome,
             }
             .into());
@@ -119,6 +126,12 @@ pub async fn run_host(run: Arc<RunCtx>, ctx: HostCtx) -> anyhow::Result<HostOutc
             ));
         }
     }
+    // Whatever this host did not reach, hosts waiting for it must not wait for.
+    let why = match &result {
+        Ok(()) => "its run ended".to_string(),
+        Err((stage, message)) => format!("{stage} failed: {}", first_line(message)),
+    };
+    run.gates.host_ended(&ctx.host.name, &why);
     match result {
         Ok(()) => Ok(outcome),
         Err((stage, message)) => Err(HostFailed {
@@ -227,8 +240,9 @@ async fn take_over(
     Ok(())
 }
 
-/// The stages after facts. A real run stops at the first failure; a dry run goes on, since
-/// nothing was changed and the later stages' probes still say something true.
+/// The host stages after facts. A real run stops at the first failure; a dry run goes on,
+/// since nothing was changed and the later stages' probes still say something true.
+/// Cluster stages are not run here but after every host (see `cluster.rs`).
 async fn stages(
     run: &RunCtx,
     ctx: &HostCtx,
@@ -240,92 +254,118 @@ async fn stages(
         let Some(stage) = run.stages.get(sel.index) else {
             continue;
         };
+        if stage.scope() == Scope::Cluster {
+            continue;
+        }
         ctx.progress.step(sel.name);
         let started = Instant::now();
         let notes = stage.notes(&run.inv, hf);
         for n in &notes {
             ctx.log.note(&format!("{}: note: {n}", sel.name));
         }
-        let planned = stage.plan(&run.inv, hf);
-        let mut finish = |status: Status| {
-            outcome.stages.push(StageOutcome {
-                name: sel.name,
-                status,
-                notes: notes.clone(),
-                elapsed: started.elapsed(),
-            });
+        let status = one_stage(run, ctx, sel, stage.as_ref(), hf).await;
+        let failed = match &status {
+            Status::Failed(msg) => Some(msg.clone()),
+            _ => None,
         };
-        let ops = match planned {
-            Ok(ops) => ops,
-            Err(e) => {
-                let msg = crate::secret::redact(&format!("{e:#}"));
-                record(
-                    run,
-                    ctx,
-                    sel.name,
-                    "",
-                    Err(msg.clone()),
-                    stage.checkpointed(),
-                )
-                .await;
-                finish(Status::Failed(msg.clone()));
-                first_failure.get_or_insert((sel.name, msg));
-                if run.mode.applies() {
-                    break;
-                }
-                continue;
-            }
-        };
-        let digest = digest(&ops);
-        let done = run.journal.lock().ok().and_then(|j| {
-            j.is_done(&ctx.host.name, sel.name, &digest)
-                .then(|| j.checkpoint(&ctx.host.name, sel.name).map(|c| c.at.clone()))
-                .flatten()
+        super::gate::after(
+            run,
+            ctx,
+            stage.as_ref(),
+            failed.as_deref().map_or(Ok(()), Err),
+        )
+        .await;
+        outcome.stages.push(StageOutcome {
+            name: sel.name,
+            status,
+            notes,
+            elapsed: started.elapsed(),
         });
-        if let (Some(since), true, false) = (done, stage.checkpointed(), sel.ignore_checkpoint) {
-            ctx.log
-                .note(&format!("{}: skipped, done since {since}", sel.name));
-            finish(Status::Skipped { since });
-            continue;
-        }
-        match converge::converge(ctx, sel.name, &ops, hf.container, run.mode).await {
-            Ok(report) => {
-                record(
-                    run,
-                    ctx,
-                    sel.name,
-                    &digest,
-                    Ok(report.changes()),
-                    stage.checkpointed(),
-                )
-                .await;
-                finish(Status::Ran(report));
-            }
-            Err(e) => {
-                let msg = crate::secret::redact(&format!("{e:#}"));
-                record(
-                    run,
-                    ctx,
-                    sel.name,
-                    &digest,
-                    Err(msg.clone()),
-                    stage.checkpointed(),
-                )
-                .await;
-                finish(Status::Failed(msg.clone()));
-                first_failure.get_or_insert((sel.name, msg));
-                if run.mode.applies() {
-                    break;
-                }
+        if let Some(msg) = failed {
+            first_failure.get_or_insert((sel.name, msg));
+            if run.mode.applies() {
+                break;
             }
         }
     }
     first_failure.map_or(Ok(()), Err)
 }
 
+/// One stage on this host: wait for what it waits for, plan, skip when done, or converge;
+/// then checkpoint.
+async fn one_stage(
+    run: &RunCtx,
+    ctx: &HostCtx,
+    sel: &Selected,
+    stage: &dyn Stage,
+    hf: &HostFacts,
+) -> Status {
+    let checkpointed = stage.checkpointed();
+    let (ops, digest) = match super::gate::before(run, ctx, stage, hf).await {
+        Ok(hf) => match stage.plan(&run.inv, &hf) {
+            Ok(ops) => {
+                let d = digest(&ops);
+                (ops, d)
+            }
+            Err(e) => {
+                let msg = crate::secret::redact(&format!("{e:#}"));
+                record(run, ctx, sel.name, "", Err(msg.clone()), checkpointed).await;
+                return Status::Failed(msg);
+            }
+        },
+        Err(msg) => {
+            let msg = crate::secret::redact(&msg);
+            record(run, ctx, sel.name, "", Err(msg.clone()), checkpointed).await;
+            return Status::Failed(msg);
+        }
+    };
+    if let Some(since) = done_since(run, &ctx.host.name, sel, checkpointed, &digest) {
+        ctx.log
+            .note(&format!("{}: skipped, done since {since}", sel.name));
+        return Status::Skipped { since };
+    }
+    match converge::converge(ctx, sel.name, &ops, hf.container, run.mode).await {
+        Ok(report) => {
+            record(
+                run,
+                ctx,
+                sel.name,
+                &digest,
+                Ok(report.changes()),
+                checkpointed,
+            )
+            .await;
+            Status::Ran(report)
+        }
+        Err(e) => {
+            let msg = crate::secret::redact(&format!("{e:#}"));
+            record(run, ctx, sel.name, &digest, Err(msg.clone()), checkpointed).await;
+            Status::Failed(msg)
+        }
+    }
+}
+
+/// When the stage is done on `host` with these Ops (and may be skipped): since when.
+pub(super) fn done_since(
+    run: &RunCtx,
+    host: &str,
+    sel: &Selected,
+    checkpointed: bool,
+    digest: &str,
+) -> Option<String> {
+    if !checkpointed || sel.ignore_checkpoint {
+        return None;
+    }
+    let j = run.journal.lock().ok()?;
+    if !j.is_done(host, sel.name, digest) {
+        return None;
+    }
+    j.checkpoint(host, sel.name).map(|c| c.at.clone())
+}
+
 /// Writes a checkpoint to the local journal and the host's (real runs only). Journal
 /// trouble is logged, not fatal: the changes themselves are made and will probe in sync.
-async fn record(
+pub(super) async fn record(
     run: &RunCtx,
     ctx: &HostCtx,
     stage: &str,
@@ -396,4 +436,8 @@ fn describe_facts(hf: &HostFacts) -> String {
         parts.push("container".into());
     }
     parts.join(", ")
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }

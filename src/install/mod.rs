@@ -6,6 +6,8 @@
 //! Hosts run independently (bounded by `--concurrency`): a failed host stops its own later
 //! stages, the others carry on, and every failure is reported together.
 
+mod cluster;
+pub(crate) mod gate;
 pub mod host;
 pub mod report;
 mod reset;
@@ -51,7 +53,17 @@ pub async fn load_bundle(
         .filter(|(stage, _)| selected.iter().any(|s| s.name == *stage))
         .map(|(_, prefix)| *prefix)
         .collect();
+    let required: Vec<_> = crate::stages::required_files(inv)
+        .into_iter()
+        .filter(|(stage, _, _)| selected.iter().any(|s| s.name == *stage))
+        .collect();
     let Some(dir) = &inv.bundle else {
+        if let Some((stage, _, what)) = required.first() {
+            return Err(BadInput(format!(
+                "the {stage} stage installs {what} from the bundle, and the inventory names                  none: add `bundle: ./bundle` (its format is in docs/install.md), or leave the                  stage out with --skip {stage}"
+            ))
+            .into());
+        }
         return Ok(None);
     };
     if prefixes.is_empty() {
@@ -59,6 +71,23 @@ pub async fn load_bundle(
     }
     let bad = |e: crate::bundle::BundleError| BadInput(e.to_string());
     let bundle = Bundle::load(dir).map_err(bad)?;
+    let lacking: Vec<String> = required
+        .iter()
+        .filter(|(_, prefix, _)| !bundle.files.iter().any(|f| f.path.starts_with(prefix)))
+        .map(|(stage, prefix, what)| {
+            format!(
+                "the {stage} stage needs {what}, and {} lists no {prefix}: add the file and                  its entry (sha256, size), or leave the stage out with --skip {stage}",
+                crate::bundle::MANIFEST
+            )
+        })
+        .collect();
+    if !lacking.is_empty() {
+        return Err(bad(crate::bundle::BundleError {
+            dir: dir.clone(),
+            problems: lacking,
+        })
+        .into());
+    }
     for prefix in prefixes {
         bundle.verify(prefix).await.map_err(bad)?;
     }
@@ -81,6 +110,8 @@ pub struct RunResult {
     pub interrupted: bool,
     pub log_dir: std::path::PathBuf,
     pub mode: Mode,
+    /// Said once for the run (cluster stages that could not run, and why).
+    pub notes: Vec<String>,
 }
 
 impl RunResult {
@@ -109,6 +140,12 @@ pub async fn run(
     } else {
         (None, None)
     };
+    let hosts: Vec<String> = fleet.hosts().iter().map(|h| h.name.clone()).collect();
+    let stage_names: Vec<&'static str> = selected.iter().map(|s| s.name).collect();
+    let gates = gate::Gates::new(hosts, &stage_names);
+    // The first server first: joining nodes wait for it, so it must never wait for a
+    // connection slot they hold.
+    let first: Vec<String> = inv.servers().take(1).map(|h| h.name.clone()).collect();
     let ctx = Arc::new(host::RunCtx {
         inv: Arc::clone(&inv),
         stages: all,
@@ -119,12 +156,25 @@ pub async fn run(
         lock: lock.as_ref().map(|l| l.info.clone()),
         inventory_arg: opts.inventory_arg.clone(),
         reset: opts.reset,
+        gates,
     });
+    let work_ctx = Arc::clone(&ctx);
+    let end_ctx = Arc::clone(&ctx);
     let report = fleet
-        .run(move |hctx| host::run_host(Arc::clone(&ctx), hctx))
+        .run_with(
+            &first,
+            move |host, error| {
+                if let Some(e) = error {
+                    let why = crate::secret::redact(&format!("{e:#}"));
+                    end_ctx
+                        .gates
+                        .host_ended(host, why.lines().next().unwrap_or_default());
+                }
+            },
+            move |hctx| host::run_host(Arc::clone(&work_ctx), hctx),
+        )
         .await;
-    drop(lock);
-    let rows = report
+    let mut rows: Vec<HostRow> = report
         .results
         .into_iter()
         .map(|r| match r.outcome {
@@ -153,10 +203,17 @@ pub async fn run(
             },
         })
         .collect();
+    let notes = if report.interrupted {
+        Vec::new()
+    } else {
+        cluster::run(&ctx, fleet, &mut rows).await
+    };
+    drop(lock);
     Ok(RunResult {
         rows,
         interrupted: report.interrupted,
         log_dir: report.log_dir,
         mode: opts.mode,
+        notes,
     })
 }

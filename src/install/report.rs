@@ -83,7 +83,12 @@ pub fn stages(result: &RunResult, diffs: bool) -> String {
             let _ = writeln!(out, "  {stage:<10} FAILED: {}", first_line(msg));
         }
     }
-    out
+    for note in &result.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    // Every line passes the redactor: a secret that reached a message on its way (a
+    // token echoed by a failing command) is masked here too.
+    crate::secret::redact(&out)
 }
 
 /// Changes made (or to make) on a host.

@@ -14,7 +14,7 @@ use super::host::{HostOutcome, RunCtx, StageOutcome, Status};
 use crate::converge::step::Step;
 use crate::converge::{self, undo};
 use crate::fleet::HostCtx;
-use crate::plan::HostFacts;
+use crate::plan::{HostFacts, Scope};
 use crate::state::remote;
 use crate::transport::Command;
 use crate::transport::shell::quote;
@@ -35,14 +35,28 @@ pub async fn stages(
     }
     let mut first_failure = None;
     for sel in run.selected.iter().rev().filter(|s| s.name != "facts") {
-        let Some(stage) = run.stages.get(sel.index).filter(|s| s.checkpointed()) else {
+        // Cluster stages write nothing on hosts (the kubeconfig is local, the checkpoints
+        // go with the first server's).
+        let Some(stage) = run
+            .stages
+            .get(sel.index)
+            .filter(|s| s.checkpointed() && s.scope() == Scope::Host)
+        else {
             continue;
         };
         ctx.progress.step(sel.name);
         let started = Instant::now();
-        let result = match stage.plan(&run.inv, hf) {
+        let planned = super::gate::without_waiting(run, stage.as_ref(), hf);
+        let result = match stage.plan(&run.inv, &planned) {
             Ok(ops) => {
-                let (steps, notes) = undo::lower(sel.name, &ops);
+                let (mut steps, notes) = undo::lower(sel.name, &ops);
+                // Then what the stage's software made by itself (k3s's data).
+                steps.extend(
+                    stage
+                        .leaves(&run.inv, &hf.host)
+                        .iter()
+                        .map(|p| remove_tree(p)),
+                );
                 converge::converge_steps(ctx, sel.name, steps, hf.container, run.mode)
                     .await
                     .map(|r| (r, notes))
@@ -74,13 +88,7 @@ pub async fn stages(
 
     ctx.progress.step("cleanup");
     let started = Instant::now();
-    let steps: Vec<Step> = OWN_FILES
-        .iter()
-        .map(|p| Step::Command {
-            run: format!("rm -rf {}", quote(p)),
-            guard: format!("test ! -e {}", quote(p)),
-        })
-        .collect();
+    let steps: Vec<Step> = OWN_FILES.iter().map(|p| remove_tree(p)).collect();
     let status = match converge::converge_steps(ctx, "cleanup", steps, hf.container, run.mode).await
     {
         Ok(report) => Status::Ran(report),
@@ -99,6 +107,14 @@ pub async fn stages(
     match failed {
         Some(f) => Err(f),
         None => Ok(()),
+    }
+}
+
+fn remove_tree(path: &str) -> Step {
+    Step::Command {
+        run: format!("rm -rf {}", quote(path)),
+        guard: format!("test ! -e {} && test ! -L {}", quote(path), quote(path)),
+        undo: None,
     }
 }
 

@@ -17,6 +17,20 @@ pub fn digest(ops: &[Op]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
+/// The digest of a stage whose work is more than its Ops (a cluster stage's wait or
+/// fetch): `extra` describes the rest. Equal to [`digest`] when `extra` is empty.
+pub fn digest_with(ops: &[Op], extra: &str) -> String {
+    if extra.is_empty() {
+        return digest(ops);
+    }
+    let value = serde_json::to_value(ops).unwrap_or(Value::Null);
+    let mut text = String::new();
+    canonical(&value, &mut text);
+    text.push('\n');
+    text.push_str(extra);
+    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+}
+
 /// Writes `value` as JSON with object keys sorted.
 pub fn canonical(value: &Value, out: &mut String) {
     match value {

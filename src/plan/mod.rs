@@ -7,16 +7,20 @@
 //! and changes.
 
 pub mod digest;
+mod finish;
 mod op;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use op::{LineState, Op};
+pub use finish::{Fetch, Finish, Wait};
+pub use op::{LineState, Op, Undo};
 
 use crate::facts::Facts;
 use crate::inventory::{Host, Inventory};
+use crate::secret::Secret;
 use crate::transport::SudoMode;
 
 /// Where a stage's Ops run.
@@ -48,6 +52,51 @@ pub trait Stage: Send + Sync {
     fn checkpointed(&self) -> bool {
         true
     }
+    /// Stages of other hosts that must be over before this stage plans on `host` (a
+    /// joining node waits for the first server). The engine waits for them while the other
+    /// hosts' stages go on, and fails this stage, naming the host, when one of them failed.
+    fn waits_for(&self, _inv: &Inventory, _host: &Host) -> Vec<Await> {
+        Vec::new()
+    }
+    /// Files this stage leaves on `host` that the plans of hosts waiting for it need, as
+    /// `(key, path)`: read as [`Secret`]s once the stage is done there and handed to the
+    /// waiting hosts in [`HostFacts::handed`].
+    fn hands_over(&self, _inv: &Inventory, _host: &Host) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// Paths the stage's software makes on its own (k3s's data directory), which `reset`
+    /// removes after undoing the Ops.
+    fn leaves(&self, _inv: &Inventory, _host: &Host) -> Vec<String> {
+        Vec::new()
+    }
+    /// Cluster stages: host stages that must have succeeded on every host of the run before
+    /// this one runs.
+    fn needs(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Cluster stages: what to do on the cluster host after the Ops.
+    fn finish(&self, _inv: &Inventory) -> Option<Finish> {
+        None
+    }
+}
+
+/// One stage of another host that a stage waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Await {
+    pub host: String,
+    pub stage: &'static str,
+    /// Why, for messages: `the first server, whose join token this node needs`.
+    pub why: String,
+}
+
+/// A value another host's stage handed over (see [`Stage::hands_over`]).
+#[derive(Clone, Debug)]
+pub enum Handed {
+    Value(Secret),
+    /// Not there yet, in a dry run: the other host makes it when install runs.
+    Later,
+    /// It cannot be had, and why.
+    Missing(String),
 }
 
 /// Everything a stage may know about a host: the inventory entry and what the host said
@@ -70,6 +119,10 @@ pub struct HostFacts {
     pub hostname_resolves: bool,
     /// Disk use of the directories the cluster will fill.
     pub disks: Vec<DiskUse>,
+    /// What the stages this stage waits for handed over, by key (filled by the engine just
+    /// before the stage plans).
+    #[serde(skip)]
+    pub handed: BTreeMap<String, Handed>,
 }
 
 /// How full the filesystem holding `path` is.
@@ -93,6 +146,7 @@ impl HostFacts {
             missing_commands: Vec::new(),
             hostname_resolves: true,
             disks: Vec::new(),
+            handed: BTreeMap::new(),
         }
     }
 }

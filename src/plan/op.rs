@@ -16,6 +16,10 @@ pub enum Op {
         content: String,
         mode: u32,
         owner: String,
+        /// The content holds a secret (a join token): the probe compares it by sha256
+        /// only, so it never travels back from the host, and diffs never show it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        secret: bool,
     },
     /// Keys deep-merged into a JSON object file: objects merge key by key, anything else
     /// (strings, numbers, arrays) is replaced. The admin's other keys stay. A missing file
@@ -60,7 +64,14 @@ pub enum Op {
     },
     /// A shell command run as root, skipped when `guard` (a shell test) succeeds. The guard
     /// must succeed after the command ran, or the Op failed.
-    Command { run: String, guard: String },
+    Command {
+        run: String,
+        guard: String,
+        /// How `gpuctl reset` takes it back; without it reset leaves the command's effect
+        /// and says so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undo: Option<Undo>,
+    },
     /// A local file (an artifact of the bundle) put on the host at `dest`, by content:
     /// in sync when the host's file has this sha256 (and mode). Sent through the
     /// transport's resumable, verified put.
@@ -74,6 +85,17 @@ pub enum Op {
     /// earlier stage installs). `check` is a shell test probed with the stage; when it
     /// fails, the stage fails with `message` before anything is written.
     Require { check: String, message: String },
+}
+
+/// The opposite of a [`Op::Command`]: `run` when `guard` (a shell test) fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undo {
+    pub run: String,
+    pub guard: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a [`Op::Line`] does to the lines it matches.

@@ -1,18 +1,22 @@
 //! The stages of `gpuctl install`, one per file, in the order they run.
 //!
 //! Each is a [`Stage`]: a name, a scope and a pure `plan` from the inventory and one
-//! host's facts to Ops. Only host-scoped stages exist so far; cluster-scoped ones (run
-//! through `kubectl` on the first server) join the list when their Ops do.
+//! host's facts to Ops. Host stages run on every host; cluster stages (`ready`,
+//! `kubeconfig`) run once, over the first server's connection, after the host stages.
 
 pub mod facts;
+pub mod kubeconfig;
+pub mod kubernetes;
 pub mod os;
 pub mod packages;
 pub mod preflight;
+pub mod ready;
 pub mod runtime;
 
 use std::sync::Arc;
 
 use crate::bundle::Bundle;
+use crate::inventory::{Distribution, Inventory};
 use crate::plan::Stage;
 
 /// Every stage, in order. `bundle`: the run's verified bundle, for the stages that send
@@ -22,8 +26,13 @@ pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
         Box::new(facts::FactsStage),
         Box::new(preflight::Preflight),
         Box::new(os::Os),
-        Box::new(packages::Packages { bundle }),
+        Box::new(packages::Packages {
+            bundle: bundle.clone(),
+        }),
         Box::new(runtime::Runtime),
+        Box::new(kubernetes::Kubernetes { bundle }),
+        Box::new(ready::Ready),
+        Box::new(kubeconfig::Kubeconfig),
     ]
 }
 
@@ -34,7 +43,25 @@ pub fn names() -> Vec<&'static str> {
 
 /// The stages that send files of the bundle, and the part of it each sends: the bundle is
 /// loaded and those files verified before any host is touched, when one of them runs.
-pub const BUNDLE_USERS: [(&str, &str); 1] = [("packages", "packages/")];
+pub const BUNDLE_USERS: [(&str, &str); 3] = [
+    ("packages", "packages/"),
+    ("kubernetes", "bin/k3s"),
+    ("kubernetes", "images/k3s-airgap-images-"),
+];
+
+/// What a stage cannot do without, for this inventory: the bundle must have a file whose
+/// path starts with the prefix. Checked with the bundle, before any host is touched, as
+/// `(stage, path prefix, what it is)`.
+pub fn required_files(inv: &Inventory) -> Vec<(&'static str, &'static str, &'static str)> {
+    match inv.cluster.distribution {
+        Distribution::K3s => vec![(
+            "kubernetes",
+            "bin/k3s",
+            "the k3s binary (bin/k3s for amd64 hosts, bin/k3s-arm64 for arm64 ones)",
+        )],
+        Distribution::Kubeadm => Vec::new(),
+    }
+}
 
 #[cfg(test)]
 pub(crate) mod sample;

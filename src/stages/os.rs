@@ -53,6 +53,7 @@ impl Stage for Os {
             ops.push(Op::Command {
                 run: "swapoff -a".into(),
                 guard: "[ \"$(awk 'NR>1' /proc/swaps | wc -l)\" -eq 0 ]".into(),
+                undo: None,
             });
         }
         ops.extend(MODULES.iter().map(|m| Op::Module {
@@ -72,6 +73,7 @@ impl Stage for Os {
             ops.push(Op::Command {
                 run: format!("mkdir -p -m 0755 {q}"),
                 guard: format!("test -d {q}"),
+                undo: None,
             });
         }
         Ok(ops)

@@ -82,6 +82,7 @@ impl Stage for Packages {
         ops.push(Op::Command {
             run: install_script(&debs),
             guard: guard(&debs),
+            undo: None,
         });
         Ok(ops)
     }

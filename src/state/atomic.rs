@@ -7,6 +7,12 @@ use std::path::Path;
 
 /// Replaces `path` with `bytes` atomically, creating its directory when needed.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_mode(path, bytes, None)
+}
+
+/// [`write`] for files that hold credentials: the temp file is created with `mode` (e.g.
+/// 0600), so the content is never readable by others, not even for a moment.
+pub fn write_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -18,7 +24,17 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        if let Some(m) = mode {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(m);
+        }
+        let mut f = opts.open(&tmp)?;
+        if let Some(m) = mode {
+            use std::os::unix::fs::PermissionsExt as _;
+            f.set_permissions(fs::Permissions::from_mode(m))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

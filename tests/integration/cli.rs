@@ -30,6 +30,7 @@ fn help_lists_only_working_commands() {
             "doctor",
             "mirror-images",
             "reset",
+            "kubeconfig",
             "render",
             "help"
         ],

@@ -26,12 +26,14 @@ fn ops(level: u32, conf: &str) -> Vec<Op> {
             content: UNIT.into(),
             mode: 0o644,
             owner: "root:root".into(),
+            secret: false,
         },
         Op::File {
             path: "/etc/gpuctl-demo.conf".into(),
             content: conf.into(),
             mode: 0o600,
             owner: "root:root".into(),
+            secret: false,
         },
         Op::JsonMerge {
             path: "/etc/gpuctl-demo.json".into(),
@@ -41,6 +43,7 @@ fn ops(level: u32, conf: &str) -> Vec<Op> {
         Op::Command {
             run: "touch /tmp/gpuctl-demo-ran".into(),
             guard: "test -e /tmp/gpuctl-demo-ran".into(),
+            undo: None,
         },
         Op::Service {
             name: "gpuctl-demo".into(),
@@ -171,6 +174,7 @@ fn ops_converge_once_and_services_restart_only_for_watched_files() {
         vec![Op::Command {
             run: "true".into(),
             guard: "false".into(),
+            undo: None,
         }],
         Mode::Apply,
     )

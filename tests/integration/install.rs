@@ -10,6 +10,9 @@ use crate::support::lab::{Lab, LabSpec};
 
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
 
+/// The stages these tests leave out: they need a bundle with k3s (see kubernetes.rs).
+const HOST_ONLY: &str = "kubernetes,ready,kubeconfig";
+
 fn install(lab: &Lab, extra: &[&str]) -> Outcome {
     Gpuctl::new()
         .args(["install", "--yes"])
@@ -81,7 +84,7 @@ fn plan_shows_the_changes_and_writes_nothing_nor_does_an_unconfirmed_install() {
         .collect();
 
     let out = Gpuctl::new()
-        .args(["plan"])
+        .args(["plan", "--skip", HOST_ONLY])
         .inventory(&lab.inventory)
         .run()
         .success();
@@ -109,7 +112,7 @@ fn plan_shows_the_changes_and_writes_nothing_nor_does_an_unconfirmed_install() {
     // Without a terminal to confirm on, install refuses unless told --yes, before it
     // touches anything.
     Gpuctl::new()
-        .args(["install"])
+        .args(["install", "--skip", HOST_ONLY])
         .inventory(&lab.inventory)
         .run()
         .code(2)
@@ -184,7 +187,7 @@ fn install_converges_skips_when_done_and_reruns_only_what_changed() {
     );
     assert!(again.stdout.contains("0 changes made"), "{}", again.stdout);
     let plan = Gpuctl::new()
-        .args(["plan"])
+        .args(["plan", "--skip", HOST_ONLY])
         .inventory(&lab.inventory)
         .run()
         .success();
@@ -192,7 +195,7 @@ fn install_converges_skips_when_done_and_reruns_only_what_changed() {
 
     // A full install runs preflight (never checkpointed) and skips os; then a new data
     // directory in the inventory re-runs os, and only os, on every host.
-    let full = install(&lab, &[]).success();
+    let full = install(&lab, &["--skip", HOST_ONLY]).success();
     assert!(full.stdout.contains("preflight  ok"), "{}", full.stdout);
     assert!(
         full.stdout.contains("os         skipped"),
@@ -206,7 +209,7 @@ fn install_converges_skips_when_done_and_reruns_only_what_changed() {
         1,
     );
     std::fs::write(&lab.inventory, text).unwrap_or_else(|e| panic!("{e}"));
-    let changed = install(&lab, &[]).success();
+    let changed = install(&lab, &["--skip", HOST_ONLY]).success();
     for node in ["node1", "node2"] {
         lab.exec(node, "test -d /srv/gpuctl-test/k3s");
     }
@@ -303,7 +306,7 @@ fn a_node_killed_mid_stage_fails_alone_and_a_rerun_resumes_it() {
 fn a_failing_preflight_stops_that_host_only() {
     let lab = Lab::up(&LabSpec::new(2));
     lab.exec("node2", "mv /usr/bin/nsenter /usr/bin/nsenter.off");
-    let out = install(&lab, &[]).code(1);
+    let out = install(&lab, &["--skip", HOST_ONLY]).code(1);
     let row = table_row(&out, "node2");
     assert!(
         row.contains("preflight") && row.contains("FAILED"),
@@ -320,7 +323,7 @@ fn a_failing_preflight_stops_that_host_only() {
     lab.exec("node1", "test -e /etc/sysctl.d/90-gpuctl.conf");
 
     lab.exec("node2", "mv /usr/bin/nsenter.off /usr/bin/nsenter");
-    let again = install(&lab, &[]).success();
+    let again = install(&lab, &["--skip", HOST_ONLY]).success();
     lab.exec("node2", "test -e /etc/sysctl.d/90-gpuctl.conf");
     assert!(
         again.stdout.contains("os         skipped"),

@@ -6,6 +6,7 @@ mod doctor;
 mod doctor_host;
 mod install;
 mod k3s_fixture;
+mod kubernetes;
 mod lab_smoke;
 mod mirror;
 mod registry;

@@ -1,0 +1,246 @@
+//! Stage `kubernetes`: k3s on every node, from the bundle, with the files gpuctl writes
+//! itself (no install script):
+//!
+//! - `/usr/local/bin/k3s` uploaded from the bundle's `bin/k3s` (`bin/k3s-arm64` on arm64),
+//!   sha256-verified, and the links `kubectl` and `crictl` to it beside it;
+//! - the bundle's airgap image tarballs (`images/k3s-airgap-images-<arch>.tar*`) in
+//!   `<data-dir>/agent/images/`, which k3s imports when it starts;
+//! - `/etc/rancher/k3s/config.yaml` from the inventory and `/etc/rancher/k3s/registries.yaml`
+//!   pointing every public registry at `registry.mirror` (see [`k3s`]);
+//! - the unit `k3s.service` (servers) or `k3s-agent.service` (agents) and its env file, then
+//!   the service enabled and running, restarted when any of those files changed.
+//!
+//! **Join order.** The first server (the first host with the `server` role) starts alone;
+//! with more than one server it gets `cluster-init: true` (embedded etcd). Every other node
+//! waits until the first server's `kubernetes` stage is over (their earlier stages go on
+//! meanwhile), then gets the join token that server made (`<data-dir>/server/token`, read as
+//! a [`Secret`](crate::secret::Secret)) in its env file. That file is a secret `File` Op: its
+//! content is compared by sha256, never read back, never shown in a diff.
+//!
+//! Hosts with neither `server` nor `worker` (an NFS server, the registry) are not nodes:
+//! nothing is written there. `cluster.distribution: kubeadm` is not supported yet, and
+//! the stage fails saying so rather than install something else.
+
+pub mod k3s;
+
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use crate::bundle::Bundle;
+use crate::inventory::{Distribution, Host, Inventory};
+use crate::plan::{Await, Handed, HostFacts, Op, Scope, Stage, Undo};
+use crate::transport::shell::quote;
+
+pub struct Kubernetes {
+    /// Loaded and verified before any host is touched.
+    pub bundle: Option<Arc<Bundle>>,
+}
+
+/// The key under which the first server hands over its join token.
+pub const TOKEN: &str = "k3s-token";
+
+pub const BIN: &str = "/usr/local/bin/k3s";
+/// The links the k3s install script makes to the k3s binary.
+pub const LINKS: [&str; 2] = ["kubectl", "crictl"];
+
+impl Stage for Kubernetes {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Host
+    }
+    fn plan(&self, inv: &Inventory, hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
+        if inv.cluster.distribution == Distribution::Kubeadm {
+            bail!(
+                "cluster.distribution kubeadm is not supported by gpuctl yet (only k3s is); \
+                 nothing was installed. Use `distribution: k3s`, or install kubeadm yourself \
+                 and run the stages before this one (--skip kubernetes,ready,kubeconfig)"
+            );
+        }
+        let Some(role) = k3s::NodeRole::of(inv, &hf.host) else {
+            return Ok(Vec::new());
+        };
+        let mut ops = uploads(inv, self.bundle.as_deref(), &hf.facts.arch)?;
+        for link in LINKS {
+            ops.push(link_op(link));
+        }
+        let token = match &role {
+            k3s::NodeRole::FirstServer { .. } => None,
+            _ => Some(join_token(inv, hf)?),
+        };
+        let unit = role.unit();
+        let env_path = format!("/etc/systemd/system/{unit}.service.env");
+        let mut watched = vec![BIN.to_string()];
+        ops.push(Op::File {
+            path: k3s::CONFIG.into(),
+            content: k3s::config_yaml(inv, &hf.host, &role),
+            mode: 0o600,
+            owner: "root:root".into(),
+            secret: false,
+        });
+        watched.push(k3s::CONFIG.into());
+        if let Some(registries) = k3s::registries_yaml(inv) {
+            ops.push(Op::File {
+                path: k3s::REGISTRIES.into(),
+                content: registries,
+                mode: 0o600,
+                owner: "root:root".into(),
+                secret: false,
+            });
+            watched.push(k3s::REGISTRIES.into());
+        }
+        let unit_path = format!("/etc/systemd/system/{unit}.service");
+        ops.push(Op::File {
+            path: unit_path.clone(),
+            content: k3s::unit_file(&role, &env_path),
+            mode: 0o644,
+            owner: "root:root".into(),
+            secret: false,
+        });
+        watched.push(unit_path);
+        ops.push(Op::File {
+            path: env_path.clone(),
+            content: k3s::env_file(&role, token.as_deref()),
+            mode: 0o600,
+            owner: "root:root".into(),
+            secret: token.is_some(),
+        });
+        watched.push(env_path);
+        ops.push(Op::Service {
+            name: unit.into(),
+            enabled: true,
+            running: true,
+            restart_on: watched,
+        });
+        Ok(ops)
+    }
+    fn notes(&self, inv: &Inventory, hf: &HostFacts) -> Vec<String> {
+        let mut notes = Vec::new();
+        if k3s::NodeRole::of(inv, &hf.host).is_none() {
+            notes.push("neither server nor worker: not a Kubernetes node, nothing to do".into());
+        }
+        if let Some(r) = &inv.registry
+            && (r.ca_file.is_some() || r.username.is_some())
+        {
+            notes.push(
+                "registry.ca_file and registry credentials are not written into k3s's \
+                 registries.yaml by gpuctl yet"
+                    .into(),
+            );
+        }
+        notes
+    }
+    fn waits_for(&self, inv: &Inventory, host: &Host) -> Vec<Await> {
+        match k3s::NodeRole::of(inv, host) {
+            Some(k3s::NodeRole::Joiner { first, .. }) => vec![Await {
+                host: first,
+                stage: "kubernetes",
+                why: "the first server, whose join token this node needs".into(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+    fn hands_over(&self, inv: &Inventory, host: &Host) -> Vec<(&'static str, String)> {
+        match k3s::NodeRole::of(inv, host) {
+            Some(k3s::NodeRole::FirstServer { .. }) => {
+                vec![(TOKEN, format!("{}/server/token", k3s::data_dir(inv)))]
+            }
+            _ => Vec::new(),
+        }
+    }
+    fn leaves(&self, inv: &Inventory, host: &Host) -> Vec<String> {
+        if k3s::NodeRole::of(inv, host).is_none() {
+            return Vec::new();
+        }
+        // What k3s makes by itself (k3s-uninstall.sh removes the same).
+        let mut paths = vec![
+            k3s::data_dir(inv),
+            "/etc/rancher".to_string(),
+            "/run/k3s".to_string(),
+            "/run/flannel".to_string(),
+            "/var/lib/kubelet".to_string(),
+        ];
+        paths.dedup();
+        paths
+    }
+}
+
+/// The k3s binary and the airgap images for a host of `uname -m` `arch`. Without a bundle
+/// (only `reset` plans without one: install refuses to start without it, before any host
+/// is touched) the binary's destination is all there is, and all reset needs.
+fn uploads(inv: &Inventory, bundle: Option<&Bundle>, arch: &str) -> anyhow::Result<Vec<Op>> {
+    let Some(bundle) = bundle else {
+        return Ok(vec![Op::Upload {
+            src: String::new(),
+            dest: BIN.into(),
+            sha256: String::new(),
+            mode: 0o755,
+        }]);
+    };
+    let arch = crate::bundle::dpkg_arch(arch);
+    let bin = k3s::bundle_binary(arch);
+    let Some(binary) = bundle.files.iter().find(|f| f.path == bin) else {
+        bail!(
+            "the bundle {} has no {bin}, the k3s binary for this {arch} host; add it (and \
+             its sha256 and size to bundle.yaml)",
+            bundle.dir.display()
+        );
+    };
+    let mut ops = vec![Op::Upload {
+        src: bundle.local_path(binary).display().to_string(),
+        dest: BIN.into(),
+        sha256: binary.sha256.clone(),
+        mode: 0o755,
+    }];
+    let images = k3s::images_dir(inv);
+    for f in bundle
+        .files
+        .iter()
+        .filter(|f| k3s::is_airgap_image(&f.path, arch))
+    {
+        let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+        ops.push(Op::Upload {
+            src: bundle.local_path(f).display().to_string(),
+            dest: format!("{images}/{name}"),
+            sha256: f.sha256.clone(),
+            mode: 0o644,
+        });
+    }
+    Ok(ops)
+}
+
+/// `ln -s k3s /usr/local/bin/<name>`, unless the admin has a real file there (kept, as
+/// the k3s install script keeps it). Reset removes only gpuctl's link.
+fn link_op(name: &str) -> Op {
+    let path = quote(&format!("/usr/local/bin/{name}"));
+    let ours = format!("test \"$(readlink {path} 2>/dev/null)\" = k3s");
+    Op::Command {
+        run: format!("ln -sfn k3s {path}"),
+        guard: format!("{ours} || {{ test -e {path} && test ! -L {path}; }}"),
+        undo: Some(Undo {
+            run: format!("rm -f {path}"),
+            guard: format!("! {ours}"),
+        }),
+    }
+}
+
+/// The first server's join token, as the engine handed it over.
+fn join_token(inv: &Inventory, hf: &HostFacts) -> anyhow::Result<String> {
+    let first = inv.servers().next().map_or("?", |h| h.name.as_str());
+    match hf.handed.get(TOKEN) {
+        Some(Handed::Value(secret)) => Ok(secret.expose().to_string()),
+        // A dry run before the first server exists: the file will hold its token.
+        Some(Handed::Later) => Ok(format!("(the join token {first} makes)")),
+        Some(Handed::Missing(why)) => bail!("{why}"),
+        None => bail!(
+            "the join token of {first} (the first server) is not known: its kubernetes \
+             stage is not part of this run; run it together with this host"
+        ),
+    }
+}
+
+#[cfg(test)]
+#[path = "kubernetes/tests.rs"]
+mod tests;

@@ -1,0 +1,202 @@
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use super::*;
+use crate::bundle::BundleFile;
+use crate::inventory::LoadOptions;
+use crate::secret::Secret;
+
+const TOKEN_VALUE: &str = "K10aaaabbbbccccddddeeeeffff00001111222233334444555566667777888899990000::server:0123456789abcdef0123456789abcdef";
+
+fn example(name: &str) -> Inventory {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let opts = LoadOptions {
+        no_ssh_config: true,
+        home: Some(root.join("tests/fixtures/inventory/home")),
+        user: Some("tester".into()),
+        ..LoadOptions::default()
+    };
+    crate::inventory::load(&root.join(format!("inventories/{name}.yaml")), &opts)
+        .unwrap_or_else(|e| panic!("inventories/{name}.yaml should load:\n{e}"))
+}
+
+fn file(path: &str) -> BundleFile {
+    BundleFile {
+        path: path.into(),
+        sha256: format!("{:0>64}", path.len()),
+        size: 1,
+    }
+}
+
+fn stage() -> Kubernetes {
+    Kubernetes {
+        bundle: Some(Arc::new(Bundle {
+            dir: "/srv/bundle".into(),
+            name: "sample".into(),
+            versions: Default::default(),
+            files: vec![
+                file("bin/k3s"),
+                file("bin/k3s-arm64"),
+                file("images/k3s-airgap-images-amd64.tar.zst"),
+                file("images/k3s-airgap-images-arm64.tar.zst"),
+                file("images/other.tar"),
+                file("packages/debian-12/jq_1.6-2.1+deb12u3_amd64.deb"),
+            ],
+        })),
+    }
+}
+
+/// Facts of an amd64 host, with the first server's token handed over.
+fn facts(inv: &Inventory, host: &str) -> HostFacts {
+    let h = inv.hosts.iter().find(|h| h.name == host).unwrap();
+    let mut hf = HostFacts::bare(h);
+    hf.facts.arch = "x86_64".into();
+    hf.handed
+        .insert(TOKEN.into(), Handed::Value(Secret::new(TOKEN_VALUE)));
+    hf
+}
+
+fn plan(inv: &Inventory, host: &str) -> Vec<Op> {
+    stage().plan(inv, &facts(inv, host)).unwrap()
+}
+
+/// The Ops with the token replaced, as the snapshots (and everything printed) show them.
+fn masked(ops: &[Op]) -> Vec<Op> {
+    let text = serde_json::to_string(ops)
+        .unwrap()
+        .replace(TOKEN_VALUE, "<token>");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn single_box_first_server_with_docker_and_its_own_data_dir() {
+    let inv = example("single-box");
+    let ops = plan(&inv, "astro");
+    insta::assert_yaml_snapshot!(ops);
+    assert!(
+        !serde_json::to_string(&ops).unwrap().contains(TOKEN_VALUE),
+        "the first server makes its token; it is written nowhere by gpuctl"
+    );
+    assert_eq!(
+        stage().hands_over(&inv, &inv.hosts[0]),
+        [(TOKEN, "/home/data/k3s/var/server/token".to_string())]
+    );
+    assert!(stage().waits_for(&inv, &inv.hosts[0]).is_empty());
+}
+
+#[test]
+fn ha_bastion_lab_first_server_joining_server_agent_and_non_nodes() {
+    let inv = example("lab-ha-bastion");
+    insta::assert_yaml_snapshot!("ha_first_server", plan(&inv, "ctl1"));
+    insta::assert_yaml_snapshot!("ha_joining_server", masked(&plan(&inv, "ctl2")));
+    let agent = plan(&inv, "gpu01");
+    insta::assert_yaml_snapshot!("ha_gpu_agent", masked(&agent));
+    assert!(plan(&inv, "nas1").is_empty());
+    assert!(plan(&inv, "harbor").is_empty());
+
+    // The token is only in the agent's env file, and that file is a secret Op.
+    let with_token: Vec<&Op> = agent
+        .iter()
+        .filter(|op| serde_json::to_string(op).unwrap().contains(TOKEN_VALUE))
+        .collect();
+    assert!(
+        matches!(with_token.as_slice(), [Op::File { path, secret: true, mode: 0o600, .. }]
+            if path == "/etc/systemd/system/k3s-agent.service.env"),
+        "{with_token:?}"
+    );
+    let gpu01 = inv.hosts.iter().find(|h| h.name == "gpu01").unwrap();
+    assert_eq!(
+        stage().waits_for(&inv, gpu01),
+        [Await {
+            host: "ctl1".into(),
+            stage: "kubernetes",
+            why: "the first server, whose join token this node needs".into()
+        }]
+    );
+    assert!(stage().hands_over(&inv, gpu01).is_empty());
+}
+
+#[test]
+fn kubeadm_is_refused_as_not_supported_yet() {
+    let inv = example("kubeadm-calico");
+    let err = stage()
+        .plan(&inv, &facts(&inv, "cp1"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("kubeadm is not supported by gpuctl yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_joiner_without_the_token_fails_and_a_dry_run_plans_with_a_placeholder() {
+    let inv = example("lab-ha-bastion");
+    let mut hf = facts(&inv, "gpu02");
+    hf.handed.insert(
+        TOKEN.into(),
+        Handed::Missing("ctl1 made no token within 180s".into()),
+    );
+    let err = stage().plan(&inv, &hf).unwrap_err().to_string();
+    assert_eq!(err, "ctl1 made no token within 180s");
+    hf.handed.clear();
+    let err = stage().plan(&inv, &hf).unwrap_err().to_string();
+    assert!(err.contains("the join token of ctl1"), "{err}");
+    hf.handed.insert(TOKEN.into(), Handed::Later);
+    let ops = stage().plan(&inv, &hf).unwrap();
+    assert!(
+        serde_json::to_string(&ops)
+            .unwrap()
+            .contains("(the join token ctl1 makes)")
+    );
+}
+
+#[test]
+fn an_arm64_host_gets_the_arm64_binary_and_images_and_a_bundle_without_them_fails() {
+    let inv = example("lab-ha-bastion");
+    let mut hf = facts(&inv, "gpu03");
+    hf.facts.arch = "aarch64".into();
+    let ops = stage().plan(&inv, &hf).unwrap();
+    let uploads: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Upload { src, .. } => Some(src.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        uploads,
+        [
+            "/srv/bundle/bin/k3s-arm64",
+            "/srv/bundle/images/k3s-airgap-images-arm64.tar.zst"
+        ]
+    );
+    hf.facts.arch = "riscv64".into();
+    let err = stage().plan(&inv, &hf).unwrap_err().to_string();
+    assert!(err.contains("has no bin/k3s-riscv64"), "{err}");
+    // Reset plans without the bundle: the binary's destination is still known.
+    let none = Kubernetes { bundle: None };
+    let ops = none.plan(&inv, &facts(&inv, "gpu03")).unwrap();
+    assert!(
+        matches!(&ops[0], Op::Upload { dest, .. } if dest == BIN),
+        "{ops:?}"
+    );
+}
+
+#[test]
+fn reset_removes_what_k3s_makes_on_nodes_only() {
+    let inv = example("lab-ha-bastion");
+    let nas = inv.hosts.iter().find(|h| h.name == "nas1").unwrap();
+    assert!(stage().leaves(&inv, nas).is_empty());
+    assert_eq!(
+        stage().leaves(&inv, &inv.hosts[0]),
+        [
+            "/var/lib/rancher/k3s",
+            "/etc/rancher",
+            "/run/k3s",
+            "/run/flannel",
+            "/var/lib/kubelet"
+        ]
+    );
+}

@@ -1,0 +1,186 @@
+//! Stage `ready` (cluster): wait until every node of the inventory is Ready.
+//!
+//! The first cluster stage: it runs once, over the first server's connection, after every
+//! host of the run finished its `kubernetes` stage. It asks `kubectl get nodes -o json`
+//! every 2 s, for at most 5 minutes, and judges the answer here (no `jq` on the nodes): a
+//! node of the inventory (a host with the `server` or `worker` role) that has not
+//! registered, or whose `Ready` condition is not `True`, is named with its condition's
+//! reason and message, and with the command that shows why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::inventory::{Inventory, Role};
+use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
+
+pub struct Ready;
+
+/// How long nodes get to become Ready after their k3s started.
+pub const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// kubectl of k3s, whatever the admin has on `PATH`, with the admin kubeconfig.
+pub const KUBECTL: &str = "/usr/local/bin/k3s kubectl";
+
+impl Stage for Ready {
+    fn name(&self) -> &'static str {
+        "ready"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Cluster
+    }
+    fn plan(&self, _inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
+        Ok(Vec::new())
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["kubernetes"]
+    }
+    fn finish(&self, inv: &Inventory) -> Option<Finish> {
+        let nodes = node_names(inv);
+        let judged = nodes.clone();
+        Some(Finish::Wait(Wait {
+            what: format!("every node Ready ({})", nodes.join(", ")),
+            command: format!("{KUBECTL} get nodes -o json --request-timeout=10s"),
+            timeout: TIMEOUT,
+            interval: Duration::from_secs(2),
+            judge: Arc::new(move |out| judge(&judged, out)),
+            hint: format!("{KUBECTL} describe nodes {}", nodes.join(" ")),
+        }))
+    }
+}
+
+/// The hosts that are Kubernetes nodes, in inventory order.
+pub fn node_names(inv: &Inventory) -> Vec<String> {
+    inv.hosts
+        .iter()
+        .filter(|h| h.roles.contains(&Role::Server) || h.roles.contains(&Role::Worker))
+        .map(|h| h.name.clone())
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct List {
+    #[serde(default)]
+    items: Vec<Node>,
+}
+
+#[derive(Deserialize)]
+struct Node {
+    metadata: Meta,
+    #[serde(default)]
+    status: Status,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    name: String,
+}
+
+#[derive(Default, Deserialize)]
+struct Status {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// `Ok` when every one of `nodes` is Ready in `kubectl get nodes -o json` output; else
+/// what is missing, one node per line.
+pub fn judge(nodes: &[String], output: &str) -> Result<(), String> {
+    let list: List = serde_json::from_str(output).map_err(|e| {
+        let first = output.lines().next().unwrap_or_default();
+        format!("kubectl did not answer with a node list ({e}): {first}")
+    })?;
+    let mut missing = Vec::new();
+    for name in nodes {
+        let Some(node) = list.items.iter().find(|n| &n.metadata.name == name) else {
+            missing.push(format!("{name}: not registered with the cluster"));
+            continue;
+        };
+        match node.status.conditions.iter().find(|c| c.kind == "Ready") {
+            Some(c) if c.status == "True" => {}
+            Some(c) => {
+                let mut why = format!("{name}: Ready={}", c.status);
+                if !c.reason.is_empty() {
+                    why.push_str(&format!(" ({}", c.reason));
+                    if !c.message.is_empty() {
+                        why.push_str(&format!(": {}", c.message));
+                    }
+                    why.push(')');
+                }
+                missing.push(why);
+            }
+            None => missing.push(format!("{name}: no Ready condition yet")),
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("\n"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::stages::sample;
+
+    fn node(name: &str, ready: &str, reason: &str) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": ready, "reason": reason, "message": "Kubelet stopped posting node status."}
+            ]}
+        })
+    }
+
+    #[test]
+    fn every_inventory_node_must_be_registered_and_ready() {
+        let nodes: Vec<String> = ["cp1", "gpu1", "far"].map(String::from).to_vec();
+        let all = serde_json::json!({"kind": "List", "items": [
+            node("cp1", "True", "KubeletReady"), node("gpu1", "True", ""), node("far", "True", ""),
+            node("someone-else", "False", "")
+        ]});
+        assert_eq!(judge(&nodes, &all.to_string()), Ok(()));
+        let some = serde_json::json!({"items": [
+            node("cp1", "True", ""), node("gpu1", "Unknown", "NodeStatusUnknown")
+        ]});
+        assert_eq!(
+            judge(&nodes, &some.to_string()).unwrap_err(),
+            "gpu1: Ready=Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)\n\
+             far: not registered with the cluster"
+        );
+        let err = judge(&nodes, "The connection to the server was refused").unwrap_err();
+        assert!(
+            err.starts_with("kubectl did not answer with a node list"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_wait_names_the_nodes_and_how_to_see_why() {
+        let inv = sample::inventory();
+        assert_eq!(node_names(&inv), ["cp1", "gpu1", "far"]);
+        let Some(Finish::Wait(w)) = Ready.finish(&inv) else {
+            panic!("ready waits")
+        };
+        assert_eq!(w.what, "every node Ready (cp1, gpu1, far)");
+        assert_eq!(
+            w.hint,
+            "/usr/local/bin/k3s kubectl describe nodes cp1 gpu1 far"
+        );
+        assert!(w.command.contains("get nodes -o json"));
+    }
+}
