@@ -25,4 +25,5 @@ pub mod secret;
 pub mod stages;
 pub mod state;
 pub mod table;
+pub mod tar;
 pub mod transport;

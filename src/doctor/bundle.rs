@@ -9,7 +9,6 @@
 //! its destination and renamed into place, mode 0600, so a half-written bundle never
 //! exists under the name asked for.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -83,19 +82,14 @@ pub fn write(dest: &Path, entries: &[Entry]) -> anyhow::Result<()> {
         let file = opts
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        let mtime = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = crate::tar::TarWriter::new(gz);
         for e in entries {
             let text = redact_credentials(&crate::secret::redact(&e.text));
-            gz.write_all(&header(&e.path, text.len() as u64, mtime)?)?;
-            gz.write_all(text.as_bytes())?;
-            let pad = (512 - text.len() % 512) % 512;
-            gz.write_all(&vec![0u8; pad])?;
+            tar.append_bytes(&e.path, text.as_bytes())
+                .with_context(|| format!("bundle entry {}", e.path))?;
         }
-        gz.write_all(&[0u8; 1024])?;
+        let gz = tar.finish()?;
         let file = gz.finish()?;
         file.sync_all()?;
         std::fs::rename(&tmp, dest)
@@ -106,31 +100,6 @@ pub fn write(dest: &Path, entries: &[Entry]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing the support bundle {}", dest.display()))
-}
-
-/// A ustar header for a regular file (mode 0644, owner 0).
-fn header(path: &str, size: u64, mtime: u64) -> anyhow::Result<[u8; 512]> {
-    anyhow::ensure!(
-        path.len() < 100 && path.is_ascii(),
-        "bundle path {path:?} is too long for a tar header"
-    );
-    let mut h = [0u8; 512];
-    let mut put = |at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
-    put(0, path.as_bytes());
-    put(100, b"0000644\0");
-    put(108, b"0000000\0");
-    put(116, b"0000000\0");
-    put(124, format!("{size:011o}\0").as_bytes());
-    put(136, format!("{mtime:011o}\0").as_bytes());
-    put(148, b"        ");
-    put(156, b"0");
-    put(257, b"ustar\0");
-    put(263, b"00");
-    put(265, b"root");
-    put(297, b"root");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    Ok(h)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use crate::registry::{Descriptor, Digest, Manifest, Platform, Reference};
 use super::layout::Bundle;
 use super::lock::{LockFile, LockedImage};
 use super::progress::{Transfer, human_bytes};
-use super::tar_stream::TarWriter;
+use crate::tar::TarWriter;
 
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";

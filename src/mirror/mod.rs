@@ -15,7 +15,6 @@ pub mod pull;
 pub mod push;
 pub mod rewrite;
 pub mod scan;
-pub mod tar_stream;
 
 pub use check::{CheckOptions, ImageCheck, check};
 pub use export::{ExportOptions, ExportReport, export};
