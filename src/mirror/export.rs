@@ -30,16 +30,13 @@ use serde::{Deserialize, Serialize};
 use crate::exit::BadInput;
 use crate::registry::descriptor::image_blobs;
 use crate::registry::digest::Hasher;
-use crate::registry::manifest::OCI_INDEX;
 use crate::registry::{Descriptor, Digest, Manifest, Platform, Reference};
 
-use super::layout::Bundle;
+use super::layout::{Bundle, IndexEntry};
 use super::lock::{LockFile, LockedImage};
 use super::progress::{Transfer, human_bytes};
 use crate::tar::TarWriter;
 
-const CONTAINERD_NAME: &str = "io.containerd.image.name";
-const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Image configs are small JSON; a larger one is a damaged bundle.
 const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -278,56 +275,19 @@ fn blob_name(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm(), digest.hex())
 }
 
-/// The OCI index: one single-platform entry per image, named for containerd and OCI tools.
+/// The OCI index: one single-platform entry per image.
 fn index_json(chosen: &[Chosen]) -> anyhow::Result<Vec<u8>> {
-    #[derive(Serialize)]
-    struct Index<'a> {
-        #[serde(rename = "schemaVersion")]
-        schema_version: u32,
-        #[serde(rename = "mediaType")]
-        media_type: &'a str,
-        manifests: Vec<Entry<'a>>,
-    }
-    #[derive(Serialize)]
-    struct Entry<'a> {
-        #[serde(rename = "mediaType")]
-        media_type: &'a str,
-        digest: &'a Digest,
-        size: u64,
-        annotations: BTreeMap<&'a str, &'a str>,
-        platform: EntryPlatform<'a>,
-    }
-    #[derive(Serialize)]
-    struct EntryPlatform<'a> {
-        architecture: &'a str,
-        os: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        variant: Option<&'a str>,
-    }
-    let index = Index {
-        schema_version: 2,
-        media_type: OCI_INDEX,
-        manifests: chosen
-            .iter()
-            .map(|c| Entry {
-                media_type: &c.manifest.media_type,
-                digest: &c.manifest.digest,
-                size: c.manifest.bytes.len() as u64,
-                annotations: [
-                    (CONTAINERD_NAME, c.name.as_str()),
-                    (OCI_REF_NAME, c.name.as_str()),
-                ]
-                .into_iter()
-                .collect(),
-                platform: EntryPlatform {
-                    architecture: &c.platform.architecture,
-                    os: &c.platform.os,
-                    variant: c.platform.variant.as_deref(),
-                },
-            })
-            .collect(),
-    };
-    Ok(serde_json::to_vec_pretty(&index)?)
+    let entries: Vec<IndexEntry> = chosen
+        .iter()
+        .map(|c| IndexEntry {
+            name: c.name.clone(),
+            media_type: c.manifest.media_type.clone(),
+            digest: c.manifest.digest.clone(),
+            size: c.manifest.bytes.len() as u64,
+            platform: Some(c.platform.clone()),
+        })
+        .collect();
+    Ok(super::layout::index_json(&entries)?)
 }
 
 /// Docker's `manifest.json`: one entry per image (images with the same manifest share an

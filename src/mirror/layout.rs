@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::registry::digest::Hasher;
 use crate::registry::manifest::OCI_INDEX;
-use crate::registry::{Digest, Manifest};
+use crate::registry::{Digest, Manifest, Platform};
 
 const OCI_LAYOUT: &str = "oci-layout";
 const INDEX_JSON: &str = "index.json";
@@ -49,6 +49,63 @@ pub struct IndexEntry {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
+    /// Set for a single-platform entry (an exported tarball); an index entry has none.
+    pub platform: Option<Platform>,
+}
+
+/// `index.json` of an OCI layout: one descriptor per image, named for containerd
+/// (`io.containerd.image.name`) and OCI tools (`org.opencontainers.image.ref.name`). The
+/// bundle and the exported tarball both write it, so both are read the same way.
+pub fn index_json(entries: &[IndexEntry]) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Index<'a> {
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+        #[serde(rename = "mediaType")]
+        media_type: &'a str,
+        manifests: Vec<Entry<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        #[serde(rename = "mediaType")]
+        media_type: &'a str,
+        digest: &'a Digest,
+        size: u64,
+        annotations: std::collections::BTreeMap<&'a str, &'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        platform: Option<EntryPlatform<'a>>,
+    }
+    #[derive(Serialize)]
+    struct EntryPlatform<'a> {
+        architecture: &'a str,
+        os: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        variant: Option<&'a str>,
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        manifests: entries
+            .iter()
+            .map(|e| Entry {
+                media_type: &e.media_type,
+                digest: &e.digest,
+                size: e.size,
+                annotations: [
+                    (CONTAINERD_NAME, e.name.as_str()),
+                    (OCI_REF_NAME, e.name.as_str()),
+                ]
+                .into_iter()
+                .collect(),
+                platform: e.platform.as_ref().map(|p| EntryPlatform {
+                    architecture: &p.architecture,
+                    os: &p.os,
+                    variant: p.variant.as_deref(),
+                }),
+            })
+            .collect(),
+    };
+    serde_json::to_vec_pretty(&index)
 }
 
 impl Bundle {
@@ -182,43 +239,9 @@ impl Bundle {
         Ok(())
     }
 
-    /// Writes `index.json`: one descriptor per image, named for containerd and OCI tools.
+    /// Writes `index.json` (see [`index_json`]).
     pub fn write_index(&self, entries: &[IndexEntry]) -> std::io::Result<()> {
-        #[derive(Serialize)]
-        struct Index<'a> {
-            #[serde(rename = "schemaVersion")]
-            schema_version: u32,
-            #[serde(rename = "mediaType")]
-            media_type: &'a str,
-            manifests: Vec<Entry<'a>>,
-        }
-        #[derive(Serialize)]
-        struct Entry<'a> {
-            #[serde(rename = "mediaType")]
-            media_type: &'a str,
-            digest: &'a Digest,
-            size: u64,
-            annotations: std::collections::BTreeMap<&'a str, &'a str>,
-        }
-        let index = Index {
-            schema_version: 2,
-            media_type: OCI_INDEX,
-            manifests: entries
-                .iter()
-                .map(|e| Entry {
-                    media_type: &e.media_type,
-                    digest: &e.digest,
-                    size: e.size,
-                    annotations: [
-                        (CONTAINERD_NAME, e.name.as_str()),
-                        (OCI_REF_NAME, e.name.as_str()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                })
-                .collect(),
-        };
-        let json = serde_json::to_vec_pretty(&index).map_err(std::io::Error::other)?;
+        let json = index_json(entries).map_err(std::io::Error::other)?;
         write_atomic(&self.root.join(INDEX_JSON), &json)
     }
 }

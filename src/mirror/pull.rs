@@ -357,6 +357,7 @@ fn index_entry(r: &Resolved) -> IndexEntry {
         media_type: r.locked.media_type.clone(),
         digest: r.locked.digest.clone(),
         size: r.top_size,
+        platform: None,
     }
 }
 
