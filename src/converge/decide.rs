@@ -92,7 +92,8 @@ pub fn decide(steps: &[Step], now: &[Now], container: bool) -> Result<Vec<Decisi
     }
     let mut out = Vec::with_capacity(steps.len());
     let mut changed_paths = BTreeSet::new();
-    // Files first: services restart when a file they watch changed, wherever it stands.
+    // Files first: services restart, and commands run again, when a file they watch
+    // changed, wherever it stands.
     let mut decided: Vec<Option<Decision>> = vec![None; steps.len()];
     for (i, (step, now)) in steps.iter().zip(now).enumerate() {
         let d = match step {
@@ -395,12 +396,30 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
             }
             kernel("load it".into(), format!("modprobe {}", quote(name)))
         }
-        (Step::Command { run, guard, .. }, Now::Command { done }) => {
-            if *done {
+        (
+            Step::Command {
+                run,
+                guard,
+                rerun_on,
+                ..
+            },
+            Now::Command { done },
+        ) => {
+            let watched: Vec<&str> = rerun_on
+                .iter()
+                .filter(|p| changed.contains(*p))
+                .map(String::as_str)
+                .collect();
+            if *done && watched.is_empty() {
                 return in_sync(what);
             }
+            let why = if *done {
+                format!("run it again ({} changed)", watched.join(", "))
+            } else {
+                format!("run it (guard `{guard}` is false)")
+            };
             changed_to(
-                format!("run it (guard `{guard}` is false)"),
+                why,
                 format!(
                     "sh -c {} </dev/null && {{ sh -c {} >/dev/null 2>&1 </dev/null || {{ echo 'the command ran but its guard is still false' >&2; false; }}; }}",
                     quote(run),

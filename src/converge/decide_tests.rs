@@ -125,6 +125,7 @@ fn commands_run_only_when_their_guard_is_false() {
         run: "mkdir -p /d".into(),
         guard: "test -d /d".into(),
         undo: None,
+        rerun_on: Vec::new(),
     }];
     let d = decide(&steps, &[Now::Command { done: true }], false).unwrap();
     assert_eq!(d[0].action, Action::Nothing);
@@ -135,6 +136,47 @@ fn commands_run_only_when_their_guard_is_false() {
     assert!(fatal);
     assert!(snippet.contains("sh -c 'mkdir -p /d'"), "{snippet}");
     assert!(snippet.contains("guard is still false"), "{snippet}");
+}
+
+#[test]
+fn commands_run_again_when_a_file_they_watch_changed() {
+    let steps = vec![
+        whole("/var/lib/gpuctl/cluster/gpu.yaml", "kind: A\n"),
+        Step::Command {
+            run: "kubectl apply -f /var/lib/gpuctl/cluster/gpu.yaml".into(),
+            guard: "kubectl get ds x".into(),
+            undo: None,
+            rerun_on: vec!["/var/lib/gpuctl/cluster/gpu.yaml".into()],
+        },
+    ];
+    let same = decide(
+        &steps,
+        &[file("kind: A\n"), Now::Command { done: true }],
+        false,
+    )
+    .unwrap();
+    assert_eq!(same[1].action, Action::Nothing);
+    let edited = decide(
+        &steps,
+        &[file("kind: B\n"), Now::Command { done: true }],
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        edited[1].report.change,
+        Change::Changed("run it again (/var/lib/gpuctl/cluster/gpu.yaml changed)".into())
+    );
+    assert!(matches!(edited[1].action, Action::Run { fatal: true, .. }));
+    // Its guard false: it runs for that reason, whatever the file did.
+    let gone = decide(
+        &steps,
+        &[file("kind: A\n"), Now::Command { done: false }],
+        false,
+    )
+    .unwrap();
+    assert!(
+        matches!(&gone[1].report.change, Change::Changed(why) if why.starts_with("run it (guard"))
+    );
 }
 
 #[test]

@@ -233,6 +233,7 @@ mod tests {
                 run: "mkdir -p /d".into(),
                 guard: "test -d '/d'".into(),
                 undo: None,
+                rerun_on: Vec::new(),
             },
             Step::Content {
                 path: "/nope".into(),

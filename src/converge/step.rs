@@ -41,6 +41,8 @@ pub enum Step {
         guard: String,
         /// How reset takes it back (see `Op::Command`).
         undo: Option<Undo>,
+        /// Files of the stage whose change makes it run again (see `Op::Command`).
+        rerun_on: Vec<String>,
     },
     /// A local file put on the host by content (sha256).
     Upload {
@@ -221,10 +223,16 @@ pub fn lower(stage: &str, ops: &[Op]) -> Vec<Step> {
                 running: *running,
                 restart_on: restart_on.clone(),
             }),
-            Op::Command { run, guard, undo } => steps.push(Step::Command {
+            Op::Command {
+                run,
+                guard,
+                undo,
+                rerun_on,
+            } => steps.push(Step::Command {
                 run: run.clone(),
                 guard: guard.clone(),
                 undo: undo.clone(),
+                rerun_on: rerun_on.clone(),
             }),
             Op::Upload {
                 src,

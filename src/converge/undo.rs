@@ -34,6 +34,7 @@ pub fn lower(stage: &str, ops: &[Op]) -> (Vec<Step>, Vec<String>) {
             run: format!("rm -f {q}"),
             guard: format!("test ! -e {q}"),
             undo: None,
+            rerun_on: Vec::new(),
         }
     };
     for s in step::lower(stage, ops).into_iter().rev() {
@@ -85,6 +86,7 @@ pub fn lower(stage: &str, ops: &[Op]) -> (Vec<Step>, Vec<String>) {
                 run: undo.run,
                 guard: undo.guard,
                 undo: None,
+                rerun_on: Vec::new(),
             }),
             Step::Command { run, .. } => notes.push(format!(
                 "not undone: `{}`",
@@ -277,6 +279,7 @@ mod tests {
                 run: "mkdir -p /data".into(),
                 guard: "test -d /data".into(),
                 undo: None,
+                rerun_on: Vec::new(),
             },
             Op::Command {
                 run: "ln -sfn k3s /usr/local/bin/kubectl".into(),
@@ -285,6 +288,7 @@ mod tests {
                     run: "rm -f /usr/local/bin/kubectl".into(),
                     guard: "test ! -L /usr/local/bin/kubectl".into(),
                 }),
+                rerun_on: Vec::new(),
             },
             Op::Upload {
                 src: "/b/x.deb".into(),

@@ -109,6 +109,18 @@ impl HostCtx {
     }
 }
 
+/// The error of work that Ctrl-C stopped before it finished.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted before it finished")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// The result of one host.
 pub struct HostResult<T> {
     pub host: String,
@@ -280,17 +292,24 @@ impl Fleet {
                 }
             }
         }
+        if interrupted {
+            // Every aborted task is dropped by now; what it ran on its host is stopped by
+            // signals still on their way.
+            crate::transport::stops::settle(crate::transport::stops::SETTLE_LIMIT).await;
+        }
         let results = slots
             .into_iter()
             .zip(&self.hosts)
             .map(|(slot, host)| {
                 slot.unwrap_or_else(|| HostResult {
                     host: host.name.clone(),
-                    outcome: Err(anyhow::anyhow!(if interrupted {
-                        "interrupted before it finished"
+                    outcome: Err(if interrupted {
+                        anyhow::Error::new(Interrupted)
                     } else {
-                        "the task for this host stopped unexpectedly (a bug: please report it)"
-                    })),
+                        anyhow::anyhow!(
+                            "the task for this host stopped unexpectedly (a bug: please report it)"
+                        )
+                    }),
                     elapsed: Duration::ZERO,
                 })
             })
@@ -306,7 +325,7 @@ impl Fleet {
 impl Fleet {
     /// Connects to `host` again, on its own, for work that belongs to the cluster rather
     /// than the host (cluster stages): its log is `<label>.log` of this run and its
-    /// progress line is `label`.
+    /// progress line is `label`. Ctrl-C stops the work; its error is then [`Interrupted`].
     pub async fn run_on<T, F, Fut>(&self, host: &Host, label: &str, work: F) -> HostResult<T>
     where
         F: FnOnce(HostCtx) -> Fut,
@@ -316,7 +335,16 @@ impl Fleet {
         let progress = self.opts.progress.host(label);
         let outcome = match self.runlog.host(label) {
             Ok(log) => {
-                connect_and_work(host, &self.opts.connect, log, progress.clone(), work).await
+                let work = connect_and_work(host, &self.opts.connect, log, progress.clone(), work);
+                tokio::select! {
+                    outcome = work => outcome,
+                    _ = tokio::signal::ctrl_c() => {
+                        self.opts.progress.println("interrupted: stopping the cluster stages");
+                        crate::transport::stops::settle(crate::transport::stops::SETTLE_LIMIT)
+                            .await;
+                        Err(anyhow::Error::new(Interrupted))
+                    }
+                }
             }
             Err(e) => Err(anyhow::anyhow!("cannot create the log {label}.log: {e}")),
         };

@@ -16,7 +16,7 @@ use super::HostRow;
 use super::host::{RunCtx, StageOutcome, Status, done_since, record};
 use super::select::Selected;
 use crate::converge::{self, Change, StageReport, StepReport};
-use crate::fleet::{Fleet, HostCtx};
+use crate::fleet::{Fleet, HostCtx, Interrupted};
 use crate::plan::digest::digest_with;
 use crate::plan::{Fetch, Finish, HostFacts, Op, Scope, Stage, Wait};
 use crate::transport::Command;
@@ -29,8 +29,17 @@ struct Todo<'a> {
     digest: String,
 }
 
-/// Runs the selected cluster stages; returns notes for the admin (why they did not run).
-pub async fn run(run: &RunCtx, fleet: &Fleet, rows: &mut [HostRow]) -> Vec<String> {
+/// How the cluster stages ended, beyond what they added to the first server's row.
+#[derive(Default)]
+pub struct End {
+    /// For the admin: why the cluster stages did not run.
+    pub notes: Vec<String>,
+    /// Ctrl-C stopped them.
+    pub interrupted: bool,
+}
+
+/// Runs the selected cluster stages.
+pub async fn run(run: &RunCtx, fleet: &Fleet, rows: &mut [HostRow]) -> End {
     let selected: Vec<(&Selected, &dyn Stage)> = run
         .selected
         .iter()
@@ -39,31 +48,45 @@ pub async fn run(run: &RunCtx, fleet: &Fleet, rows: &mut [HostRow]) -> Vec<Strin
         .collect();
     let names: Vec<&str> = selected.iter().map(|(s, _)| s.name).collect();
     if selected.is_empty() || run.reset {
-        return Vec::new();
+        return End::default();
     }
     let Some(first) = run.inv.servers().next().cloned() else {
-        return Vec::new();
+        return End::default();
     };
     let Some(at) = rows.iter().position(|r| r.host == first.name) else {
-        return vec![format!(
-            "cluster stages ({}) not run: they run on {}, the first server, which is not \
-             part of this run",
-            names.join(", "),
-            first.name
-        )];
+        return End {
+            notes: vec![format!(
+                "cluster stages ({}) not run: they run on {}, the first server, which is not \
+                 part of this run",
+                names.join(", "),
+                first.name
+            )],
+            interrupted: false,
+        };
     };
     if rows[at].failure.is_some() {
-        return Vec::new();
+        return End::default();
     }
-    let Some(hf) = rows[at].outcome.facts.clone() else {
-        return Vec::new();
+    let Some(mut hf) = rows[at].outcome.facts.clone() else {
+        return End::default();
     };
+    hf.nodes = rows
+        .iter()
+        .filter_map(|r| Some((r.host.clone(), r.outcome.facts.as_ref()?.facts.clone())))
+        .collect();
 
     let mut outcomes = Vec::new();
     let mut failure = None;
+    let mut interrupted = false;
     let mut todo = Vec::new();
+    let mut left_out: Vec<(&str, Vec<&str>)> = Vec::new();
     for (sel, stage) in selected {
         let started = Instant::now();
+        let absent = never_done(run, stage, &first.name);
+        if !absent.is_empty() {
+            left_out.push((sel.name, absent));
+            continue;
+        }
         let result = unmet(run, stage, rows).and_then(|()| {
             stage
                 .plan(&run.inv, &hf)
@@ -80,7 +103,7 @@ pub async fn run(run: &RunCtx, fleet: &Fleet, rows: &mut [HostRow]) -> Vec<Strin
                 continue;
             }
         };
-        let finish = stage.finish(&run.inv);
+        let finish = stage.finish(&run.inv, &hf);
         let digest = digest_with(&ops, &finish.as_ref().map(Finish::key).unwrap_or_default());
         let present = match &finish {
             Some(Finish::Fetch(f)) => f.dest.exists(),
@@ -112,6 +135,10 @@ pub async fn run(run: &RunCtx, fleet: &Fleet, rows: &mut [HostRow]) -> Vec<Strin
                     failure = failed;
                 }
             }
+            Err(e) if e.is::<Interrupted>() => {
+                interrupted = true;
+                failure.get_or_insert((first_todo, e.to_string()));
+            }
             Err(e) => {
                 let msg = crate::secret::redact(&format!("{e:#}"));
                 failure.get_or_insert((first_todo, format!("connecting to {}: {msg}", first.name)));
@@ -123,7 +150,33 @@ pub async fn run(run: &RunCtx, fleet: &Fleet, rows: &mut [HostRow]) -> Vec<Strin
     if let Some((stage, msg)) = failure {
         row.failure = Some((stage.to_string(), msg));
     }
-    Vec::new()
+    let notes = left_out
+        .into_iter()
+        .map(|(name, absent)| {
+            format!(
+                "{name} not run: it needs {}, which this run leaves out and which has never                  completed on {}",
+                absent.join(", "),
+                first.name
+            )
+        })
+        .collect();
+    End { notes, interrupted }
+}
+
+/// The host stages `stage` needs that this run leaves out (`--skip`, `--only`) and that the
+/// journal has never seen done on the first server: there is no cluster for it to work on
+/// yet, so it is left out too (with a note) rather than failing against nothing.
+fn never_done<'a>(run: &RunCtx, stage: &'a dyn Stage, first: &str) -> Vec<&'a str> {
+    let Ok(journal) = run.journal.lock() else {
+        return Vec::new();
+    };
+    stage
+        .needs()
+        .iter()
+        .copied()
+        .filter(|need| !run.selected.iter().any(|s| s.name == *need))
+        .filter(|need| journal.checkpoint(first, need).is_none())
+        .collect()
 }
 
 fn outcome(sel: &Selected, status: Status, started: Instant) -> StageOutcome {

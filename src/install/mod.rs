@@ -203,17 +203,17 @@ pub async fn run(
             },
         })
         .collect();
-    let notes = if report.interrupted {
-        Vec::new()
+    let end = if report.interrupted {
+        cluster::End::default()
     } else {
         cluster::run(&ctx, fleet, &mut rows).await
     };
     drop(lock);
     Ok(RunResult {
         rows,
-        interrupted: report.interrupted,
+        interrupted: report.interrupted || end.interrupted,
         log_dir: report.log_dir,
         mode: opts.mode,
-        notes,
+        notes: end.notes,
     })
 }

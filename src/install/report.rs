@@ -135,7 +135,7 @@ pub fn table(result: &RunResult) -> String {
     t.render()
 }
 
-/// `3 hosts: 2 ok, 1 failed; 14 changes made`.
+/// `3 hosts: 2 ok, 1 failed; 14 changes made`, and ` (interrupted)` after Ctrl-C.
 pub fn total(result: &RunResult) -> String {
     let total: usize = result.rows.iter().map(changes).sum();
     let failed = result.failed();
@@ -145,11 +145,16 @@ pub fn total(result: &RunResult) -> String {
         "to make"
     };
     format!(
-        "{} host{}: {} ok, {failed} failed; {total} change{} {verb}",
+        "{} host{}: {} ok, {failed} failed; {total} change{} {verb}{}",
         result.rows.len(),
         if result.rows.len() == 1 { "" } else { "s" },
         result.rows.len() - failed,
         if total == 1 { "" } else { "s" },
+        if result.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        },
     )
 }
 

@@ -19,8 +19,14 @@ use crate::state::remote;
 use crate::transport::Command;
 use crate::transport::shell::quote;
 
-/// What gpuctl keeps on a host besides what the stages write.
-const OWN_FILES: [&str; 2] = ["/var/cache/gpuctl", remote::JOURNAL];
+/// What gpuctl keeps on a host besides what host stages write: the package cache, the
+/// host journal, and the manifests cluster stages applied from the first server (the
+/// objects go with the cluster, which the `kubernetes` stage's undo removes).
+const OWN_FILES: [&str; 3] = [
+    "/var/cache/gpuctl",
+    crate::stages::manifests::DIR,
+    remote::JOURNAL,
+];
 
 pub async fn stages(
     run: &RunCtx,
@@ -115,6 +121,7 @@ fn remove_tree(path: &str) -> Step {
         run: format!("rm -rf {}", quote(path)),
         guard: format!("test ! -e {} && test ! -L {}", quote(path), quote(path)),
         undo: None,
+        rerun_on: Vec::new(),
     }
 }
 

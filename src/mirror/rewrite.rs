@@ -75,6 +75,34 @@ impl Rewrite<'_> {
         done.into_iter().collect()
     }
 
+    /// Rewrites every document of a YAML stream. The text comes back as it was when no
+    /// image needed rewriting; otherwise the documents are written out again (comments
+    /// dropped), separated by `---`.
+    pub fn text(&self, yaml: &str) -> Result<(String, Vec<Rewritten>), serde_yaml::Error> {
+        use serde::Deserialize as _;
+        let mut docs = Vec::new();
+        let mut all = BTreeSet::new();
+        for de in serde_yaml::Deserializer::from_str(yaml) {
+            let mut doc = Value::deserialize(de)?;
+            if doc.is_null() {
+                continue;
+            }
+            all.extend(self.document(&mut doc));
+            docs.push(doc);
+        }
+        if all.is_empty() {
+            return Ok((yaml.to_string(), Vec::new()));
+        }
+        let mut out = String::new();
+        for (i, doc) in docs.iter().enumerate() {
+            if i > 0 {
+                out.push_str("---\n");
+            }
+            out.push_str(&serde_yaml::to_string(doc)?);
+        }
+        Ok((out, all.into_iter().collect()))
+    }
+
     fn walk(&self, value: &mut Value, images: &BTreeSet<String>, done: &mut BTreeSet<Rewritten>) {
         match value {
             Value::Mapping(map) => {
@@ -240,6 +268,28 @@ data:
             1,
             "{changed:?}"
         );
+    }
+
+    #[test]
+    fn a_yaml_stream_is_rewritten_document_by_document() {
+        let rw = Rewrite {
+            mirror: "registry.lab:5000",
+            prefix: None,
+            lock: None,
+        };
+        let stream = "# a comment\nkind: A\nimage: nginx:1.27\n---\n---\nkind: B\nname: x\n";
+        let (text, done) = rw.text(stream).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            text,
+            "kind: A\nimage: registry.lab:5000/library/nginx:1.27\n---\nkind: B\nname: x\n"
+        );
+        assert_eq!(done.len(), 1);
+        let plain = "# kept\nkind: B\n";
+        assert_eq!(
+            rw.text(plain).unwrap_or_else(|e| panic!("{e}")),
+            (plain.to_string(), Vec::new())
+        );
+        assert!(rw.text("a: [").is_err());
     }
 
     #[test]

@@ -74,8 +74,9 @@ pub trait Stage: Send + Sync {
     fn needs(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Cluster stages: what to do on the cluster host after the Ops.
-    fn finish(&self, _inv: &Inventory) -> Option<Finish> {
+    /// Cluster stages: what to do on the cluster host after the Ops (`hf`: the first
+    /// server's facts, with every node's in [`HostFacts::nodes`]).
+    fn finish(&self, _inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
         None
     }
 }
@@ -123,6 +124,10 @@ pub struct HostFacts {
     /// before the stage plans).
     #[serde(skip)]
     pub handed: BTreeMap<String, Handed>,
+    /// Cluster stages: the facts of every host of the run, by name (what each node has,
+    /// such as its GPUs). Empty for host stages.
+    #[serde(skip)]
+    pub nodes: BTreeMap<String, Facts>,
 }
 
 /// How full the filesystem holding `path` is.
@@ -147,6 +152,7 @@ impl HostFacts {
             hostname_resolves: true,
             disks: Vec::new(),
             handed: BTreeMap::new(),
+            nodes: BTreeMap::new(),
         }
     }
 }

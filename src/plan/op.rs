@@ -71,6 +71,11 @@ pub enum Op {
         /// and says so.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         undo: Option<Undo>,
+        /// Files written by the same stage that make the command run again when they
+        /// changed, even though its guard holds (`kubectl apply -f` of a manifest the stage
+        /// just rewrote), as a service restarts on the files it watches.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rerun_on: Vec<String>,
     },
     /// A local file (an artifact of the bundle) put on the host at `dest`, by content:
     /// in sync when the host's file has this sha256 (and mode). Sent through the

@@ -36,7 +36,7 @@ impl Stage for Kubeconfig {
     fn needs(&self) -> &'static [&'static str] {
         &["kubernetes"]
     }
-    fn finish(&self, inv: &Inventory) -> Option<Finish> {
+    fn finish(&self, inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
         let dest = default_path(inv);
         let name = inv.cluster.name.clone();
         let server = server_url(inv);

@@ -223,6 +223,7 @@ fn link_op(name: &str) -> Op {
             run: format!("rm -f {path}"),
             guard: format!("! {ours}"),
         }),
+        rerun_on: Vec::new(),
     }
 }
 

@@ -2,11 +2,15 @@
 //!
 //! Each is a [`Stage`]: a name, a scope and a pure `plan` from the inventory and one
 //! host's facts to Ops. Host stages run on every host; cluster stages (`ready`,
-//! `kubeconfig`) run once, over the first server's connection, after the host stages.
+//! `kubeconfig`, `labels`, `gpu`) run once, over the first server's connection, after the
+//! host stages. Cluster stages that create Kubernetes objects share [`manifests`].
 
 pub mod facts;
+pub mod gpu;
 pub mod kubeconfig;
 pub mod kubernetes;
+pub mod labels;
+pub mod manifests;
 pub mod os;
 pub mod packages;
 pub mod preflight;
@@ -33,6 +37,8 @@ pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
         Box::new(kubernetes::Kubernetes { bundle }),
         Box::new(ready::Ready),
         Box::new(kubeconfig::Kubeconfig),
+        Box::new(labels::Labels),
+        Box::new(gpu::Gpu),
     ]
 }
 

@@ -54,6 +54,7 @@ impl Stage for Os {
                 run: "swapoff -a".into(),
                 guard: "[ \"$(awk 'NR>1' /proc/swaps | wc -l)\" -eq 0 ]".into(),
                 undo: None,
+                rerun_on: Vec::new(),
             });
         }
         ops.extend(MODULES.iter().map(|m| Op::Module {
@@ -74,6 +75,7 @@ impl Stage for Os {
                 run: format!("mkdir -p -m 0755 {q}"),
                 guard: format!("test -d {q}"),
                 undo: None,
+                rerun_on: Vec::new(),
             });
         }
         Ok(ops)

@@ -83,6 +83,7 @@ impl Stage for Packages {
             run: install_script(&debs),
             guard: guard(&debs),
             undo: None,
+            rerun_on: Vec::new(),
         });
         Ok(ops)
     }

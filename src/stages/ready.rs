@@ -36,7 +36,7 @@ impl Stage for Ready {
     fn needs(&self) -> &'static [&'static str] {
         &["kubernetes"]
     }
-    fn finish(&self, inv: &Inventory) -> Option<Finish> {
+    fn finish(&self, inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
         let nodes = node_names(inv);
         let judged = nodes.clone();
         Some(Finish::Wait(Wait {
@@ -173,7 +173,8 @@ mod tests {
     fn the_wait_names_the_nodes_and_how_to_see_why() {
         let inv = sample::inventory();
         assert_eq!(node_names(&inv), ["cp1", "gpu1", "far"]);
-        let Some(Finish::Wait(w)) = Ready.finish(&inv) else {
+        let hf = sample::facts(&inv, "cp1");
+        let Some(Finish::Wait(w)) = Ready.finish(&inv, &hf) else {
             panic!("ready waits")
         };
         assert_eq!(w.what, "every node Ready (cp1, gpu1, far)");

@@ -55,3 +55,13 @@ pub fn facts(inv: &Inventory, host: &str) -> HostFacts {
     hf.facts.hostname = host.to_string();
     hf
 }
+
+/// [`facts`] of `host` as a cluster stage sees them: with every host's facts in `nodes`
+/// (none of them listing GPUs).
+pub fn cluster_facts(inv: &Inventory, host: &str) -> HostFacts {
+    let mut hf = facts(inv, host);
+    for h in &inv.hosts {
+        hf.nodes.insert(h.name.clone(), facts(inv, &h.name).facts);
+    }
+    hf
+}

@@ -15,6 +15,7 @@ pub mod local;
 mod put;
 pub mod shell;
 pub mod ssh;
+pub mod stops;
 mod sudo;
 mod tunnel;
 

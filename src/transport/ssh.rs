@@ -368,15 +368,14 @@ impl SshSession {
 /// Stops a command whose caller gave up (local deadline, or the future was dropped): sends
 /// SIGTERM through the channel, then closes it. sshd delivers the signal as the login user,
 /// so a command running through sudo is out of its reach; such commands are stopped by the
-/// `timeout` wrapper their [`Command::timeout`] adds on the host.
+/// `timeout` wrapper their [`Command::timeout`] adds on the host. The signal is sent from a
+/// tracked task (see [`super::stops`]) so that an interrupted run can wait for it.
 struct CloseOnDrop(Option<Arc<ChannelWriteHalf<Msg>>>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        if let Some(w) = self.0.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
+        if let Some(w) = self.0.take() {
+            super::stops::spawn(async move {
                 let _ = w.signal(russh::Sig::TERM).await;
                 let _ = w.close().await;
             });

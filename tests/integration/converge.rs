@@ -44,6 +44,7 @@ fn ops(level: u32, conf: &str) -> Vec<Op> {
             run: "touch /tmp/gpuctl-demo-ran".into(),
             guard: "test -e /tmp/gpuctl-demo-ran".into(),
             undo: None,
+            rerun_on: Vec::new(),
         },
         Op::Service {
             name: "gpuctl-demo".into(),
@@ -175,6 +176,7 @@ fn ops_converge_once_and_services_restart_only_for_watched_files() {
             run: "true".into(),
             guard: "false".into(),
             undo: None,
+            rerun_on: Vec::new(),
         }],
         Mode::Apply,
     )

@@ -81,19 +81,35 @@ fn gpu_runtime(lab: &Lab) {
 
 /// Sets the roles of `node` in the lab inventory.
 fn set_roles(lab: &Lab, node: &str, roles: &str) {
+    set_host_key(lab, node, "roles", roles);
+}
+
+/// Sets `key: value` in the entry of `node` in the lab inventory, replacing the key's line
+/// when there is one.
+fn set_host_key(lab: &Lab, node: &str, key: &str, value: &str) {
     let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
     let mut out = String::new();
     let mut inside = false;
+    let mut done = false;
+    let line_for = format!("    {key}: {value}\n");
     for line in text.lines() {
         if line.trim_start().starts_with("- name: ") {
+            if inside && !done {
+                out.push_str(&line_for);
+                done = true;
+            }
             inside = line.trim_end().ends_with(&format!("name: {node}"));
         }
-        if inside && line.trim_start().starts_with("roles:") {
-            out.push_str(&format!("    roles: {roles}\n"));
+        if inside && line.trim_start().starts_with(&format!("{key}:")) {
+            out.push_str(&line_for);
+            done = true;
         } else {
             out.push_str(line);
             out.push('\n');
         }
+    }
+    if inside && !done {
+        out.push_str(&line_for);
     }
     std::fs::write(&lab.inventory, out).unwrap_or_else(|e| panic!("{e}"));
 }
@@ -493,4 +509,172 @@ fn a_worker_killed_in_the_kubernetes_stage_resumes_without_redoing_the_others() 
         again.stdout
     );
     all_ready(&lab, &["node1", "node2", "node3"]);
+}
+
+/// `k3s kubectl ARGS` on node1, trimmed.
+fn kubectl(lab: &Lab, args: &str) -> String {
+    lab.exec("node1", &format!("k3s kubectl {args}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn labels_and_the_gpu_stage_follow_the_inventory_and_repair_drift() {
+    let lab = Lab::up(&LabSpec::new(2).gpu(1));
+    k3s_bundle(&lab);
+    gpu_runtime(&lab);
+    set_host_key(&lab, "node2", "labels", "{ gpu-type: T4, train: \"true\" }");
+
+    let first = install(&lab, &[]).success();
+    let node1 = host_part(&first, "node1");
+    assert!(node1.contains("labels "), "{}", first.stdout);
+    assert!(node1.contains("gpu "), "{}", first.stdout);
+    let labels = |node: &str| -> serde_json::Value {
+        nodes(&lab)
+            .into_iter()
+            .find(|(n, _, _)| n == node)
+            .map(|(_, _, l)| l)
+            .unwrap_or_else(|| panic!("no node {node}"))
+    };
+    let l2 = labels("node2");
+    assert_eq!(l2["gpu"], "true", "{l2}");
+    assert_eq!(l2["gpu-type"], "T4", "{l2}");
+    assert_eq!(l2["train"], "true", "{l2}");
+    assert!(labels("node1").get("gpu").is_none());
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get node node2 -o jsonpath='{.metadata.annotations.gpuctl\\.io/labels}'"
+        ),
+        "gpu,gpu-type,train"
+    );
+
+    // The GPU objects, applied from files kept on the first server, and the GPUs counted.
+    assert_eq!(
+        kubectl(&lab, "get runtimeclass nvidia -o name"),
+        "runtimeclass.node.k8s.io/nvidia"
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "-n kube-system get daemonset nvidia-device-plugin-daemonset -o name"
+        ),
+        "daemonset.apps/nvidia-device-plugin-daemonset"
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get node node2 -o jsonpath='{.status.allocatable.nvidia\\.com/gpu}'"
+        ),
+        "4"
+    );
+    assert_eq!(
+        lab.exec(
+            "node1",
+            "stat -c %a /var/lib/gpuctl/manifests/gpu/device-plugin.yaml"
+        )
+        .trim(),
+        "600"
+    );
+
+    // A label taken out of the inventory goes, a new taint comes, the admin's own label
+    // stays.
+    kubectl(&lab, "label node node2 admin=keep");
+    set_host_key(&lab, "node2", "labels", "{ gpu-type: T4 }");
+    set_host_key(&lab, "node2", "taints", "[\"dedicated=ml:NoSchedule\"]");
+    let second = install(&lab, &[]).success();
+    let node1 = host_part(&second, "node1");
+    assert!(
+        node1.contains("~ command `# node2: labels and taints`"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        !node1.contains("~ command `# node1: labels and taints`"),
+        "{}",
+        second.stdout
+    );
+    assert!(node1.contains("gpu        skipped"), "{}", second.stdout);
+    let l2 = labels("node2");
+    assert!(l2.get("train").is_none(), "{l2}");
+    assert_eq!(l2["admin"], "keep", "{l2}");
+    assert_eq!(l2["gpu"], "true", "{l2}");
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get node node2 -o jsonpath='{range .spec.taints[*]}{.key}={.value}:{.effect}{end}'"
+        ),
+        "dedicated=ml:NoSchedule"
+    );
+
+    // Drift: the device plugin deleted by hand is found by --verify and applied again.
+    kubectl(
+        &lab,
+        "-n kube-system delete daemonset nvidia-device-plugin-daemonset",
+    );
+    let verify = install(&lab, &["--verify"]).success();
+    assert!(
+        verify.stdout.contains("device-plugin.yaml"),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "-n kube-system get daemonset nvidia-device-plugin-daemonset -o name"
+        ),
+        "daemonset.apps/nvidia-device-plugin-daemonset"
+    );
+    let plan = gpuctl(&lab, &["plan"]).success();
+    assert!(plan.stdout.contains("0 changes to make"), "{}", plan.stdout);
+}
+
+#[test]
+fn ctrl_c_stops_a_waiting_cluster_stage_and_the_report_says_so() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    install(&lab, &[]).success();
+    // node2 stops posting its status: `ready` will wait for it.
+    lab.exec("node2", "systemctl stop k3s-agent");
+    let started = std::time::Instant::now();
+    while nodes(&lab)
+        .iter()
+        .any(|(n, r, _)| n == "node2" && r == "True")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "node2 stayed Ready for 60 s after its agent stopped"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let cluster_logs = |lab: &Lab| {
+        files_under(&state_dir(lab))
+            .iter()
+            .filter(|f| f.ends_with("cluster@node1.log"))
+            .count()
+    };
+    let before = cluster_logs(&lab);
+    let running = Gpuctl::new()
+        .args(["install", "--yes", "--force", "ready"])
+        .inventory(&lab.inventory)
+        .spawn();
+    let started = std::time::Instant::now();
+    while cluster_logs(&lab) == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the cluster stages never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    running.interrupt();
+    let out = running.wait(Duration::from_secs(20)).code(1);
+    let node1 = host_part(&out, "node1");
+    assert!(
+        node1.contains("ready      FAILED: interrupted before it finished"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("(interrupted)"), "{}", out.stdout);
+    assert!(out.stdout.contains("resume with: "), "{}", out.stdout);
 }

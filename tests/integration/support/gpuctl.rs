@@ -114,6 +114,15 @@ pub struct Running {
 }
 
 impl Running {
+    /// Sends SIGINT, as Ctrl-C in a terminal would.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
+    }
+
     /// Waits at most `deadline` for it to exit; past that it is killed and the test fails.
     pub fn wait(mut self, deadline: std::time::Duration) -> Outcome {
         let start = std::time::Instant::now();
