@@ -30,8 +30,18 @@ pub const DIR: &str = "/var/lib/gpuctl/manifests";
 /// --show-managed-fields` names it as the owner of what it set.
 pub const FIELD_MANAGER: &str = "gpuctl";
 
+/// The annotation of objects gpuctl applies but never deletes: a user's data volume when the
+/// user is removed, a ConfigMap the admin may share with gpuctl (`coredns-custom`).
+pub const KEEP_ANNOTATION: &str = "gpuctl.io/keep-on-removal";
+
 /// The Ops that make the cluster hold exactly what `templates` (names without `.hbs`)
 /// render to for `inv`, applied with `kubectl` (a command line, e.g. `k3s kubectl`).
+///
+/// Beside each manifest `F` two lists of its objects are kept, one per line as `kubectl
+/// delete` takes them (`[-n NS] kind.group/name`): `F.objects`, what the manifest holds
+/// now (a File op), and `F.applied`, what it held at the last successful apply. Objects in
+/// the second and not the first left the manifest (a user removed): they are deleted
+/// before the apply. Objects with [`KEEP_ANNOTATION`] are in neither list.
 pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result<Vec<Op>> {
     let set = Templates::load(None)?;
     let ctx = context(inv)?;
@@ -44,9 +54,14 @@ pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result
     let mut ops = Vec::new();
     for name in templates {
         let path = format!("{DIR}/{name}");
-        let q = quote(&path);
-        let exists = format!("{kubectl} get -f {q} -o name >/dev/null 2>&1");
-        let delete = format!("{kubectl} delete --ignore-not-found -f {q}");
+        let list = format!("{path}.objects");
+        let applied = format!("{path}.applied");
+        let (q, ql, qa) = (quote(&path), quote(&list), quote(&applied));
+        let delete_applied = format!(
+            "if [ -e {qa} ]; then while IFS= read -r o; do {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi"
+        );
+        let remove = format!("{delete_applied}; rm -f {q} {ql} {qa}");
+        let removed = format!("test ! -e {q} && test ! -e {qa}");
         match set.render_one(name, &ctx)? {
             Some(rendered) => {
                 let text = match &rewrite {
@@ -57,6 +72,8 @@ pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result
                     }
                     None => rendered.text,
                 };
+                let objects = objects(&text)
+                    .with_context(|| format!("template {name} does not render valid objects"))?;
                 ops.push(Op::File {
                     path: path.clone(),
                     content: text,
@@ -64,29 +81,79 @@ pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result
                     owner: "root:root".into(),
                     secret: false,
                 });
+                ops.push(Op::File {
+                    path: list.clone(),
+                    content: objects,
+                    mode: 0o600,
+                    owner: "root:root".into(),
+                    secret: false,
+                });
                 ops.push(Op::Command {
                     run: format!(
-                        "{kubectl} apply --server-side --force-conflicts \
-                         --field-manager={FIELD_MANAGER} -f {q}"
+                        "if [ -e {qa} ]; then while IFS= read -r o; do grep -qxF -- \"$o\" {ql} || {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi\n\
+                         {kubectl} apply --server-side --force-conflicts \
+                         --field-manager={FIELD_MANAGER} -f {q} && cp {ql} {qa}"
                     ),
-                    guard: exists.clone(),
+                    guard: format!(
+                        "{kubectl} get -f {q} -o name >/dev/null 2>&1 && cmp -s {ql} {qa}"
+                    ),
                     undo: Some(Undo {
-                        run: format!("{delete} && rm -f {q}"),
-                        guard: format!("test ! -e {q}"),
+                        run: remove,
+                        guard: removed,
                     }),
-                    rerun_on: vec![path],
+                    rerun_on: vec![path, list],
                 });
             }
-            // Turned off: what was applied before goes, then its file.
+            // Turned off: what was applied before goes, then the files.
             None => ops.push(Op::Command {
-                run: format!("{delete} && rm -f {q}"),
-                guard: format!("test ! -e {q}"),
+                run: remove,
+                guard: removed,
                 undo: None,
                 rerun_on: Vec::new(),
             }),
         }
     }
     Ok(ops)
+}
+
+/// The objects of a YAML stream as `kubectl delete` arguments, one per line, in order;
+/// objects with [`KEEP_ANNOTATION`] `"true"` left out.
+pub fn objects(yaml: &str) -> anyhow::Result<String> {
+    use serde::Deserialize as _;
+    let mut out = String::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+        let doc = serde_yaml::Value::deserialize(de)?;
+        if doc.is_null() {
+            continue;
+        }
+        let field = |path: &[&str]| -> Option<String> {
+            let mut v = &doc;
+            for key in path {
+                v = v.get(*key)?;
+            }
+            v.as_str().map(str::to_string)
+        };
+        let (Some(api), Some(kind), Some(name)) = (
+            field(&["apiVersion"]),
+            field(&["kind"]),
+            field(&["metadata", "name"]),
+        ) else {
+            anyhow::bail!("document {} lacks apiVersion, kind or metadata.name", i + 1);
+        };
+        if field(&["metadata", "annotations", KEEP_ANNOTATION]).as_deref() == Some("true") {
+            continue;
+        }
+        let kind = kind.to_lowercase();
+        let resource = match api.split_once('/') {
+            Some((group, _)) => format!("{kind}.{group}"),
+            None => kind,
+        };
+        if let Some(ns) = field(&["metadata", "namespace"]) {
+            out.push_str(&format!("-n {ns} "));
+        }
+        out.push_str(&format!("{resource}/{name}\n"));
+    }
+    Ok(out)
 }
 
 /// The image lock of the inventory's bundle (`<bundle>/images.lock.yaml`), when it has one:
@@ -116,6 +183,11 @@ mod tests {
         let ops = ops(&inv, &["gpu/runtimeclass.yaml"], "k3s kubectl").unwrap();
         let [
             Op::File { path, content, .. },
+            Op::File {
+                path: list,
+                content: objects,
+                ..
+            },
             Op::Command {
                 run,
                 guard,
@@ -128,38 +200,57 @@ mod tests {
         };
         assert_eq!(path, "/var/lib/gpuctl/manifests/gpu/runtimeclass.yaml");
         assert!(content.contains("kind: RuntimeClass"), "{content}");
-        assert_eq!(
-            run,
-            "k3s kubectl apply --server-side --force-conflicts --field-manager=gpuctl -f \
-             /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml"
+        assert_eq!(objects, "runtimeclass.node.k8s.io/nvidia\n");
+        assert!(
+            run.ends_with(
+                "k3s kubectl apply --server-side --force-conflicts --field-manager=gpuctl -f \
+                 /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml && cp \
+                 /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml.objects \
+                 /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml.applied"
+            ),
+            "{run}"
         );
         assert!(guard.contains("get -f /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml"));
-        assert_eq!(rerun_on, std::slice::from_ref(path));
+        assert_eq!(rerun_on, &[path.clone(), list.clone()]);
         assert!(
             undo.as_ref()
                 .unwrap()
                 .run
-                .contains("delete --ignore-not-found")
+                .contains("delete --ignore-not-found $o")
         );
     }
 
     #[test]
-    fn a_component_turned_off_is_deleted_by_its_last_file() {
+    fn a_component_turned_off_is_deleted_by_its_last_applied_list() {
         let mut inv = sample::inventory();
         inv.gpu.dcgm_exporter = false;
         let ops = ops(&inv, &["gpu/dcgm-exporter.yaml"], "kubectl").unwrap();
         let [Op::Command { run, guard, .. }] = &ops[..] else {
             panic!("{ops:?}")
         };
+        let f = "/var/lib/gpuctl/manifests/gpu/dcgm-exporter.yaml";
         assert_eq!(
             run,
-            "kubectl delete --ignore-not-found -f /var/lib/gpuctl/manifests/gpu/dcgm-exporter.yaml \
-             && rm -f /var/lib/gpuctl/manifests/gpu/dcgm-exporter.yaml"
+            &format!(
+                "if [ -e {f}.applied ]; then while IFS= read -r o; do kubectl delete \
+                 --ignore-not-found $o || exit 1; done < {f}.applied; fi; rm -f {f} \
+                 {f}.objects {f}.applied"
+            )
         );
+        assert_eq!(guard, &format!("test ! -e {f} && test ! -e {f}.applied"));
+    }
+
+    #[test]
+    fn object_lists_name_kind_group_and_namespace_and_leave_kept_objects_out() {
+        let yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: u-alice}\n---\n\
+            apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: u-alice}\n---\n\
+            apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv, annotations: {gpuctl.io/keep-on-removal: \"true\"}}\n";
         assert_eq!(
-            guard,
-            "test ! -e /var/lib/gpuctl/manifests/gpu/dcgm-exporter.yaml"
+            objects(yaml).unwrap(),
+            "namespace/u-alice\n-n u-alice deployment.apps/d\n"
         );
+        let err = objects("kind: X\n").unwrap_err().to_string();
+        assert!(err.contains("document 1 lacks"), "{err}");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Each is a [`Stage`]: a name, a scope and a pure `plan` from the inventory and one
 //! host's facts to Ops. Host stages run on every host; cluster stages (`ready`,
-//! `kubeconfig`, `labels`, `gpu`) run once, over the first server's connection, after the
+//! `kubeconfig`, `labels`, `gpu`, `dns`, `users`) run once, over the first server's connection, after the
 //! host stages. Cluster stages that create Kubernetes objects share [`manifests`].
 
+pub mod dns;
 pub mod facts;
 pub mod gpu;
 pub mod kubeconfig;
@@ -16,6 +17,7 @@ pub mod packages;
 pub mod preflight;
 pub mod ready;
 pub mod runtime;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
         Box::new(kubeconfig::Kubeconfig),
         Box::new(labels::Labels),
         Box::new(gpu::Gpu),
+        Box::new(dns::Dns),
+        Box::new(users::Users),
     ]
 }
 

@@ -186,7 +186,8 @@ pub async fn put<E: Exec>(
         attrs_dest = attrs_script(&d, opts, None),
         bak = quote(&format!("{dest}.gpuctl-backup")),
     );
-    let (script, feed, timeout) = if offset < total {
+    // An empty file has nothing to resume but still needs its directory and temp file.
+    let (script, feed, timeout) = if offset < total || total == 0 {
         progress(offset);
         // A short temp file after EOF means the sender gave up (it stalled, or the caller
         // was interrupted): keep what arrived for the next put to resume, rather than let

@@ -678,3 +678,141 @@ fn ctrl_c_stops_a_waiting_cluster_stage_and_the_report_says_so() {
     assert!(out.stdout.contains("(interrupted)"), "{}", out.stdout);
     assert!(out.stdout.contains("resume with: "), "{}", out.stdout);
 }
+
+#[test]
+fn dns_entries_reach_coredns_custom_and_coredns_restarts_only_when_they_change() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    let with_dns = |entry: &str| {
+        let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
+        let rest: String = text
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("dns:") && !l.starts_with("  hosts: [{ ip: 10.9."))
+            .collect();
+        std::fs::write(&lab.inventory, format!("dns:\n  hosts: [{entry}]\n{rest}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    with_dns("{ ip: 10.9.0.5, names: [registry.lab.example] }");
+    install(&lab, &[]).success();
+    let block = || {
+        kubectl(
+            &lab,
+            "-n kube-system get configmap coredns-custom -o jsonpath='{.data.gpuctl-hosts\\.server}'",
+        )
+    };
+    let restarted_at = || {
+        kubectl(
+            &lab,
+            "-n kube-system get deployment coredns -o jsonpath='{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}'",
+        )
+    };
+    assert!(
+        block().contains("10.9.0.5 registry.lab.example"),
+        "{}",
+        block()
+    );
+    let first = restarted_at();
+    assert!(!first.is_empty(), "CoreDNS was not restarted");
+
+    // Everything checked again on the hosts and the cluster: nothing to change, no restart.
+    let verify = install(&lab, &["--verify"]).success();
+    assert!(
+        verify.stdout.contains("0 changes made"),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(restarted_at(), first);
+
+    // A changed entry replaces the old one, and CoreDNS restarts once more.
+    std::thread::sleep(Duration::from_millis(1100));
+    with_dns("{ ip: 10.9.0.6, names: [registry2.lab.example] }");
+    let changed = install(&lab, &[]).success();
+    let node1 = host_part(&changed, "node1");
+    assert!(
+        node1.contains("rollout restart deployment/coredns"),
+        "{}",
+        changed.stdout
+    );
+    let now = block();
+    assert!(now.contains("10.9.0.6 registry2.lab.example"), "{now}");
+    assert!(!now.contains("10.9.0.5"), "{now}");
+    assert_ne!(restarted_at(), first);
+}
+
+#[test]
+fn users_converge_and_a_removed_user_leaves_only_the_data_volume() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    let with_users = |list: &str| {
+        let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
+        let rest: String = text
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("users:") && !l.starts_with("  list: "))
+            .collect();
+        std::fs::write(&lab.inventory, format!("users:\n  list: [{list}]\n{rest}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
+    std::fs::write(
+        &lab.inventory,
+        format!("storage:\n  nfs: {{ server: 10.9.0.9, export: /data }}\n{text}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let alice = "{ name: alice, email: alice@lab.example, tier: mid, data_path: /data/shared }";
+    let bob = "{ name: bob, email: bob@lab.example }";
+    with_users(&format!("{alice}, {bob}"));
+    install(&lab, &[]).success();
+    for user in ["alice", "bob"] {
+        assert_eq!(
+            kubectl(&lab, &format!("get namespace {user} -o name")),
+            format!("namespace/{user}")
+        );
+        assert_eq!(
+            kubectl(
+                &lab,
+                &format!("-n {user} get resourcequota gpuctl-tier -o name")
+            ),
+            "resourcequota/gpuctl-tier"
+        );
+        assert_eq!(
+            kubectl(
+                &lab,
+                &format!(
+                    "-n {user} get rolebinding gpuctl-user-edit -o jsonpath='{{.subjects[0].name}}'"
+                )
+            ),
+            format!("{user}@lab.example")
+        );
+    }
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get persistentvolume gpuctl-data-alice -o jsonpath='{.spec.nfs.server}'"
+        ),
+        "10.9.0.9"
+    );
+
+    // Nothing changed: the users stage is skipped.
+    let again = install(&lab, &[]).success();
+    assert!(
+        host_part(&again, "node1").contains("users      skipped"),
+        "{}",
+        again.stdout
+    );
+
+    // alice leaves: her namespace and what was in it go, the shared data volume stays,
+    // bob is untouched.
+    with_users(bob);
+    install(&lab, &[]).success();
+    let gone = lab.exec(
+        "node1",
+        "k3s kubectl get namespace alice -o name 2>&1; k3s kubectl -n alice get resourcequota gpuctl-tier -o name 2>&1; true",
+    );
+    assert!(!gone.contains("namespace/alice"), "{gone}");
+    assert!(!gone.contains("resourcequota/gpuctl-tier"), "{gone}");
+    assert_eq!(
+        kubectl(&lab, "get persistentvolume gpuctl-data-alice -o name"),
+        "persistentvolume/gpuctl-data-alice"
+    );
+    assert_eq!(kubectl(&lab, "get namespace bob -o name"), "namespace/bob");
+}

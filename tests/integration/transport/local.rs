@@ -158,3 +158,23 @@ async fn local_put_resumes_verifies_and_skips_unchanged() {
     );
     assert!(matches!(err, TransportError::NotFound { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_empty_file_is_put_into_a_new_directory_then_left_alone() {
+    let conn = local().await;
+    let src = make_file("local-put-empty.bin", 0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("fresh/empty.list");
+    let dest_s = dest.to_str().unwrap().to_string();
+    let report = conn
+        .put(&src, &dest_s, &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("an empty file: {e}"));
+    assert!(!report.unchanged);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"");
+    let again = conn
+        .put(&src, &dest_s, &PutOptions::default())
+        .await
+        .unwrap();
+    assert!(again.unchanged);
+}
