@@ -273,4 +273,61 @@ mod tests {
         );
         assert!(!content.contains("nvcr.io"), "{content}");
     }
+
+    /// Air-gap closure: whatever an example inventory turns on, every image the cluster
+    /// stages would apply points at the mirror (an inventory without one gets one here).
+    #[test]
+    fn every_image_of_every_example_inventory_points_at_the_mirror() {
+        use serde::Deserialize as _;
+        let templates = Templates::load(None).unwrap();
+        let names: Vec<String> = templates
+            .sources()
+            .keys()
+            .map(|n| n.trim_end_matches(".hbs").to_string())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut seen = 0;
+        let mut wrong = Vec::new();
+        for example in ["single-box", "lab-ha-bastion", "kubeadm-calico"] {
+            let mut inv = sample::example(example);
+            if inv.registry.is_none() {
+                inv.registry = Some(crate::inventory::Registry {
+                    mirror: "registry.lab.example:5000".into(),
+                    insecure: false,
+                    ca_file: None,
+                    username: None,
+                    password: None,
+                });
+            }
+            let mirror = inv.registry.as_ref().map(|r| r.mirror.clone()).unwrap();
+            for op in ops(&inv, &names, "kubectl").unwrap() {
+                let Op::File { path, content, .. } = op else {
+                    continue;
+                };
+                if !path.ends_with(".yaml") {
+                    continue;
+                }
+                for de in serde_yaml::Deserializer::from_str(&content) {
+                    let doc = serde_yaml::Value::deserialize(de).unwrap();
+                    for hit in crate::mirror::scan::scan(&doc) {
+                        seen += 1;
+                        if hit.reference.registry != mirror {
+                            wrong
+                                .push(format!("{example}: {path} {}: {}", hit.path, hit.reference));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            seen > 10,
+            "only {seen} images found: the scan looks at nothing"
+        );
+        assert!(
+            wrong.is_empty(),
+            "not from the mirror:\n{}",
+            wrong.join("\n")
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Each is a [`Stage`]: a name, a scope and a pure `plan` from the inventory and one
 //! host's facts to Ops. Host stages run on every host; cluster stages (`ready`,
-//! `kubeconfig`, `labels`, `gpu`, `dns`, `users`) run once, over the first server's connection, after the
+//! `kubeconfig`, `labels`, `gpu`, `dns`, `storage`, `users`) run once, over the first server's connection, after the
 //! host stages. Cluster stages that create Kubernetes objects share [`manifests`].
 
 pub mod dns;
@@ -17,6 +17,7 @@ pub mod packages;
 pub mod preflight;
 pub mod ready;
 pub mod runtime;
+pub mod storage;
 pub mod users;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
         Box::new(labels::Labels),
         Box::new(gpu::Gpu),
         Box::new(dns::Dns),
+        Box::new(storage::Storage),
         Box::new(users::Users),
     ]
 }

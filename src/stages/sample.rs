@@ -65,3 +65,16 @@ pub fn cluster_facts(inv: &Inventory, host: &str) -> HostFacts {
     }
     hf
 }
+
+/// An example inventory of `inventories/` (`single-box`), loaded as the tests load the sample.
+pub fn example(name: &str) -> Inventory {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let opts = LoadOptions {
+        no_ssh_config: true,
+        home: Some(root.join("tests/fixtures/inventory/home")),
+        user: Some("tester".into()),
+        ..LoadOptions::default()
+    };
+    crate::inventory::load(&root.join(format!("inventories/{name}.yaml")), &opts)
+        .unwrap_or_else(|e| panic!("inventories/{name}.yaml should load:\n{e}"))
+}

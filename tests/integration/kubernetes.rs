@@ -12,9 +12,9 @@ use sha2::{Digest as _, Sha256};
 use crate::support::gpuctl::{Gpuctl, Outcome};
 use crate::support::lab::{Lab, LabSpec};
 
-const RUN_DEADLINE: Duration = Duration::from_secs(420);
+pub(crate) const RUN_DEADLINE: Duration = Duration::from_secs(420);
 
-fn install(lab: &Lab, extra: &[&str]) -> Outcome {
+pub(crate) fn install(lab: &Lab, extra: &[&str]) -> Outcome {
     Gpuctl::new()
         .args(["install", "--yes"])
         .args(extra.iter().copied())
@@ -23,7 +23,7 @@ fn install(lab: &Lab, extra: &[&str]) -> Outcome {
         .wait(RUN_DEADLINE)
 }
 
-fn gpuctl(lab: &Lab, args: &[&str]) -> Outcome {
+pub(crate) fn gpuctl(lab: &Lab, args: &[&str]) -> Outcome {
     Gpuctl::new()
         .args(args.iter().copied())
         .inventory(&lab.inventory)
@@ -34,7 +34,7 @@ fn gpuctl(lab: &Lab, args: &[&str]) -> Outcome {
 /// A bundle beside the inventory with the k3s stand-in as `bin/k3s` and a small airgap
 /// image tarball (the stand-in ignores it; it is uploaded like the real one), and
 /// `bundle: ./bundle` in the inventory.
-fn k3s_bundle(lab: &Lab) {
+pub(crate) fn k3s_bundle(lab: &Lab) {
     let dir = lab.dir().join("bundle");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/fixtures/k3s");
     let k3s = std::fs::read(&fixture).unwrap_or_else(|e| {
@@ -69,7 +69,7 @@ fn k3s_bundle(lab: &Lab) {
 
 /// The lab's GPU nodes need the NVIDIA container runtime on PATH (the runtime stage
 /// requires it there).
-fn gpu_runtime(lab: &Lab) {
+pub(crate) fn gpu_runtime(lab: &Lab) {
     for n in lab.nodes.iter().filter(|n| n.gpu) {
         lab.install_fixture(
             &n.name,
@@ -86,7 +86,7 @@ fn set_roles(lab: &Lab, node: &str, roles: &str) {
 
 /// Sets `key: value` in the entry of `node` in the lab inventory, replacing the key's line
 /// when there is one.
-fn set_host_key(lab: &Lab, node: &str, key: &str, value: &str) {
+pub(crate) fn set_host_key(lab: &Lab, node: &str, key: &str, value: &str) {
     let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
     let mut out = String::new();
     let mut inside = false;
@@ -114,7 +114,7 @@ fn set_host_key(lab: &Lab, node: &str, key: &str, value: &str) {
     std::fs::write(&lab.inventory, out).unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn state_dir(lab: &Lab) -> PathBuf {
+pub(crate) fn state_dir(lab: &Lab) -> PathBuf {
     let gpuctl = lab.dir().join(".gpuctl");
     std::fs::read_dir(&gpuctl)
         .ok()
@@ -125,7 +125,7 @@ fn state_dir(lab: &Lab) -> PathBuf {
 }
 
 /// The part of a run's output about one host.
-fn host_part<'a>(out: &'a Outcome, host: &str) -> &'a str {
+pub(crate) fn host_part<'a>(out: &'a Outcome, host: &str) -> &'a str {
     out.stdout
         .split("== ")
         .find(|s| s.starts_with(&format!("{host} ")))
@@ -133,7 +133,7 @@ fn host_part<'a>(out: &'a Outcome, host: &str) -> &'a str {
 }
 
 /// `kubectl get nodes -o json` on node1, as `(name, Ready status, labels)`.
-fn nodes(lab: &Lab) -> Vec<(String, String, serde_json::Value)> {
+pub(crate) fn nodes(lab: &Lab) -> Vec<(String, String, serde_json::Value)> {
     let text = lab.exec("node1", "k3s kubectl get nodes -o json");
     let list: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
@@ -175,7 +175,7 @@ fn all_ready(lab: &Lab, names: &[&str]) {
 }
 
 /// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -509,310 +509,4 @@ fn a_worker_killed_in_the_kubernetes_stage_resumes_without_redoing_the_others() 
         again.stdout
     );
     all_ready(&lab, &["node1", "node2", "node3"]);
-}
-
-/// `k3s kubectl ARGS` on node1, trimmed.
-fn kubectl(lab: &Lab, args: &str) -> String {
-    lab.exec("node1", &format!("k3s kubectl {args}"))
-        .trim()
-        .to_string()
-}
-
-#[test]
-fn labels_and_the_gpu_stage_follow_the_inventory_and_repair_drift() {
-    let lab = Lab::up(&LabSpec::new(2).gpu(1));
-    k3s_bundle(&lab);
-    gpu_runtime(&lab);
-    set_host_key(&lab, "node2", "labels", "{ gpu-type: T4, train: \"true\" }");
-
-    let first = install(&lab, &[]).success();
-    let node1 = host_part(&first, "node1");
-    assert!(node1.contains("labels "), "{}", first.stdout);
-    assert!(node1.contains("gpu "), "{}", first.stdout);
-    let labels = |node: &str| -> serde_json::Value {
-        nodes(&lab)
-            .into_iter()
-            .find(|(n, _, _)| n == node)
-            .map(|(_, _, l)| l)
-            .unwrap_or_else(|| panic!("no node {node}"))
-    };
-    let l2 = labels("node2");
-    assert_eq!(l2["gpu"], "true", "{l2}");
-    assert_eq!(l2["gpu-type"], "T4", "{l2}");
-    assert_eq!(l2["train"], "true", "{l2}");
-    assert!(labels("node1").get("gpu").is_none());
-    assert_eq!(
-        kubectl(
-            &lab,
-            "get node node2 -o jsonpath='{.metadata.annotations.gpuctl\\.io/labels}'"
-        ),
-        "gpu,gpu-type,train"
-    );
-
-    // The GPU objects, applied from files kept on the first server, and the GPUs counted.
-    assert_eq!(
-        kubectl(&lab, "get runtimeclass nvidia -o name"),
-        "runtimeclass.node.k8s.io/nvidia"
-    );
-    assert_eq!(
-        kubectl(
-            &lab,
-            "-n kube-system get daemonset nvidia-device-plugin-daemonset -o name"
-        ),
-        "daemonset.apps/nvidia-device-plugin-daemonset"
-    );
-    assert_eq!(
-        kubectl(
-            &lab,
-            "get node node2 -o jsonpath='{.status.allocatable.nvidia\\.com/gpu}'"
-        ),
-        "4"
-    );
-    assert_eq!(
-        lab.exec(
-            "node1",
-            "stat -c %a /var/lib/gpuctl/manifests/gpu/device-plugin.yaml"
-        )
-        .trim(),
-        "600"
-    );
-
-    // A label taken out of the inventory goes, a new taint comes, the admin's own label
-    // stays.
-    kubectl(&lab, "label node node2 admin=keep");
-    set_host_key(&lab, "node2", "labels", "{ gpu-type: T4 }");
-    set_host_key(&lab, "node2", "taints", "[\"dedicated=ml:NoSchedule\"]");
-    let second = install(&lab, &[]).success();
-    let node1 = host_part(&second, "node1");
-    assert!(
-        node1.contains("~ command `# node2: labels and taints`"),
-        "{}",
-        second.stdout
-    );
-    assert!(
-        !node1.contains("~ command `# node1: labels and taints`"),
-        "{}",
-        second.stdout
-    );
-    assert!(node1.contains("gpu        skipped"), "{}", second.stdout);
-    let l2 = labels("node2");
-    assert!(l2.get("train").is_none(), "{l2}");
-    assert_eq!(l2["admin"], "keep", "{l2}");
-    assert_eq!(l2["gpu"], "true", "{l2}");
-    assert_eq!(
-        kubectl(
-            &lab,
-            "get node node2 -o jsonpath='{range .spec.taints[*]}{.key}={.value}:{.effect}{end}'"
-        ),
-        "dedicated=ml:NoSchedule"
-    );
-
-    // Drift: the device plugin deleted by hand is found by --verify and applied again.
-    kubectl(
-        &lab,
-        "-n kube-system delete daemonset nvidia-device-plugin-daemonset",
-    );
-    let verify = install(&lab, &["--verify"]).success();
-    assert!(
-        verify.stdout.contains("device-plugin.yaml"),
-        "{}",
-        verify.stdout
-    );
-    assert_eq!(
-        kubectl(
-            &lab,
-            "-n kube-system get daemonset nvidia-device-plugin-daemonset -o name"
-        ),
-        "daemonset.apps/nvidia-device-plugin-daemonset"
-    );
-    let plan = gpuctl(&lab, &["plan"]).success();
-    assert!(plan.stdout.contains("0 changes to make"), "{}", plan.stdout);
-}
-
-#[test]
-fn ctrl_c_stops_a_waiting_cluster_stage_and_the_report_says_so() {
-    let lab = Lab::up(&LabSpec::new(2));
-    k3s_bundle(&lab);
-    install(&lab, &[]).success();
-    // node2 stops posting its status: `ready` will wait for it.
-    lab.exec("node2", "systemctl stop k3s-agent");
-    let started = std::time::Instant::now();
-    while nodes(&lab)
-        .iter()
-        .any(|(n, r, _)| n == "node2" && r == "True")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "node2 stayed Ready for 60 s after its agent stopped"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let cluster_logs = |lab: &Lab| {
-        files_under(&state_dir(lab))
-            .iter()
-            .filter(|f| f.ends_with("cluster@node1.log"))
-            .count()
-    };
-    let before = cluster_logs(&lab);
-    let running = Gpuctl::new()
-        .args(["install", "--yes", "--force", "ready"])
-        .inventory(&lab.inventory)
-        .spawn();
-    let started = std::time::Instant::now();
-    while cluster_logs(&lab) == before {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the cluster stages never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    running.interrupt();
-    let out = running.wait(Duration::from_secs(20)).code(1);
-    let node1 = host_part(&out, "node1");
-    assert!(
-        node1.contains("ready      FAILED: interrupted before it finished"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("(interrupted)"), "{}", out.stdout);
-    assert!(out.stdout.contains("resume with: "), "{}", out.stdout);
-}
-
-#[test]
-fn dns_entries_reach_coredns_custom_and_coredns_restarts_only_when_they_change() {
-    let lab = Lab::up(&LabSpec::new(2));
-    k3s_bundle(&lab);
-    let with_dns = |entry: &str| {
-        let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
-        let rest: String = text
-            .split_inclusive('\n')
-            .filter(|l| !l.starts_with("dns:") && !l.starts_with("  hosts: [{ ip: 10.9."))
-            .collect();
-        std::fs::write(&lab.inventory, format!("dns:\n  hosts: [{entry}]\n{rest}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    };
-    with_dns("{ ip: 10.9.0.5, names: [registry.lab.example] }");
-    install(&lab, &[]).success();
-    let block = || {
-        kubectl(
-            &lab,
-            "-n kube-system get configmap coredns-custom -o jsonpath='{.data.gpuctl-hosts\\.server}'",
-        )
-    };
-    let restarted_at = || {
-        kubectl(
-            &lab,
-            "-n kube-system get deployment coredns -o jsonpath='{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}'",
-        )
-    };
-    assert!(
-        block().contains("10.9.0.5 registry.lab.example"),
-        "{}",
-        block()
-    );
-    let first = restarted_at();
-    assert!(!first.is_empty(), "CoreDNS was not restarted");
-
-    // Everything checked again on the hosts and the cluster: nothing to change, no restart.
-    let verify = install(&lab, &["--verify"]).success();
-    assert!(
-        verify.stdout.contains("0 changes made"),
-        "{}",
-        verify.stdout
-    );
-    assert_eq!(restarted_at(), first);
-
-    // A changed entry replaces the old one, and CoreDNS restarts once more.
-    std::thread::sleep(Duration::from_millis(1100));
-    with_dns("{ ip: 10.9.0.6, names: [registry2.lab.example] }");
-    let changed = install(&lab, &[]).success();
-    let node1 = host_part(&changed, "node1");
-    assert!(
-        node1.contains("rollout restart deployment/coredns"),
-        "{}",
-        changed.stdout
-    );
-    let now = block();
-    assert!(now.contains("10.9.0.6 registry2.lab.example"), "{now}");
-    assert!(!now.contains("10.9.0.5"), "{now}");
-    assert_ne!(restarted_at(), first);
-}
-
-#[test]
-fn users_converge_and_a_removed_user_leaves_only_the_data_volume() {
-    let lab = Lab::up(&LabSpec::new(2));
-    k3s_bundle(&lab);
-    let with_users = |list: &str| {
-        let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
-        let rest: String = text
-            .split_inclusive('\n')
-            .filter(|l| !l.starts_with("users:") && !l.starts_with("  list: "))
-            .collect();
-        std::fs::write(&lab.inventory, format!("users:\n  list: [{list}]\n{rest}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    };
-    let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
-    std::fs::write(
-        &lab.inventory,
-        format!("storage:\n  nfs: {{ server: 10.9.0.9, export: /data }}\n{text}"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let alice = "{ name: alice, email: alice@lab.example, tier: mid, data_path: /data/shared }";
-    let bob = "{ name: bob, email: bob@lab.example }";
-    with_users(&format!("{alice}, {bob}"));
-    install(&lab, &[]).success();
-    for user in ["alice", "bob"] {
-        assert_eq!(
-            kubectl(&lab, &format!("get namespace {user} -o name")),
-            format!("namespace/{user}")
-        );
-        assert_eq!(
-            kubectl(
-                &lab,
-                &format!("-n {user} get resourcequota gpuctl-tier -o name")
-            ),
-            "resourcequota/gpuctl-tier"
-        );
-        assert_eq!(
-            kubectl(
-                &lab,
-                &format!(
-                    "-n {user} get rolebinding gpuctl-user-edit -o jsonpath='{{.subjects[0].name}}'"
-                )
-            ),
-            format!("{user}@lab.example")
-        );
-    }
-    assert_eq!(
-        kubectl(
-            &lab,
-            "get persistentvolume gpuctl-data-alice -o jsonpath='{.spec.nfs.server}'"
-        ),
-        "10.9.0.9"
-    );
-
-    // Nothing changed: the users stage is skipped.
-    let again = install(&lab, &[]).success();
-    assert!(
-        host_part(&again, "node1").contains("users      skipped"),
-        "{}",
-        again.stdout
-    );
-
-    // alice leaves: her namespace and what was in it go, the shared data volume stays,
-    // bob is untouched.
-    with_users(bob);
-    install(&lab, &[]).success();
-    let gone = lab.exec(
-        "node1",
-        "k3s kubectl get namespace alice -o name 2>&1; k3s kubectl -n alice get resourcequota gpuctl-tier -o name 2>&1; true",
-    );
-    assert!(!gone.contains("namespace/alice"), "{gone}");
-    assert!(!gone.contains("resourcequota/gpuctl-tier"), "{gone}");
-    assert_eq!(
-        kubectl(&lab, "get persistentvolume gpuctl-data-alice -o name"),
-        "persistentvolume/gpuctl-data-alice"
-    );
-    assert_eq!(kubectl(&lab, "get namespace bob -o name"), "namespace/bob");
 }

@@ -1,6 +1,7 @@
 //! gpuctl's integration tests: one binary, one module per topic, helpers in `support`.
 
 mod cli;
+mod cluster_stages;
 mod converge;
 mod doctor;
 mod doctor_host;

@@ -192,9 +192,15 @@ pub fn config_yaml(inv: &Inventory, host: &Host, role: &NodeRole) -> String {
         tls_san,
         cluster_cidr: server.then(|| inv.cluster.pod_cidr.to_string()),
         service_cidr: server.then(|| inv.cluster.service_cidr.to_string()),
-        // Ingress is not part of this cluster; its images would need mirroring too.
+        // Ingress is not part of this cluster; its images would need mirroring too. k3s's
+        // own local-path provisioner would be a second one (and a second default class)
+        // beside the one the storage stage applies with the inventory's path.
         disable: if server {
-            vec!["traefik".into()]
+            let mut off = vec!["traefik".to_string()];
+            if inv.storage.local_path.is_some() {
+                off.push("local-storage".into());
+            }
+            off
         } else {
             Vec::new()
         },

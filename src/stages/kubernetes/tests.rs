@@ -10,15 +10,7 @@ use crate::secret::Secret;
 const TOKEN_VALUE: &str = "K10aaaabbbbccccddddeeeeffff00001111222233334444555566667777888899990000::server:0123456789abcdef0123456789abcdef";
 
 fn example(name: &str) -> Inventory {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let opts = LoadOptions {
-        no_ssh_config: true,
-        home: Some(root.join("tests/fixtures/inventory/home")),
-        user: Some("tester".into()),
-        ..LoadOptions::default()
-    };
-    crate::inventory::load(&root.join(format!("inventories/{name}.yaml")), &opts)
-        .unwrap_or_else(|e| panic!("inventories/{name}.yaml should load:\n{e}"))
+    crate::stages::sample::example(name)
 }
 
 fn file(path: &str) -> BundleFile {

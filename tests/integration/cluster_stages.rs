@@ -1,0 +1,377 @@
+//! The cluster stages that make Kubernetes objects — `labels`, `gpu`, `dns`, `storage`,
+//! `users` — and Ctrl-C during a cluster stage, on lab clusters made by the k3s stand-in
+//! (tests/lab/fixtures/k3s), which stores what is applied and serves it back to kubectl.
+
+use std::time::Duration;
+
+use crate::kubernetes::{
+    files_under, gpu_runtime, gpuctl, host_part, install, k3s_bundle, nodes, set_host_key,
+    state_dir,
+};
+use crate::support::gpuctl::Gpuctl;
+use crate::support::lab::{Lab, LabSpec};
+
+/// Sets the top-level inventory section `key` to `body` (its indented lines), replacing
+/// the section when the inventory has it.
+fn set_section(lab: &Lab, key: &str, body: &str) {
+    let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
+    let mut rest = String::new();
+    let mut inside = false;
+    for line in text.split_inclusive('\n') {
+        if !line.starts_with(' ') && !line.starts_with('#') {
+            inside = line.starts_with(&format!("{key}:"));
+        }
+        if !inside {
+            rest.push_str(line);
+        }
+    }
+    std::fs::write(&lab.inventory, format!("{key}:\n{body}{rest}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `k3s kubectl ARGS` on node1, trimmed.
+fn kubectl(lab: &Lab, args: &str) -> String {
+    lab.exec("node1", &format!("k3s kubectl {args}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn labels_and_the_gpu_stage_follow_the_inventory_and_repair_drift() {
+    let lab = Lab::up(&LabSpec::new(2).gpu(1));
+    k3s_bundle(&lab);
+    gpu_runtime(&lab);
+    set_host_key(&lab, "node2", "labels", "{ gpu-type: T4, train: \"true\" }");
+
+    let first = install(&lab, &[]).success();
+    let node1 = host_part(&first, "node1");
+    assert!(node1.contains("labels "), "{}", first.stdout);
+    assert!(node1.contains("gpu "), "{}", first.stdout);
+    let labels = |node: &str| -> serde_json::Value {
+        nodes(&lab)
+            .into_iter()
+            .find(|(n, _, _)| n == node)
+            .map(|(_, _, l)| l)
+            .unwrap_or_else(|| panic!("no node {node}"))
+    };
+    let l2 = labels("node2");
+    assert_eq!(l2["gpu"], "true", "{l2}");
+    assert_eq!(l2["gpu-type"], "T4", "{l2}");
+    assert_eq!(l2["train"], "true", "{l2}");
+    assert!(labels("node1").get("gpu").is_none());
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get node node2 -o jsonpath='{.metadata.annotations.gpuctl\\.io/labels}'"
+        ),
+        "gpu,gpu-type,train"
+    );
+
+    // The GPU objects, applied from files kept on the first server, and the GPUs counted.
+    assert_eq!(
+        kubectl(&lab, "get runtimeclass nvidia -o name"),
+        "runtimeclass.node.k8s.io/nvidia"
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "-n kube-system get daemonset nvidia-device-plugin-daemonset -o name"
+        ),
+        "daemonset.apps/nvidia-device-plugin-daemonset"
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get node node2 -o jsonpath='{.status.allocatable.nvidia\\.com/gpu}'"
+        ),
+        "4"
+    );
+    assert_eq!(
+        lab.exec(
+            "node1",
+            "stat -c %a /var/lib/gpuctl/manifests/gpu/device-plugin.yaml"
+        )
+        .trim(),
+        "600"
+    );
+
+    // A label taken out of the inventory goes, a new taint comes, the admin's own label
+    // stays.
+    kubectl(&lab, "label node node2 admin=keep");
+    set_host_key(&lab, "node2", "labels", "{ gpu-type: T4 }");
+    set_host_key(&lab, "node2", "taints", "[\"dedicated=ml:NoSchedule\"]");
+    let second = install(&lab, &[]).success();
+    let node1 = host_part(&second, "node1");
+    assert!(
+        node1.contains("~ command `# node2: labels and taints`"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        !node1.contains("~ command `# node1: labels and taints`"),
+        "{}",
+        second.stdout
+    );
+    assert!(node1.contains("gpu        skipped"), "{}", second.stdout);
+    let l2 = labels("node2");
+    assert!(l2.get("train").is_none(), "{l2}");
+    assert_eq!(l2["admin"], "keep", "{l2}");
+    assert_eq!(l2["gpu"], "true", "{l2}");
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get node node2 -o jsonpath='{range .spec.taints[*]}{.key}={.value}:{.effect}{end}'"
+        ),
+        "dedicated=ml:NoSchedule"
+    );
+
+    // Drift: the device plugin deleted by hand is found by --verify and applied again.
+    kubectl(
+        &lab,
+        "-n kube-system delete daemonset nvidia-device-plugin-daemonset",
+    );
+    let verify = install(&lab, &["--verify"]).success();
+    assert!(
+        verify.stdout.contains("device-plugin.yaml"),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "-n kube-system get daemonset nvidia-device-plugin-daemonset -o name"
+        ),
+        "daemonset.apps/nvidia-device-plugin-daemonset"
+    );
+    let plan = gpuctl(&lab, &["plan"]).success();
+    assert!(plan.stdout.contains("0 changes to make"), "{}", plan.stdout);
+}
+
+#[test]
+fn ctrl_c_stops_a_waiting_cluster_stage_and_the_report_says_so() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    install(&lab, &[]).success();
+    // node2 stops posting its status: `ready` will wait for it.
+    lab.exec("node2", "systemctl stop k3s-agent");
+    let started = std::time::Instant::now();
+    while nodes(&lab)
+        .iter()
+        .any(|(n, r, _)| n == "node2" && r == "True")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "node2 stayed Ready for 60 s after its agent stopped"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let cluster_logs = |lab: &Lab| {
+        files_under(&state_dir(lab))
+            .iter()
+            .filter(|f| f.ends_with("cluster@node1.log"))
+            .count()
+    };
+    let before = cluster_logs(&lab);
+    let running = Gpuctl::new()
+        .args(["install", "--yes", "--force", "ready"])
+        .inventory(&lab.inventory)
+        .spawn();
+    let started = std::time::Instant::now();
+    while cluster_logs(&lab) == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the cluster stages never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    running.interrupt();
+    let out = running.wait(Duration::from_secs(20)).code(1);
+    let node1 = host_part(&out, "node1");
+    assert!(
+        node1.contains("ready      FAILED: interrupted before it finished"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("(interrupted)"), "{}", out.stdout);
+    assert!(out.stdout.contains("resume with: "), "{}", out.stdout);
+}
+
+#[test]
+fn dns_entries_reach_coredns_custom_and_coredns_restarts_only_when_they_change() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    let with_dns = |entry: &str| set_section(&lab, "dns", &format!("  hosts: [{entry}]\n"));
+    with_dns("{ ip: 10.9.0.5, names: [registry.lab.example] }");
+    install(&lab, &[]).success();
+    let block = || {
+        kubectl(
+            &lab,
+            "-n kube-system get configmap coredns-custom -o jsonpath='{.data.gpuctl-hosts\\.server}'",
+        )
+    };
+    let restarted_at = || {
+        kubectl(
+            &lab,
+            "-n kube-system get deployment coredns -o jsonpath='{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}'",
+        )
+    };
+    assert!(
+        block().contains("10.9.0.5 registry.lab.example"),
+        "{}",
+        block()
+    );
+    let first = restarted_at();
+    assert!(!first.is_empty(), "CoreDNS was not restarted");
+
+    // Everything checked again on the hosts and the cluster: nothing to change, no restart.
+    let verify = install(&lab, &["--verify"]).success();
+    assert!(
+        verify.stdout.contains("0 changes made"),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(restarted_at(), first);
+
+    // A changed entry replaces the old one, and CoreDNS restarts once more.
+    std::thread::sleep(Duration::from_millis(1100));
+    with_dns("{ ip: 10.9.0.6, names: [registry2.lab.example] }");
+    let changed = install(&lab, &[]).success();
+    let node1 = host_part(&changed, "node1");
+    assert!(
+        node1.contains("rollout restart deployment/coredns"),
+        "{}",
+        changed.stdout
+    );
+    let now = block();
+    assert!(now.contains("10.9.0.6 registry2.lab.example"), "{now}");
+    assert!(!now.contains("10.9.0.5"), "{now}");
+    assert_ne!(restarted_at(), first);
+}
+
+#[test]
+fn users_converge_and_a_removed_user_leaves_only_the_data_volume() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    let with_users = |list: &str| set_section(&lab, "users", &format!("  list: [{list}]\n"));
+    set_section(
+        &lab,
+        "storage",
+        "  nfs: { server: 10.9.0.9, export: /data }\n",
+    );
+    let alice = "{ name: alice, email: alice@lab.example, tier: mid, data_path: /data/shared }";
+    let bob = "{ name: bob, email: bob@lab.example }";
+    with_users(&format!("{alice}, {bob}"));
+    install(&lab, &[]).success();
+    for user in ["alice", "bob"] {
+        assert_eq!(
+            kubectl(&lab, &format!("get namespace {user} -o name")),
+            format!("namespace/{user}")
+        );
+        assert_eq!(
+            kubectl(
+                &lab,
+                &format!("-n {user} get resourcequota gpuctl-tier -o name")
+            ),
+            "resourcequota/gpuctl-tier"
+        );
+        assert_eq!(
+            kubectl(
+                &lab,
+                &format!(
+                    "-n {user} get rolebinding gpuctl-user-edit -o jsonpath='{{.subjects[0].name}}'"
+                )
+            ),
+            format!("{user}@lab.example")
+        );
+    }
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get persistentvolume gpuctl-data-alice -o jsonpath='{.spec.nfs.server}'"
+        ),
+        "10.9.0.9"
+    );
+
+    // Nothing changed: the users stage is skipped.
+    let again = install(&lab, &[]).success();
+    assert!(
+        host_part(&again, "node1").contains("users      skipped"),
+        "{}",
+        again.stdout
+    );
+
+    // alice leaves: her namespace and what was in it go, the shared data volume stays,
+    // bob is untouched.
+    with_users(bob);
+    install(&lab, &[]).success();
+    let gone = lab.exec(
+        "node1",
+        "k3s kubectl get namespace alice -o name 2>&1; k3s kubectl -n alice get resourcequota gpuctl-tier -o name 2>&1; true",
+    );
+    assert!(!gone.contains("namespace/alice"), "{gone}");
+    assert!(!gone.contains("resourcequota/gpuctl-tier"), "{gone}");
+    assert_eq!(
+        kubectl(&lab, "get persistentvolume gpuctl-data-alice -o name"),
+        "persistentvolume/gpuctl-data-alice"
+    );
+    assert_eq!(kubectl(&lab, "get namespace bob -o name"), "namespace/bob");
+}
+
+#[test]
+fn storage_brings_one_local_path_with_the_inventory_path_and_the_nfs_provisioner() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    set_section(
+        &lab,
+        "storage",
+        "  local_path: { path: /data/k8s/lp, default: true }\n  nfs: { server: 10.9.0.9, export: /data, provisioner: true }\n",
+    );
+    let first = install(&lab, &[]).success();
+    assert!(
+        host_part(&first, "node1").contains("storage "),
+        "{}",
+        first.stdout
+    );
+    // k3s's own local-path is disabled: gpuctl's is the only one, with the inventory's path.
+    let config = lab.exec("node1", "cat /etc/rancher/k3s/config.yaml");
+    assert!(config.contains("- local-storage"), "{config}");
+    let classes = kubectl(
+        &lab,
+        "get storageclass -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.annotations.storageclass\\.kubernetes\\.io/is-default-class};{end}'",
+    );
+    assert_eq!(classes, "local-path=true;nfs-client=false;");
+    assert!(
+        kubectl(
+            &lab,
+            "-n local-path-storage get configmap local-path-config -o yaml"
+        )
+        .contains("/data/k8s/lp"),
+        "the local-path ConfigMap lacks the inventory's path"
+    );
+    assert_eq!(
+        kubectl(&lab, "-n nfs-provisioner get deployment -o name"),
+        "deployment.apps/nfs-client-provisioner"
+    );
+
+    // The NFS provisioner turned off: its objects go, local-path stays.
+    set_section(
+        &lab,
+        "storage",
+        "  local_path: { path: /data/k8s/lp, default: true }\n  nfs: { server: 10.9.0.9, export: /data, provisioner: false }\n",
+    );
+    install(&lab, &[]).success();
+    let left = lab.exec(
+        "node1",
+        "k3s kubectl get storageclass -o name; k3s kubectl -n nfs-provisioner get deployment -o name 2>&1; true",
+    );
+    assert!(
+        left.contains("storageclass.storage.k8s.io/local-path"),
+        "{left}"
+    );
+    assert!(!left.contains("nfs-client"), "{left}");
+    lab.exec(
+        "node1",
+        "test ! -e /var/lib/gpuctl/manifests/storage/nfs-provisioner.yaml",
+    );
+}
