@@ -1,10 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use super::*;
 use crate::bundle::BundleFile;
-use crate::inventory::LoadOptions;
 use crate::secret::Secret;
 
 const TOKEN_VALUE: &str = "K10aaaabbbbccccddddeeeeffff00001111222233334444555566667777888899990000::server:0123456789abcdef0123456789abcdef";
