@@ -483,7 +483,8 @@ pub struct KubeconfigArgs {
 pub struct DoctorArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Only checks of these layers: host, gpu, runtime, mirror (comma-separated)
+    /// Only checks of these layers: host, gpu, runtime, mirror, kubernetes, network,
+    /// storage, stack (comma-separated)
     #[arg(long, value_delimiter = ',', value_name = "LAYER,...")]
     pub only: Vec<String>,
     /// Leave out findings of these check ids, e.g. H4,H11 (comma-separated)

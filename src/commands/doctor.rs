@@ -74,7 +74,8 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     let mut facts = Vec::new();
     let mut views = Vec::new();
     let mut hosts = Vec::new();
-    // What each host said, or why it said nothing: the support bundle's per-host files.
+    // What each host (and the cluster) said, or why nothing: the support bundle's files,
+    // by directory.
     let mut raw: Vec<(String, Result<String, String>)> = Vec::new();
     for result in &report.results {
         let Some(host) = inv.hosts.iter().find(|h| h.name == result.host) else {
@@ -98,18 +99,38 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
                 ));
                 facts.push(Facts::of(&input));
                 views.push(PeerView::of(&host.name, ev));
-                raw.push((host.name.clone(), Ok(ev.raw.clone())));
+                raw.push((format!("hosts/{}", host.name), Ok(ev.raw.clone())));
             }
             Err(e) => {
                 let text = crate::secret::redact(&format!("{e:#}"));
                 findings.push(dr::unreachable(&host.name, &text));
-                raw.push((host.name.clone(), Err(text)));
+                raw.push((format!("hosts/{}", host.name), Err(text)));
             }
         }
         hosts.push((host.name.clone(), reachable, host.gpu));
     }
     findings.extend(compare::check(&facts));
     findings.extend(network::check(&plan.probes, &views));
+    // The cluster, once, through the first server, when a cluster layer is asked for.
+    if layers.iter().any(|l| Layer::CLUSTER.contains(l))
+        && let Some(first) = inv.servers().next()
+    {
+        let label = format!("cluster@{}", first.name);
+        let nonce = nonce.clone();
+        let result = fleet
+            .run_on(first, &label, |ctx| gather_cluster(ctx, nonce))
+            .await;
+        let ev = result
+            .outcome
+            .map_err(|e| crate::secret::redact(&format!("{e:#}")));
+        findings.extend(dr::cluster::check(&dr::cluster::ClusterInput {
+            inv: &inv,
+            first: &first.name,
+            ev: ev.as_ref().map_err(Clone::clone),
+            facts: &facts,
+        }));
+        raw.push(("cluster".to_string(), ev.map(|e| e.raw)));
+    }
     let order: Vec<String> = hosts.iter().map(|(name, _, _)| name.clone()).collect();
     dr::sort(&mut findings, &order);
 
@@ -198,6 +219,8 @@ fn write_bundle(
          report.txt                the same as a table, every check listed\n\
          hosts/HOST/evidence.txt   what the read-only script printed on the host\n\
          hosts/HOST/error.txt      why the host could not be read\n\
+         cluster/evidence.txt      what kubectl on the first server answered (cluster checks)\n\
+         cluster/error.txt         why the cluster could not be read\n\
          Values of password, token, auth and secret keys are redacted.\n",
         out.gpuctl_version, out.cluster, out.started_at
     );
@@ -215,14 +238,14 @@ fn write_bundle(
             text: render::table(out, false, true),
         },
     ];
-    for (name, said) in raw {
+    for (dir, said) in raw {
         entries.push(match said {
             Ok(text) => bundle::Entry {
-                path: format!("hosts/{name}/evidence.txt"),
+                path: format!("{dir}/evidence.txt"),
                 text,
             },
             Err(text) => bundle::Entry {
-                path: format!("hosts/{name}/error.txt"),
+                path: format!("{dir}/error.txt"),
                 text: format!("{text}\n"),
             },
         });
@@ -266,6 +289,34 @@ async fn gather(
         ev.merge(Evidence::parse(&nonce, &out.stdout_str()));
     }
     Ok((ev, ctx.conn.sudo_mode()))
+}
+
+/// The cluster script on the first server, as root (k3s's admin kubeconfig is 0600).
+async fn gather_cluster(ctx: HostCtx, nonce: String) -> anyhow::Result<Evidence> {
+    if ctx.conn.sudo_mode() == SudoMode::Unavailable {
+        anyhow::bail!(
+            "reading the cluster needs root on {} (k3s's admin kubeconfig is root's): give the \
+             login sudo",
+            ctx.host.name
+        );
+    }
+    ctx.progress.step("reading the cluster");
+    let out = ctx
+        .run(
+            Command::new(dr::cluster::script(&nonce))
+                .sudo(true)
+                .timeout(SCRIPT_TIMEOUT),
+        )
+        .await?;
+    let ev = Evidence::parse(&nonce, &out.stdout_str());
+    if ev.get("end").is_none() {
+        anyhow::bail!(
+            "the cluster script did not finish (exit {:?}): {}",
+            out.status,
+            out.stderr_str().trim()
+        );
+    }
+    Ok(ev)
 }
 
 /// M3's view of the mirror: `mirror-images check` of the bundle's lock against the
@@ -376,11 +427,6 @@ fn parse_only(only: &[String]) -> Result<Vec<Layer>, BadInput> {
     for word in only.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
         match Layer::parse(word) {
             Some(l) => layers.push(l),
-            None if Layer::PLANNED.contains(&word) => {
-                return Err(BadInput(format!(
-                    "--only: the `{word}` checks come with the install stages and do not exist yet; layers with checks: {names}"
-                )));
-            }
             None => {
                 return Err(BadInput(format!(
                     "--only: `{word}` is not a layer; layers: {names}"
@@ -419,8 +465,10 @@ mod tests {
             parse_only(&["gpu".into(), "host".into()]).ok(),
             Some(vec![Layer::Gpu, Layer::Host])
         );
-        let e = parse_only(&["kubernetes".into()]).err().map(|e| e.0);
-        assert!(e.is_some_and(|e| e.contains("come with the install stages")));
+        assert_eq!(
+            parse_only(&["kubernetes".into()]).ok(),
+            Some(vec![Layer::Kubernetes])
+        );
         let e = parse_only(&["gpus".into()]).err().map(|e| e.0);
         assert!(e.is_some_and(|e| e.contains("`gpus` is not a layer")));
         assert_eq!(

@@ -7,11 +7,11 @@
 //! [`gpu`] and [`gpu_health`] (G*), [`runtime`] and [`containerd`] (R*, M2), [`mirror`]
 //! (M1, M3), and across hosts [`compare`] (the odd one out, clock skew, duplicate
 //! hostnames) and [`network`] (peer ports). The script's inventory-dependent parts are in
-//! [`reads`]. Cluster families (Kubernetes, storage, stack) join as further files once
-//! install exists.
+//! [`reads`]. [`cluster`] reads the cluster once through the first server (K, S, A, N5).
 
 pub mod boot;
 pub mod bundle;
+pub mod cluster;
 pub mod compare;
 pub mod containerd;
 pub mod evidence;
@@ -67,12 +67,30 @@ pub enum Layer {
     Gpu,
     Runtime,
     Mirror,
+    Kubernetes,
+    Network,
+    Storage,
+    Stack,
 }
 
 impl Layer {
-    pub const ALL: &[Layer] = &[Layer::Host, Layer::Gpu, Layer::Runtime, Layer::Mirror];
-    /// Layers of checks that wait for the install stages; `--only` names them clearly.
-    pub const PLANNED: &[&str] = &["kubernetes", "network", "storage", "stack"];
+    pub const ALL: &[Layer] = &[
+        Layer::Host,
+        Layer::Gpu,
+        Layer::Runtime,
+        Layer::Mirror,
+        Layer::Kubernetes,
+        Layer::Network,
+        Layer::Storage,
+        Layer::Stack,
+    ];
+    /// Layers whose checks read the cluster through the first server.
+    pub const CLUSTER: &[Layer] = &[
+        Layer::Kubernetes,
+        Layer::Network,
+        Layer::Storage,
+        Layer::Stack,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,6 +98,10 @@ impl Layer {
             Layer::Gpu => "gpu",
             Layer::Runtime => "runtime",
             Layer::Mirror => "mirror",
+            Layer::Kubernetes => "kubernetes",
+            Layer::Network => "network",
+            Layer::Storage => "storage",
+            Layer::Stack => "stack",
         }
     }
 
@@ -181,6 +203,32 @@ pub const CHECKS: &[Check] = &[
     check("C6", Layer::Gpu, "same driver version on every GPU host"),
     check("N3", Layer::Host, "same MTU on every host"),
     check("N4", Layer::Host, "peer ports reachable between nodes"),
+    check("K5", Layer::Kubernetes, "the API server answers /readyz"),
+    check(
+        "K3",
+        Layer::Kubernetes,
+        "every inventory node registered, Ready, no pressure",
+    ),
+    check(
+        "K8",
+        Layer::Kubernetes,
+        "node labels and taints as the inventory says",
+    ),
+    check(
+        "A2",
+        Layer::Stack,
+        "allocatable nvidia.com/gpu equals nvidia-smi's count",
+    ),
+    check(
+        "S1",
+        Layer::Storage,
+        "exactly one default StorageClass, the inventory's",
+    ),
+    check(
+        "N5",
+        Layer::Network,
+        "CoreDNS answers dns.hosts from coredns-custom",
+    ),
 ];
 
 /// The catalog entry of an id.

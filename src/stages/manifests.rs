@@ -6,8 +6,9 @@
 //! [`DIR`] and applied from there with server-side apply. Keeping the applied file on the
 //! host is what makes the rest simple and idempotent:
 //! - the File op's probe tells whether the manifest changed since it was last applied, and
-//!   the apply command runs again only then ([`Op::Command`]'s `rerun_on`), or when an
-//!   object it names is gone from the cluster (its guard, `kubectl get -f`);
+//!   the apply command runs again only then ([`Op::Command`]'s `rerun_on`), or when the
+//!   cluster drifted from it: an object deleted or a field gpuctl set changed by hand (its
+//!   guard, `kubectl diff --server-side`);
 //! - a component the inventory turns off renders to nothing: its file, still on the host,
 //!   says what to delete (`kubectl delete -f`), and is removed after;
 //! - the admin can read on the server exactly what gpuctl applied.
@@ -94,8 +95,11 @@ pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result
                          {kubectl} apply --server-side --force-conflicts \
                          --field-manager={FIELD_MANAGER} -f {q} && cp {ql} {qa}"
                     ),
+                    // In sync: applying would change nothing (every object there, with
+                    // gpuctl's fields as the file says) and nothing left the file since.
                     guard: format!(
-                        "{kubectl} get -f {q} -o name >/dev/null 2>&1 && cmp -s {ql} {qa}"
+                        "{kubectl} diff --server-side --force-conflicts \
+                         --field-manager={FIELD_MANAGER} -f {q} >/dev/null 2>&1 && cmp -s {ql} {qa}"
                     ),
                     undo: Some(Undo {
                         run: remove,
@@ -210,7 +214,8 @@ mod tests {
             ),
             "{run}"
         );
-        assert!(guard.contains("get -f /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml"));
+        assert!(guard.contains("diff --server-side"), "{guard}");
+        assert!(guard.contains("-f /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml"));
         assert_eq!(rerun_on, &[path.clone(), list.clone()]);
         assert!(
             undo.as_ref()

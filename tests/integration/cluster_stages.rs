@@ -375,3 +375,122 @@ fn storage_brings_one_local_path_with_the_inventory_path_and_the_nfs_provisioner
         "test ! -e /var/lib/gpuctl/manifests/storage/nfs-provisioner.yaml",
     );
 }
+
+/// `gpuctl doctor --json` over the cluster layers: `(id, host) → severity`, and the exit
+/// code.
+fn doctor_cluster(lab: &Lab) -> (i32, Vec<(String, String, String)>) {
+    let out = Gpuctl::new()
+        .args([
+            "doctor",
+            "--json",
+            "--only",
+            "kubernetes,network,storage,stack",
+        ])
+        .inventory(&lab.inventory)
+        .spawn()
+        .wait(crate::kubernetes::RUN_DEADLINE);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}\n{}", out.stdout, out.stderr));
+    let findings = report["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("host"), s("severity"))
+        })
+        .collect();
+    (out.code, findings)
+}
+
+#[test]
+fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them() {
+    let lab = Lab::up(&LabSpec::new(2).gpu(1));
+    k3s_bundle(&lab);
+    gpu_runtime(&lab);
+    set_section(
+        &lab,
+        "dns",
+        "  hosts: [{ ip: 10.9.0.5, names: [registry.lab.example] }]\n",
+    );
+    set_section(
+        &lab,
+        "storage",
+        "  local_path: { path: /data/k8s/lp, default: true }\n",
+    );
+
+    // Before install: every cluster check says it does not apply yet.
+    let (code, before) = doctor_cluster(&lab);
+    assert_eq!(code, 0, "{before:?}");
+    for id in ["K5", "K3", "K8", "A2", "S1", "N5"] {
+        assert!(
+            before
+                .iter()
+                .any(|(i, h, s)| i == id && h == "cluster" && s == "skip"),
+            "{id}: {before:?}"
+        );
+    }
+
+    install(&lab, &[]).success();
+    let (code, healthy) = doctor_cluster(&lab);
+    assert_eq!(code, 0, "{healthy:?}");
+    let want = [
+        ("K5", "cluster"),
+        ("K3", "node1"),
+        ("K3", "node2"),
+        ("K8", "node2"),
+        ("A2", "node2"),
+        ("S1", "cluster"),
+        ("N5", "cluster"),
+    ];
+    for (id, host) in want {
+        assert!(
+            healthy
+                .iter()
+                .any(|(i, h, s)| i == id && h == host && s == "ok"),
+            "{id} on {host}: {healthy:?}"
+        );
+    }
+
+    // Faults: the gpu label taken off node2 (so the device plugin leaves it too), a
+    // second default class, coredns-custom emptied by hand.
+    kubectl(&lab, "label node node2 gpu-");
+    lab.exec(
+        "node1",
+        "printf '%s\\n' 'apiVersion: storage.k8s.io/v1' 'kind: StorageClass' 'metadata:' '  name: extra' '  annotations:' '    storageclass.kubernetes.io/is-default-class: \"true\"' 'provisioner: example.com/x' | k3s kubectl apply -f -",
+    );
+    lab.exec(
+        "node1",
+        "printf '%s\\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata:' '  name: coredns-custom' '  namespace: kube-system' | k3s kubectl apply -f -",
+    );
+    let (code, broken) = doctor_cluster(&lab);
+    assert_eq!(code, 1, "{broken:?}");
+    for (id, host) in [
+        ("K8", "node2"),
+        ("A2", "node2"),
+        ("S1", "cluster"),
+        ("N5", "cluster"),
+    ] {
+        assert!(
+            broken
+                .iter()
+                .any(|(i, h, s)| i == id && h == host && s == "error"),
+            "{id} on {host}: {broken:?}"
+        );
+    }
+
+    // The class is the admin's to remove; the rest is gpuctl's, and --verify repairs it:
+    // the labels' guard sees the label gone, the dns manifest's guard the emptied ConfigMap.
+    kubectl(&lab, "delete storageclass extra");
+    install(&lab, &["--verify"]).success();
+    let (code, repaired) = doctor_cluster(&lab);
+    assert_eq!(code, 0, "{repaired:?}");
+    assert!(
+        repaired
+            .iter()
+            .filter(|(i, _, _)| ["K8", "A2", "S1", "N5"].contains(&i.as_str()))
+            .all(|(_, _, s)| s == "ok"),
+        "{repaired:?}"
+    );
+}

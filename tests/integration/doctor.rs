@@ -302,7 +302,8 @@ fn doctor_passes_a_prepared_lab_finds_each_fault_and_changes_nothing() {
             "report.txt",
             "hosts/node1/evidence.txt",
             "hosts/node2/evidence.txt",
-            "hosts/node3/evidence.txt"
+            "hosts/node3/evidence.txt",
+            "cluster/evidence.txt"
         ]
     );
     let report: Value =
@@ -593,11 +594,11 @@ fn doctor_reports_an_unreachable_host_checks_the_rest_and_validates_its_flags() 
 
     // Bad flags are usage errors naming what is allowed.
     Gpuctl::new()
-        .args(["doctor", "--only", "kubernetes"])
+        .args(["doctor", "--only", "kube"])
         .inventory(&inventory)
         .run()
         .code(2)
-        .stderr_has("come with the install stages");
+        .stderr_has("`kube` is not a layer");
     Gpuctl::new()
         .args(["doctor", "--ignore", "H99"])
         .inventory(&inventory)

@@ -1,0 +1,614 @@
+//! Cluster checks, read once through the first server's kubectl (as root, for k3s's admin
+//! kubeconfig): the API answers (K5), every inventory node registered and Ready without
+//! pressure (K3), every node carries the labels and taints the inventory gives it (K8),
+//! every GPU node advertises the GPUs `nvidia-smi` lists on it (A2), exactly one default
+//! StorageClass, the inventory's (S1), and CoreDNS answers `dns.hosts` from
+//! `coredns-custom`, not from edits k3s overwrites (N5).
+//!
+//! The chain is judged from its first broken link: without k3s on the first server no
+//! cluster check applies yet (each says so); with an API that does not answer, K5 is the
+//! error and the checks that need the API say they wait for it. The judgements reuse the
+//! install stages' own rules ([`crate::stages`]), so doctor and install agree on what is
+//! right.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::compare::Facts;
+use super::evidence::Evidence;
+use super::{CLUSTER, Finding, Findings, Severity};
+use crate::inventory::{Inventory, Role};
+use crate::stages::ready::KUBECTL;
+use crate::stages::{gpu, labels, storage};
+
+/// The checks of this family, in report order.
+pub const IDS: &[&str] = &["K5", "K3", "K8", "A2", "S1", "N5"];
+
+/// The read-only script for the first server; run as root.
+pub fn script(nonce: &str) -> String {
+    let q = |args: &str| format!("{KUBECTL} {args} --request-timeout=10s");
+    format!(
+        "M='@@{nonce}'\n{prelude}\n\
+         if [ -x /usr/local/bin/k3s ]; then kv k3s present\n\
+         c readyz sh -c {readyz}\n\
+         c nodes {nodes}\n\
+         c storageclasses {classes}\n\
+         c coredns_custom {custom}\n\
+         c coredns {coredns}\n\
+         else kv k3s absent; fi\n\
+         kv end 1\n",
+        prelude = super::evidence::PRELUDE,
+        // `ok` comes without a newline, which would glue the status marker to it.
+        readyz = crate::transport::shell::quote(&format!(
+            "{}; r=$?; echo; exit $r",
+            q("get --raw /readyz")
+        )),
+        nodes = q("get nodes -o json"),
+        classes = q("get storageclass -o json"),
+        custom = q("-n kube-system get configmap coredns-custom -o json"),
+        coredns = q("-n kube-system get configmap coredns -o json"),
+    )
+}
+
+/// What the cluster checks judge.
+pub struct ClusterInput<'a> {
+    pub inv: &'a Inventory,
+    /// The first server's name.
+    pub first: &'a str,
+    /// What the first server answered; `Err(why)` when it could not be asked.
+    pub ev: Result<&'a Evidence, String>,
+    /// Every reachable host's comparable facts (GPU host, GPU count).
+    pub facts: &'a [Facts],
+}
+
+/// Every cluster finding.
+pub fn check(input: &ClusterInput) -> Vec<Finding> {
+    let mut cluster = Findings::new(CLUSTER);
+    let ev = match &input.ev {
+        Ok(ev) if ev.get("k3s") == Some("present") => *ev,
+        Ok(_) => {
+            skip_all(
+                &mut cluster,
+                &format!(
+                    "no cluster yet: k3s is not installed on {} (gpuctl install)",
+                    input.first
+                ),
+            );
+            return cluster.list;
+        }
+        Err(why) => {
+            skip_all(&mut cluster, &format!("the cluster was not asked: {why}"));
+            return cluster.list;
+        }
+    };
+    let readyz = ev.cmd("readyz");
+    if !readyz.is_some_and(|c| c.ok() && c.lines.iter().any(|l| l.trim() == "ok")) {
+        let f = cluster.add(
+            "K5",
+            Severity::Error,
+            format!("the API server on {} does not answer /readyz", input.first),
+        );
+        f.evidence(readyz.map(|c| c.lines.clone()).unwrap_or_default());
+        f.fix(format!(
+            "gpuctl exec --inventory INVENTORY --hosts {first} --sudo -- systemctl status k3s; \
+             then gpuctl install --inventory INVENTORY --only kubernetes --hosts {first}",
+            first = input.first
+        ));
+        for id in &IDS[1..] {
+            cluster.add(id, Severity::Skip, "waits for the API server (K5)");
+        }
+        return cluster.list;
+    }
+    cluster.add("K5", Severity::Ok, "the API server answers /readyz");
+
+    let mut out = cluster.list;
+    match parse::<NodeList>(ev, "nodes") {
+        Ok(list) => {
+            out.extend(nodes(input, &list));
+            out.extend(gpus(input, &list));
+        }
+        Err(why) => {
+            let mut f = Findings::new(CLUSTER);
+            f.add(
+                "K3",
+                Severity::Error,
+                format!("cannot read the nodes: {why}"),
+            );
+            out.extend(f.list);
+        }
+    }
+    out.extend(classes(input.inv, ev));
+    out.extend(dns(input.inv, ev));
+    out
+}
+
+fn skip_all(out: &mut Findings, why: &str) {
+    for id in IDS {
+        out.add(id, Severity::Skip, why);
+    }
+}
+
+/// A command's JSON answer, or why there is none.
+fn parse<T: for<'de> Deserialize<'de>>(ev: &Evidence, cmd: &str) -> Result<T, String> {
+    let Some(c) = ev.cmd(cmd) else {
+        return Err("not asked".into());
+    };
+    let text = c.lines.join("\n");
+    if !c.ok() {
+        return Err(first_line(&text));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("kubectl's answer is not JSON ({e})"))
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or("no output")
+        .trim()
+        .to_string()
+}
+
+#[derive(Deserialize)]
+struct NodeList {
+    #[serde(default)]
+    items: Vec<Node>,
+}
+
+#[derive(Deserialize)]
+struct Node {
+    metadata: Meta,
+    #[serde(default)]
+    spec: NodeSpec,
+    #[serde(default)]
+    status: NodeStatus,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Default, Deserialize)]
+struct NodeSpec {
+    #[serde(default)]
+    taints: Vec<Taint>,
+}
+
+#[derive(Deserialize)]
+struct Taint {
+    key: String,
+    #[serde(default)]
+    value: String,
+    effect: String,
+}
+
+#[derive(Default, Deserialize)]
+struct NodeStatus {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+    #[serde(default)]
+    allocatable: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The inventory's nodes: hosts with the server or worker role.
+fn node_hosts(inv: &Inventory) -> impl Iterator<Item = &crate::inventory::Host> {
+    inv.hosts
+        .iter()
+        .filter(|h| h.roles.contains(&Role::Server) || h.roles.contains(&Role::Worker))
+}
+
+/// K3 and K8, one finding each per inventory node.
+fn nodes(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for host in node_hosts(input.inv) {
+        let mut f = Findings::new(&host.name);
+        let Some(node) = list.items.iter().find(|n| n.metadata.name == host.name) else {
+            f.add("K3", Severity::Error, "not registered with the cluster")
+                .fix(format!(
+                    "gpuctl install --inventory INVENTORY --only kubernetes --hosts {}",
+                    host.name
+                ));
+            f.add("K8", Severity::Skip, "waits for the node to register (K3)");
+            out.extend(f.list);
+            continue;
+        };
+        let ready = node.status.conditions.iter().find(|c| c.kind == "Ready");
+        let pressure: Vec<&Condition> = node
+            .status
+            .conditions
+            .iter()
+            .filter(|c| c.kind.ends_with("Pressure") && c.status == "True")
+            .collect();
+        match ready {
+            Some(c) if c.status == "True" && pressure.is_empty() => {
+                f.add("K3", Severity::Ok, "Ready");
+            }
+            Some(c) if c.status == "True" => {
+                let names: Vec<&str> = pressure.iter().map(|c| c.kind.as_str()).collect();
+                f.add(
+                    "K3",
+                    Severity::Warn,
+                    format!("Ready, under {}", names.join(", ")),
+                )
+                .evidence(pressure.iter().map(|c| condition_line(c)))
+                .fix(format!(
+                    "gpuctl exec --inventory INVENTORY --hosts {} -- df -h / /var/lib; free -m",
+                    host.name
+                ));
+            }
+            other => {
+                let (status, line) = match other {
+                    Some(c) => (c.status.as_str(), condition_line(c)),
+                    None => ("absent", "no Ready condition".to_string()),
+                };
+                f.add("K3", Severity::Error, format!("Ready={status}"))
+                    .evidence([line])
+                    .fix(format!(
+                        "gpuctl exec --inventory INVENTORY --hosts {} --sudo -- systemctl status k3s k3s-agent",
+                        host.name
+                    ));
+            }
+        }
+        out.extend(f.list);
+        out.extend(node_labels(input, host, node));
+    }
+    out
+}
+
+fn condition_line(c: &Condition) -> String {
+    let mut line = format!("{}={}", c.kind, c.status);
+    if !c.reason.is_empty() {
+        line.push_str(&format!(" ({}", c.reason));
+        if !c.message.is_empty() {
+            line.push_str(&format!(": {}", c.message));
+        }
+        line.push(')');
+    }
+    line
+}
+
+/// K8: the labels and taints the inventory gives the node (the `labels` stage's rule).
+fn node_labels(input: &ClusterInput, host: &crate::inventory::Host, node: &Node) -> Vec<Finding> {
+    let mut f = Findings::new(&host.name);
+    let mut hf = crate::plan::HostFacts::bare(host);
+    if let Some(facts) = input.facts.iter().find(|x| x.host == host.name) {
+        // The labels stage reads GPUs from nvidia-smi's list; doctor's facts say the same.
+        if facts.gpu_host && host.gpu == crate::inventory::GpuPresence::Auto {
+            hf.facts.gpus.push(crate::facts::Gpu {
+                name: facts.gpu_type.clone().unwrap_or_default(),
+                memory_mib: 0,
+                driver: facts.driver.clone().unwrap_or_default(),
+            });
+        }
+        hf.nodes.insert(host.name.clone(), hf.facts.clone());
+    }
+    let Ok(want) = labels::wanted(host, &hf) else {
+        f.add(
+            "K8",
+            Severity::Skip,
+            "gpu: auto and the host was not reached: whether it has GPUs is unknown",
+        );
+        return f.list;
+    };
+    let mut wrong = Vec::new();
+    for (k, v) in &want.labels {
+        match node.metadata.labels.get(k) {
+            Some(have) if have == v => {}
+            Some(have) => wrong.push(format!("label {k}={have}, the inventory says {v}")),
+            None => wrong.push(format!("label {k}={v} is missing")),
+        }
+    }
+    for (k, v, e) in &want.taints {
+        if !node
+            .spec
+            .taints
+            .iter()
+            .any(|t| &t.key == k && &t.value == v && &t.effect == e)
+        {
+            let kv = if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k}={v}")
+            };
+            wrong.push(format!("taint {kv}:{e} is missing"));
+        }
+    }
+    let managed = node
+        .metadata
+        .annotations
+        .get(labels::LABELS_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let stale: Vec<&str> = managed
+        .split(',')
+        .filter(|k| !k.is_empty() && !want.labels.contains_key(*k))
+        .collect();
+    let fix = "gpuctl install --inventory INVENTORY --only labels";
+    if !wrong.is_empty() {
+        f.add(
+            "K8",
+            Severity::Error,
+            format!(
+                "{} label(s) or taint(s) differ from the inventory",
+                wrong.len()
+            ),
+        )
+        .evidence(wrong)
+        .fix(fix);
+    } else if !stale.is_empty() {
+        f.add(
+            "K8",
+            Severity::Warn,
+            format!(
+                "gpuctl set label(s) the inventory no longer has: {}",
+                stale.join(", ")
+            ),
+        )
+        .fix(fix);
+    } else {
+        f.add(
+            "K8",
+            Severity::Ok,
+            "labels and taints as the inventory says",
+        );
+    }
+    f.list
+}
+
+/// A2: each GPU node's allocatable GPUs against the GPUs `nvidia-smi` lists on it.
+fn gpus(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if !input.inv.gpu.device_plugin {
+        let mut f = Findings::new(CLUSTER);
+        f.add(
+            "A2",
+            Severity::Skip,
+            "gpu.device_plugin is off in the inventory",
+        );
+        return f.list;
+    }
+    for host in node_hosts(input.inv) {
+        let Some(facts) = input.facts.iter().find(|x| x.host == host.name) else {
+            continue;
+        };
+        if !facts.gpu_host {
+            continue;
+        }
+        let mut f = Findings::new(&host.name);
+        let Some(node) = list.items.iter().find(|n| n.metadata.name == host.name) else {
+            f.add("A2", Severity::Skip, "waits for the node to register (K3)");
+            out.extend(f.list);
+            continue;
+        };
+        let Some(listed) = facts.gpu_count else {
+            f.add("A2", Severity::Skip, "nvidia-smi is not installed (G5)");
+            out.extend(f.list);
+            continue;
+        };
+        let have = node
+            .status
+            .allocatable
+            .get(gpu::RESOURCE)
+            .cloned()
+            .unwrap_or_else(|| "0".into());
+        if have.parse::<u32>().ok() == Some(listed) {
+            f.add(
+                "A2",
+                Severity::Ok,
+                format!(
+                    "{listed} {} allocatable, as nvidia-smi lists",
+                    gpu::RESOURCE
+                ),
+            );
+        } else {
+            f.add(
+                "A2",
+                Severity::Error,
+                format!(
+                    "allocatable {} is {have}, but nvidia-smi lists {listed} GPU(s)",
+                    gpu::RESOURCE
+                ),
+            )
+            .evidence([format!("status.allocatable[{}]: {have}", gpu::RESOURCE)])
+            .fix(format!(
+                "{KUBECTL} -n kube-system logs daemonset/nvidia-device-plugin-daemonset; \
+                 gpuctl install --inventory INVENTORY --only gpu"
+            ));
+        }
+        out.extend(f.list);
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct ClassList {
+    #[serde(default)]
+    items: Vec<Class>,
+}
+
+#[derive(Deserialize)]
+struct Class {
+    metadata: Meta,
+}
+
+/// S1: exactly one default StorageClass, the one the inventory marks when it marks one.
+fn classes(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    let list: ClassList = match parse(ev, "storageclasses") {
+        Ok(l) => l,
+        Err(why) => {
+            f.add(
+                "S1",
+                Severity::Error,
+                format!("cannot read the StorageClasses: {why}"),
+            );
+            return f.list;
+        }
+    };
+    let defaults: Vec<&str> = list
+        .items
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .annotations
+                .get(storage::DEFAULT_ANNOTATION)
+                .map(String::as_str)
+                == Some("true")
+        })
+        .map(|c| c.metadata.name.as_str())
+        .collect();
+    let evidence: Vec<String> = defaults.iter().map(|d| format!("default: {d}")).collect();
+    match storage::default_class(inv) {
+        Some(want) => {
+            let json = serde_json::json!({"items": list.items.iter().map(|c| serde_json::json!({"metadata": {"name": c.metadata.name, "annotations": c.metadata.annotations}})).collect::<Vec<_>>()});
+            match storage::judge(want, &json.to_string()) {
+                Ok(()) => {
+                    f.add(
+                        "S1",
+                        Severity::Ok,
+                        format!("{want} is the one default StorageClass"),
+                    );
+                }
+                Err(why) => {
+                    f.add(
+                        "S1",
+                        Severity::Error,
+                        "the default StorageClass is not the inventory's alone",
+                    )
+                    .evidence(why.lines().map(str::to_string).chain(evidence))
+                    .fix("gpuctl install --inventory INVENTORY --only storage");
+                }
+            }
+        }
+        None => match defaults.len() {
+            1 => {
+                f.add(
+                    "S1",
+                    Severity::Ok,
+                    format!("{} is the one default StorageClass", defaults[0]),
+                );
+            }
+            0 => {
+                f.add(
+                    "S1",
+                    Severity::Warn,
+                    "no default StorageClass: claims that name no class stay Pending",
+                )
+                .fix("mark one in the inventory (storage.local_path.default or storage.nfs.default), then gpuctl install --inventory INVENTORY --only storage");
+            }
+            _ => {
+                f.add(
+                    "S1",
+                    Severity::Error,
+                    format!(
+                        "{} default StorageClasses: Kubernetes picks one at random",
+                        defaults.len()
+                    ),
+                )
+                .evidence(evidence)
+                .fix(format!(
+                    "{KUBECTL} annotate storageclass NAME {}=false --overwrite (all but one)",
+                    storage::DEFAULT_ANNOTATION
+                ));
+            }
+        },
+    }
+    f.list
+}
+
+#[derive(Deserialize)]
+struct ConfigMap {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+/// N5: `dns.hosts` answered by CoreDNS from `coredns-custom`, and not edited into the
+/// `coredns` ConfigMap, which k3s rewrites at every start.
+fn dns(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    if inv.dns.hosts.is_empty() {
+        f.add("N5", Severity::Skip, "no dns.hosts in the inventory");
+        return f.list;
+    }
+    let fix = "gpuctl install --inventory INVENTORY --only dns";
+    let custom: Option<ConfigMap> = parse(ev, "coredns_custom").ok();
+    let block = custom
+        .as_ref()
+        .and_then(|c| c.data.get("gpuctl-hosts.server"))
+        .cloned()
+        .unwrap_or_default();
+    let lines: Vec<String> = block
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let missing: Vec<String> = inv
+        .dns
+        .hosts
+        .iter()
+        .map(|h| format!("{} {}", h.ip, h.names.join(" ")))
+        .filter(|want| !lines.contains(want))
+        .collect();
+    let corefile = parse::<ConfigMap>(ev, "coredns")
+        .ok()
+        .and_then(|c| c.data.get("Corefile").cloned())
+        .unwrap_or_default();
+    let edited: Vec<&str> = inv
+        .dns
+        .hosts
+        .iter()
+        .flat_map(|h| h.names.iter().map(String::as_str))
+        .filter(|n| corefile.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        let title = if custom.is_none() {
+            "coredns-custom does not exist: CoreDNS does not answer dns.hosts".to_string()
+        } else {
+            format!(
+                "{} dns.hosts entr(ies) missing from coredns-custom",
+                missing.len()
+            )
+        };
+        f.add("N5", Severity::Error, title)
+            .evidence(missing.into_iter().map(|m| format!("missing: {m}")))
+            .fix(fix);
+    } else if !edited.is_empty() {
+        f.add(
+            "N5",
+            Severity::Warn,
+            format!(
+                "the coredns ConfigMap was edited by hand ({}): k3s rewrites it at its next start",
+                edited.join(", ")
+            ),
+        )
+        .fix(format!(
+            "take the entries out of the coredns ConfigMap; gpuctl keeps them in coredns-custom ({fix})"
+        ));
+    } else {
+        f.add(
+            "N5",
+            Severity::Ok,
+            "CoreDNS answers every dns.hosts entry from coredns-custom",
+        );
+    }
+    f.list
+}
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

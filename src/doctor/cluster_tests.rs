@@ -1,0 +1,214 @@
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+
+use super::*;
+use crate::stages::sample;
+
+/// The sample inventory (cp1 server, gpu1 GPU worker, far worker; dns.hosts; local-path
+/// default) as a healthy cluster answers for it, as `(command, status, output)`.
+fn healthy() -> Vec<(&'static str, i32, String)> {
+    let node = |name: &str, labels: serde_json::Value, gpus: &str| {
+        json!({
+            "metadata": {"name": name, "labels": labels, "annotations": {}},
+            "spec": {},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady"}
+                ],
+                "allocatable": {"cpu": "4", "nvidia.com/gpu": gpus}
+            }
+        })
+    };
+    let nodes = json!({"items": [
+        node("cp1", json!({}), "0"),
+        node("gpu1", json!({"gpu": "true"}), "4"),
+        node("far", json!({}), "0"),
+    ]});
+    let classes = json!({"items": [
+        {"metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}},
+        {"metadata": {"name": "nfs-client", "annotations": {"storageclass.kubernetes.io/is-default-class": "false"}}}
+    ]});
+    let custom = json!({"data": {"gpuctl-hosts.server": "lab.example:53 {\n    hosts {\n        192.168.3.14   login.lab.example lab.example\n        fallthrough\n    }\n}\n"}});
+    let coredns = json!({"data": {"Corefile": ".:53 {\n    errors\n}\nimport /etc/coredns/custom/*.server\n"}});
+    vec![
+        ("readyz", 0, "ok".to_string()),
+        ("nodes", 0, nodes.to_string()),
+        ("storageclasses", 0, classes.to_string()),
+        ("coredns_custom", 0, custom.to_string()),
+        ("coredns", 0, coredns.to_string()),
+    ]
+}
+
+fn evidence(cmds: &[(&str, i32, String)]) -> Evidence {
+    let mut text = String::from("@@t kv k3s=present\n");
+    for (name, status, out) in cmds {
+        text.push_str(&format!(
+            "@@t cmd {name}\n{out}\n@@t status {name} {status}\n"
+        ));
+    }
+    text.push_str("@@t kv end=1\n");
+    Evidence::parse("t", &text)
+}
+
+fn facts() -> Vec<Facts> {
+    ["cp1", "gpu1", "far"]
+        .iter()
+        .map(|h| Facts {
+            host: h.to_string(),
+            gpu_host: *h == "gpu1",
+            gpu_count: (*h == "gpu1").then_some(4),
+            ..Facts::default()
+        })
+        .collect()
+}
+
+fn run(cmds: &[(&str, i32, String)]) -> Vec<Finding> {
+    let inv = sample::inventory();
+    let ev = evidence(cmds);
+    let facts = facts();
+    check(&ClusterInput {
+        inv: &inv,
+        first: "cp1",
+        ev: Ok(&ev),
+        facts: &facts,
+    })
+}
+
+fn with(name: &str, status: i32, out: serde_json::Value) -> Vec<(&'static str, i32, String)> {
+    healthy()
+        .into_iter()
+        .map(|(n, s, o)| {
+            if n == name {
+                (n, status, out.to_string())
+            } else {
+                (n, s, o)
+            }
+        })
+        .collect()
+}
+
+fn one<'a>(findings: &'a [Finding], id: &str, host: &str) -> &'a Finding {
+    findings
+        .iter()
+        .find(|f| f.id == id && f.host == host)
+        .unwrap_or_else(|| panic!("no {id} on {host}: {findings:#?}"))
+}
+
+#[test]
+fn a_healthy_cluster_passes_every_check() {
+    let f = run(&healthy());
+    let bad: Vec<&Finding> = f.iter().filter(|f| f.severity != Severity::Ok).collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    for id in IDS {
+        assert!(f.iter().any(|x| x.id == *id), "no {id}");
+    }
+    assert_eq!(
+        one(&f, "A2", "gpu1").title,
+        "4 nvidia.com/gpu allocatable, as nvidia-smi lists"
+    );
+}
+
+#[test]
+fn before_install_every_cluster_check_says_it_does_not_apply_yet() {
+    let inv = sample::inventory();
+    let ev = Evidence::parse("t", "@@t kv k3s=absent\n@@t kv end=1\n");
+    let f = check(&ClusterInput {
+        inv: &inv,
+        first: "cp1",
+        ev: Ok(&ev),
+        facts: &facts(),
+    });
+    assert_eq!(f.len(), IDS.len());
+    assert!(
+        f.iter()
+            .all(|x| x.severity == Severity::Skip && x.title.starts_with("no cluster yet"))
+    );
+}
+
+#[test]
+fn an_api_that_does_not_answer_is_the_one_error_and_the_rest_waits() {
+    let cmds = with(
+        "readyz",
+        1,
+        json!("The connection to the server 127.0.0.1:6443 was refused"),
+    );
+    let f = run(&cmds);
+    assert_eq!(one(&f, "K5", CLUSTER).severity, Severity::Error);
+    assert_eq!(
+        f.iter().filter(|x| x.severity == Severity::Error).count(),
+        1
+    );
+    assert_eq!(
+        one(&f, "S1", CLUSTER).title,
+        "waits for the API server (K5)"
+    );
+}
+
+#[test]
+fn node_faults_are_told_on_their_node() {
+    let mut nodes: serde_json::Value = serde_json::from_str(&healthy()[1].2).unwrap();
+    // gpu1 lost its gpu label and its GPUs; far is NotReady; cp1 is missing.
+    nodes["items"][1]["metadata"]["labels"] = json!({});
+    nodes["items"][1]["status"]["allocatable"]["nvidia.com/gpu"] = json!("0");
+    nodes["items"][2]["status"]["conditions"][1] = json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."});
+    nodes["items"].as_array_mut().unwrap().remove(0);
+    let f = run(&with("nodes", 0, nodes));
+    assert_eq!(
+        one(&f, "K3", "cp1").title,
+        "not registered with the cluster"
+    );
+    assert_eq!(one(&f, "K8", "cp1").severity, Severity::Skip);
+    let far = one(&f, "K3", "far");
+    assert_eq!(far.title, "Ready=Unknown");
+    assert!(
+        far.evidence[0].contains("Kubelet stopped posting"),
+        "{far:?}"
+    );
+    let labels = one(&f, "K8", "gpu1");
+    assert_eq!(labels.severity, Severity::Error);
+    assert_eq!(labels.evidence, ["label gpu=true is missing"]);
+    assert_eq!(
+        labels.fix.as_deref(),
+        Some("gpuctl install --inventory INVENTORY --only labels")
+    );
+    let a2 = one(&f, "A2", "gpu1");
+    assert_eq!(
+        a2.title,
+        "allocatable nvidia.com/gpu is 0, but nvidia-smi lists 4 GPU(s)"
+    );
+}
+
+#[test]
+fn a_second_default_class_and_missing_dns_entries_are_errors_a_hand_edit_a_warning() {
+    let classes = json!({"items": [
+        {"metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}},
+        {"metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}}
+    ]});
+    let f = run(&with("storageclasses", 0, classes));
+    let s1 = one(&f, "S1", CLUSTER);
+    assert_eq!(s1.severity, Severity::Error);
+    assert!(
+        s1.evidence[0].starts_with("standard is marked default too"),
+        "{s1:?}"
+    );
+
+    let f = run(&with(
+        "coredns_custom",
+        1,
+        json!("Error from server (NotFound): configmaps \"coredns-custom\" not found"),
+    ));
+    let n5 = one(&f, "N5", CLUSTER);
+    assert_eq!(n5.severity, Severity::Error);
+    assert_eq!(
+        n5.evidence,
+        ["missing: 192.168.3.14 login.lab.example lab.example"]
+    );
+
+    let edited = json!({"data": {"Corefile": ".:53 {\n    hosts {\n      192.168.3.14 login.lab.example\n    }\n}\n"}});
+    let f = run(&with("coredns", 0, edited));
+    let n5 = one(&f, "N5", CLUSTER);
+    assert_eq!(n5.severity, Severity::Warn);
+    assert!(n5.title.contains("k3s rewrites it"), "{n5:?}");
+}
