@@ -18,7 +18,9 @@
 //!
 //! Packages live in `packages/<os-id>-<os-version>/` (`debian-12`, `ubuntu-22.04`, the
 //! `ID` and `VERSION_ID` of the host's `/etc/os-release`), named `<name>_<version>_<arch>.deb`
-//! as `apt-get download` names them (an epoch's `:` written `%3a`).
+//! as `apt-get download` names them (an epoch's `:` written `%3a`). Packages for the hosts of
+//! one role only go one level down, `packages/debian-12/<role>/` (`nfs` for the NFS
+//! server's nfs-kernel-server).
 
 mod deb;
 
@@ -205,7 +207,8 @@ impl Bundle {
         self.dir.join(&f.path)
     }
 
-    /// The `packages/<dir>/` directories the bundle has packages in (`debian-12`, ...).
+    /// The `packages/<dir>/` directories the bundle has packages in (`debian-12`, ...),
+    /// counting those only in role directories (`packages/debian-12/nfs/`).
     pub fn package_dirs(&self) -> Vec<String> {
         let mut dirs: Vec<String> = self
             .files
@@ -257,20 +260,27 @@ fn unlisted_packages(dir: &Path, listed: &std::collections::BTreeSet<String>) ->
     let Ok(os_dirs) = std::fs::read_dir(dir.join(PACKAGES_DIR)) else {
         return out;
     };
-    for os_dir in os_dirs.flatten() {
-        let Ok(entries) = std::fs::read_dir(os_dir.path()) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let rel = format!(
-                "{PACKAGES_DIR}/{}/{}",
-                os_dir.file_name().to_string_lossy(),
-                e.file_name().to_string_lossy()
-            );
-            if e.path().is_file() && !listed.contains(&rel) {
-                out.push(rel);
+    // `packages/<os>/` and its role directories `packages/<os>/<role>/`.
+    let mut dirs: Vec<(std::path::PathBuf, String)> = os_dirs
+        .flatten()
+        .map(|d| {
+            let rel = format!("{PACKAGES_DIR}/{}", d.file_name().to_string_lossy());
+            (d.path(), rel)
+        })
+        .collect();
+    let mut i = 0;
+    while i < dirs.len() {
+        let (path, rel) = dirs[i].clone();
+        let depth = rel.matches('/').count();
+        for e in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+            if e.path().is_file() && !listed.contains(&child) {
+                out.push(child);
+            } else if e.path().is_dir() && depth == 1 {
+                dirs.push((e.path(), child));
             }
         }
+        i += 1;
     }
     out.sort();
     out

@@ -43,29 +43,14 @@ pub struct ScriptPlan {
     pub mirror: Option<MirrorProbe>,
 }
 
-/// The address other nodes reach a host at: `internal_address`, else its SSH address
-/// unless that is this machine's loopback (a tunnel, or a lab port), which says nothing
-/// about the node network.
+/// The address other nodes reach a host at (see [`crate::inventory::Host::node_address`]).
 pub fn node_addr(host: &crate::inventory::Host) -> Option<String> {
-    if let Some(ip) = host.internal_address {
-        return Some(ip.to_string());
-    }
-    match &host.endpoint {
-        crate::transport::Endpoint::Ssh(t)
-            if t.host != "localhost" && !t.host.starts_with("127.") && t.host != "::1" =>
-        {
-            Some(t.host.clone())
-        }
-        _ => None,
-    }
+    host.node_address()
 }
 
 /// Whether `host` is the inventory's NFS server.
 pub fn is_nfs_host(inv: &Inventory, host: &crate::inventory::Host) -> bool {
-    host.roles.contains(&Role::Nfs)
-        || inv.storage.nfs.as_ref().is_some_and(|n| {
-            n.server == host.name || node_addr(host).is_some_and(|a| a == n.server)
-        })
+    inv.is_nfs_server(host)
 }
 
 /// The ports N4 probes: 6443 on servers, 10250 (kubelet) on every host, 2049 on the

@@ -47,6 +47,33 @@ impl Inventory {
             .iter()
             .filter(|h| h.roles.contains(&Role::Server))
     }
+    /// Whether `host` is the NFS server: it has the `nfs` role, or `storage.nfs.server`
+    /// names it or its node address.
+    pub fn is_nfs_server(&self, host: &Host) -> bool {
+        host.roles.contains(&Role::Nfs)
+            || self.storage.nfs.as_ref().is_some_and(|n| {
+                n.server == host.name || host.node_address().is_some_and(|a| a == n.server)
+            })
+    }
+}
+
+impl Host {
+    /// The address other nodes reach the host at: `internal_address`, else its SSH address
+    /// unless that is this machine's loopback (a tunnel, or a lab port), which says nothing
+    /// about the node network.
+    pub fn node_address(&self) -> Option<String> {
+        if let Some(ip) = self.internal_address {
+            return Some(ip.to_string());
+        }
+        match &self.endpoint {
+            Endpoint::Ssh(t)
+                if t.host != "localhost" && !t.host.starts_with("127.") && t.host != "::1" =>
+            {
+                Some(t.host.clone())
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

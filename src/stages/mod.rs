@@ -12,6 +12,7 @@ pub mod kubeconfig;
 pub mod kubernetes;
 pub mod labels;
 pub mod manifests;
+pub mod nfs;
 pub mod os;
 pub mod packages;
 pub mod preflight;
@@ -37,6 +38,7 @@ pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
             bundle: bundle.clone(),
         }),
         Box::new(runtime::Runtime),
+        Box::new(nfs::Nfs),
         Box::new(kubernetes::Kubernetes { bundle }),
         Box::new(ready::Ready),
         Box::new(kubeconfig::Kubeconfig),

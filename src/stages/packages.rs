@@ -14,6 +14,11 @@
 //! newer one (a security update the admin applied is not downgraded); only packages below
 //! it are installed.
 //!
+//! Packages for hosts of one role only live one level down, in `packages/<os>/<role>/`
+//! (`server`, `worker`, `nfs`, `registry`): the NFS server's `nfs-kernel-server` goes to
+//! `packages/debian-12/nfs/` and reaches the NFS server alone (the host with the `nfs` role
+//! or the one `storage.nfs.server` names), installed in the same `apt-get` as the rest.
+//!
 //! Without `bundle:` in the inventory, or with a bundle that has no packages at all, the
 //! stage has nothing to do. A bundle with packages, but none for this host's OS, fails
 //! the host: it would otherwise go on without its container runtime.
@@ -30,6 +35,15 @@ use crate::transport::shell::quote;
 /// Where the packages wait on the host (kept, so a re-run uploads nothing).
 pub const DEB_DIR: &str = "/var/cache/gpuctl/debs";
 
+/// The role directories whose packages `host` gets.
+fn roles(inv: &Inventory, host: &crate::inventory::Host) -> Vec<&'static str> {
+    let mut roles: Vec<&'static str> = host.roles.iter().map(|r| r.as_str()).collect();
+    if inv.is_nfs_server(host) && !roles.contains(&"nfs") {
+        roles.push("nfs");
+    }
+    roles
+}
+
 pub struct Packages {
     /// Loaded and verified before any host is touched; `None` without `bundle:`.
     pub bundle: Option<Arc<Bundle>>,
@@ -42,7 +56,7 @@ impl Stage for Packages {
     fn scope(&self) -> Scope {
         Scope::Host
     }
-    fn plan(&self, _inv: &Inventory, hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
+    fn plan(&self, inv: &Inventory, hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
         let Some(bundle) = &self.bundle else {
             return Ok(Vec::new());
         };
@@ -60,7 +74,7 @@ impl Stage for Packages {
         }
         let os_dir = bundle::os_dir(&f.os_id, &f.os_version);
         let arch = bundle::dpkg_arch(&f.arch);
-        let debs = bundle.debs(&os_dir, arch);
+        let mut debs = bundle.debs(&os_dir, arch);
         if debs.is_empty() {
             bail!(
                 "the bundle {} has no packages for {os_dir} ({arch}); it has packages for {}. \
@@ -69,6 +83,9 @@ impl Stage for Packages {
                 bundle.dir.display(),
                 have.join(", ")
             );
+        }
+        for role in roles(inv, &hf.host) {
+            debs.extend(bundle.debs(&format!("{os_dir}/{role}"), arch));
         }
         let mut ops: Vec<Op> = debs
             .iter()
@@ -201,6 +218,55 @@ mod tests {
         hf.facts.arch = "aarch64".into();
         let ops = stage.plan(&inv, &hf).unwrap();
         assert_eq!(ops.len(), 2, "{ops:?}");
+    }
+
+    #[test]
+    fn role_directories_reach_only_hosts_of_that_role() {
+        let yaml = sample::YAML.replace(
+            "storage:\n  local_path: { path: /data/k8s/local-path, default: true }\n",
+            "storage:\n  local_path: { path: /data/k8s/local-path, default: true }\n  nfs: { server: gpu1, export: /srv/nfs }\n",
+        )
+        .replace("    roles: [worker]\n    gpu: true", "    roles: [worker, nfs]\n    gpu: true");
+        let inv = sample::load(&yaml);
+        let mut bundle = (*sample_bundle()).clone();
+        bundle.files.push(file(
+            "packages/debian-12/nfs/nfs-kernel-server_2.6.2-4_amd64.deb",
+        ));
+        bundle.files.push(file(
+            "packages/debian-12/server/etcd-client_3.4.23-4_amd64.deb",
+        ));
+        let stage = Packages {
+            bundle: Some(Arc::new(bundle)),
+        };
+        let uploads = |host: &str| -> Vec<String> {
+            stage
+                .plan(&inv, &debian(&inv, host))
+                .unwrap()
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Upload { dest, .. } => {
+                        Some(dest.rsplit('/').next().unwrap_or("").to_string())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let gpu1 = uploads("gpu1");
+        assert!(
+            gpu1.iter().any(|d| d.starts_with("nfs-kernel-server_")),
+            "{gpu1:?}"
+        );
+        assert!(
+            !gpu1.iter().any(|d| d.starts_with("etcd-client_")),
+            "{gpu1:?}"
+        );
+        let cp1 = uploads("cp1");
+        assert!(cp1.iter().any(|d| d.starts_with("etcd-client_")), "{cp1:?}");
+        assert!(
+            !cp1.iter().any(|d| d.starts_with("nfs-kernel-server_")),
+            "{cp1:?}"
+        );
+        assert!(cp1.iter().any(|d| d.starts_with("jq_")), "{cp1:?}");
     }
 
     #[test]

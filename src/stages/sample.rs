@@ -31,6 +31,11 @@ hosts:
 "#;
 
 pub fn inventory() -> Inventory {
+    load(YAML)
+}
+
+/// An inventory from `yaml` (a variant of [`YAML`]), loaded as the sample is.
+pub fn load(yaml: &str) -> Inventory {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory");
     let opts = LoadOptions {
         no_ssh_config: true,
@@ -38,8 +43,8 @@ pub fn inventory() -> Inventory {
         user: Some("tester".into()),
         ..LoadOptions::default()
     };
-    load_text(YAML, &fixtures.join("sample.yaml"), &fixtures, &opts)
-        .unwrap_or_else(|e| panic!("the sample inventory should load:\n{e}"))
+    load_text(yaml, &fixtures.join("sample.yaml"), &fixtures, &opts)
+        .unwrap_or_else(|e| panic!("the inventory should load:\n{e}\n{yaml}"))
 }
 
 /// Facts of a plain (not container) host with nothing odd about it.

@@ -1,12 +1,13 @@
 //! The cluster stages that make Kubernetes objects — `labels`, `gpu`, `dns`, `storage`,
-//! `users` — and Ctrl-C during a cluster stage, on lab clusters made by the k3s stand-in
+//! `users` —, the `nfs` host stage the NFS provisioner points at, doctor's cluster checks,
+//! and Ctrl-C during a cluster stage, on lab clusters made by the k3s stand-in
 //! (tests/lab/fixtures/k3s), which stores what is applied and serves it back to kubectl.
 
 use std::time::Duration;
 
 use crate::kubernetes::{
     files_under, gpu_runtime, gpuctl, host_part, install, k3s_bundle, nodes, set_host_key,
-    state_dir,
+    set_roles, state_dir,
 };
 use crate::support::gpuctl::Gpuctl;
 use crate::support::lab::{Lab, LabSpec};
@@ -492,5 +493,70 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
             .filter(|(i, _, _)| ["K8", "A2", "S1", "N5"].contains(&i.as_str()))
             .all(|(_, _, s)| s == "ok"),
         "{repaired:?}"
+    );
+}
+
+#[test]
+fn the_nfs_server_exports_to_the_nodes_once_and_says_what_it_lacks() {
+    let lab = Lab::up(&LabSpec::new(2));
+    set_roles(&lab, "node2", "[worker, nfs]");
+    set_section(
+        &lab,
+        "storage",
+        "  nfs: { server: node2, export: /srv/nfs/share }\n",
+    );
+    let ip1 = lab.node("node1").ip.clone();
+
+    // Without the server's packages the stage fails before writing anything, saying how.
+    let out = install(&lab, &["--only", "nfs"]).code(1);
+    assert!(
+        host_part(&out, "node2").contains("exportfs is missing on node2"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("packages/<os>/nfs/"), "{}", out.stdout);
+    lab.exec(
+        "node2",
+        "test ! -e /etc/exports || ! grep -q gpuctl /etc/exports",
+    );
+
+    lab.install_fixture("node2", "exportfs", "/usr/sbin/exportfs");
+    install(&lab, &["--only", "nfs"]).success();
+    let exports = lab.exec("node2", "cat /etc/exports");
+    assert_eq!(
+        exports.matches("# BEGIN gpuctl exports").count(),
+        1,
+        "{exports}"
+    );
+    assert!(
+        exports.contains(&format!(
+            "/srv/nfs/share {ip1}(rw,sync,no_subtree_check,no_root_squash)"
+        )),
+        "{exports}"
+    );
+    let active = lab.exec("node2", "/usr/sbin/exportfs -s");
+    assert!(
+        active.contains(&format!("/srv/nfs/share {ip1}(")),
+        "{active}"
+    );
+    lab.exec("node2", "test -d /srv/nfs/share");
+    // node1 is no NFS server: nothing there.
+    lab.exec(
+        "node1",
+        "test ! -e /etc/exports || ! grep -q gpuctl /etc/exports",
+    );
+
+    // Checked again: the block once, the export active, nothing to change.
+    let verify = install(&lab, &["--only", "nfs", "--verify"]).success();
+    assert!(
+        verify.stdout.contains("0 changes made"),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(
+        lab.exec("node2", "cat /etc/exports")
+            .matches("# BEGIN gpuctl exports")
+            .count(),
+        1
     );
 }

@@ -80,7 +80,7 @@ pub(crate) fn gpu_runtime(lab: &Lab) {
 }
 
 /// Sets the roles of `node` in the lab inventory.
-fn set_roles(lab: &Lab, node: &str, roles: &str) {
+pub(crate) fn set_roles(lab: &Lab, node: &str, roles: &str) {
     set_host_key(lab, node, "roles", roles);
 }
 
