@@ -106,6 +106,109 @@ fn every_example_renders_to_valid_kubernetes_objects() {
     }
 }
 
+/// `value` deserialized into the Kubernetes type `T` and serialized back: fields the type
+/// does not know are dropped on the way, so they show up as differences.
+fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(&typed).map_err(|e| e.to_string())
+}
+
+/// The first place where `want` and `got` differ, as a dotted path.
+fn first_difference(want: &serde_json::Value, got: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (k, v) in w {
+                let here = format!("{at}.{k}");
+                match g.get(k) {
+                    Some(gv) => {
+                        if let Some(d) = first_difference(v, gv, &here) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some(format!("{here}: not a field of this kind")),
+                }
+            }
+            g.keys()
+                .find(|k| !w.contains_key(*k))
+                .map(|k| format!("{at}.{k}: added by the type"))
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => w
+            .iter()
+            .zip(g)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_difference(a, b, &format!("{at}[{i}]"))),
+        _ if want == got => None,
+        _ => Some(format!("{at}: {want} became {got}")),
+    }
+}
+
+/// A typo in a template (`imagePullPolicy` misspelt, a field at the wrong level) would be
+/// ignored by a lenient apply and surface as a pod that behaves differently: every object
+/// every example renders must survive a trip through the Kubernetes API types of its kind
+/// unchanged.
+#[test]
+fn every_rendered_object_is_exactly_a_kubernetes_object() {
+    use k8s_openapi::api::{apps, core, node, rbac, storage};
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for name in [
+        "single-box.yaml",
+        "lab-ha-bastion.yaml",
+        "kubeadm-calico.yaml",
+    ] {
+        let inv = example(name);
+        for r in embedded()
+            .render_all(&inv)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .iter()
+            .filter(|r| r.name.ends_with(".yaml"))
+        {
+            for o in docs(&r.text) {
+                let value = serde_json::to_value(&o).unwrap_or_else(|e| panic!("{e}"));
+                let kind = value["kind"].as_str().unwrap_or_default().to_string();
+                let back = match kind.as_str() {
+                    "Namespace" => through::<core::v1::Namespace>(&value),
+                    "ConfigMap" => through::<core::v1::ConfigMap>(&value),
+                    "Service" => through::<core::v1::Service>(&value),
+                    "ServiceAccount" => through::<core::v1::ServiceAccount>(&value),
+                    "ResourceQuota" => through::<core::v1::ResourceQuota>(&value),
+                    "PersistentVolume" => through::<core::v1::PersistentVolume>(&value),
+                    "PersistentVolumeClaim" => through::<core::v1::PersistentVolumeClaim>(&value),
+                    "Deployment" => through::<apps::v1::Deployment>(&value),
+                    "DaemonSet" => through::<apps::v1::DaemonSet>(&value),
+                    "ClusterRole" => through::<rbac::v1::ClusterRole>(&value),
+                    "ClusterRoleBinding" => through::<rbac::v1::ClusterRoleBinding>(&value),
+                    "RoleBinding" => through::<rbac::v1::RoleBinding>(&value),
+                    "StorageClass" => through::<storage::v1::StorageClass>(&value),
+                    "RuntimeClass" => through::<node::v1::RuntimeClass>(&value),
+                    other => Err(format!("kind {other} is not checked: add it to this test")),
+                };
+                checked += 1;
+                let problem = match back {
+                    Ok(back) => first_difference(&value, &back, &kind),
+                    Err(e) => Some(e),
+                };
+                if let Some(p) = problem {
+                    wrong.push(format!("{name}: {}: {p}", r.name));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} objects checked");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The check itself catches a misspelt field.
+    let typo = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "x"}, "spec": {"replicass": 1, "selector": {}, "template": {}}});
+    let back = through::<apps::v1::Deployment>(&typo).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        first_difference(&typo, &back, "Deployment").as_deref(),
+        Some("Deployment.spec.replicass: not a field of this kind")
+    );
+}
+
 #[test]
 fn the_single_box_renders_as_expected() {
     let rendered = embedded()
