@@ -1,7 +1,8 @@
 //! Cluster checks, read once through the first server's kubectl (as root, for k3s's admin
 //! kubeconfig): the API answers (K5), every inventory node registered and Ready without
 //! pressure (K3), every node carries the labels and taints the inventory gives it (K8),
-//! every GPU node advertises the GPUs `nvidia-smi` lists on it (A2), exactly one default
+//! the device plugin runs ready on every GPU node (A1), every GPU node advertises the GPUs
+//! `nvidia-smi` lists on it (A2), exactly one default
 //! StorageClass, the inventory's (S1), and CoreDNS answers `dns.hosts` from
 //! `coredns-custom`, not from edits k3s overwrites (N5).
 //!
@@ -23,7 +24,10 @@ use crate::stages::ready::KUBECTL;
 use crate::stages::{gpu, labels, storage};
 
 /// The checks of this family, in report order.
-pub const IDS: &[&str] = &["K5", "K3", "K8", "A2", "S1", "N5"];
+pub const IDS: &[&str] = &["K5", "K3", "K8", "A1", "A2", "S1", "N5"];
+
+/// The device plugin's DaemonSet, as the `gpu` stage's template names it.
+pub const DEVICE_PLUGIN: &str = "nvidia-device-plugin-daemonset";
 
 /// The read-only script for the first server; run as root.
 pub fn script(nonce: &str) -> String {
@@ -36,6 +40,7 @@ pub fn script(nonce: &str) -> String {
          c storageclasses {classes}\n\
          c coredns_custom {custom}\n\
          c coredns {coredns}\n\
+         c device_plugin {plugin}\n\
          else kv k3s absent; fi\n\
          kv end 1\n",
         prelude = super::evidence::PRELUDE,
@@ -48,6 +53,9 @@ pub fn script(nonce: &str) -> String {
         classes = q("get storageclass -o json"),
         custom = q("-n kube-system get configmap coredns-custom -o json"),
         coredns = q("-n kube-system get configmap coredns -o json"),
+        plugin = q(&format!(
+            "-n kube-system get daemonset {DEVICE_PLUGIN} -o json"
+        )),
     )
 }
 
@@ -118,6 +126,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
             out.extend(f.list);
         }
     }
+    out.extend(device_plugin(input, ev));
     out.extend(classes(input.inv, ev));
     out.extend(dns(input.inv, ev));
     out
@@ -434,6 +443,100 @@ fn gpus(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
         out.extend(f.list);
     }
     out
+}
+
+#[derive(Deserialize)]
+struct DaemonSet {
+    #[serde(default)]
+    status: DaemonSetStatus,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DaemonSetStatus {
+    #[serde(default)]
+    desired_number_scheduled: u32,
+    #[serde(default)]
+    number_ready: u32,
+}
+
+/// A1: the device plugin's DaemonSet exists and has a ready pod on every GPU node.
+fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    if !input.inv.gpu.device_plugin {
+        f.add(
+            "A1",
+            Severity::Skip,
+            "gpu.device_plugin is off in the inventory",
+        );
+        return f.list;
+    }
+    let gpu_nodes: Vec<&str> = node_hosts(input.inv)
+        .filter(|h| input.facts.iter().any(|x| x.host == h.name && x.gpu_host))
+        .map(|h| h.name.as_str())
+        .collect();
+    if gpu_nodes.is_empty() {
+        f.add(
+            "A1",
+            Severity::Skip,
+            "no GPU node among the hosts doctor reached",
+        );
+        return f.list;
+    }
+    let fix = "gpuctl install --inventory INVENTORY --only labels,gpu";
+    let ds: DaemonSet = match parse(ev, "device_plugin") {
+        Ok(ds) => ds,
+        Err(why) => {
+            f.add(
+                "A1",
+                Severity::Error,
+                format!("the device plugin DaemonSet kube-system/{DEVICE_PLUGIN} cannot be read"),
+            )
+            .evidence([why])
+            .fix(fix);
+            return f.list;
+        }
+    };
+    let (want, desired, ready) = (
+        gpu_nodes.len() as u32,
+        ds.status.desired_number_scheduled,
+        ds.status.number_ready,
+    );
+    let evidence = [format!(
+        "GPU nodes: {} ({want}); desiredNumberScheduled: {desired}; numberReady: {ready}",
+        gpu_nodes.join(", ")
+    )];
+    if desired < want {
+        f.add(
+            "A1",
+            Severity::Error,
+            format!(
+                "the device plugin is scheduled on {desired} of {want} GPU node(s): it selects \
+                 nodes labelled gpu=true (see K8)"
+            ),
+        )
+        .evidence(evidence)
+        .fix(fix);
+    } else if ready < desired {
+        f.add(
+            "A1",
+            Severity::Error,
+            format!("{ready} of {desired} device plugin pod(s) ready"),
+        )
+        .evidence(evidence)
+        .fix(format!(
+            "{KUBECTL} -n kube-system describe daemonset {DEVICE_PLUGIN}; {KUBECTL} -n \
+             kube-system logs daemonset/{DEVICE_PLUGIN}"
+        ));
+    } else {
+        f.add(
+            "A1",
+            Severity::Ok,
+            format!("the device plugin is ready on {ready} node(s)"),
+        )
+        .evidence(evidence);
+    }
+    f.list
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,11 @@ fn healthy() -> Vec<(&'static str, i32, String)> {
         ("storageclasses", 0, classes.to_string()),
         ("coredns_custom", 0, custom.to_string()),
         ("coredns", 0, coredns.to_string()),
+        (
+            "device_plugin",
+            0,
+            json!({"status": {"desiredNumberScheduled": 1, "numberReady": 1}}).to_string(),
+        ),
     ]
 }
 
@@ -178,6 +183,33 @@ fn node_faults_are_told_on_their_node() {
         a2.title,
         "allocatable nvidia.com/gpu is 0, but nvidia-smi lists 4 GPU(s)"
     );
+}
+
+#[test]
+fn the_device_plugin_must_run_ready_on_every_gpu_node() {
+    let unscheduled = json!({"status": {"desiredNumberScheduled": 0, "numberReady": 0}});
+    let f = run(&with("device_plugin", 0, unscheduled));
+    let a1 = one(&f, "A1", CLUSTER);
+    assert_eq!(a1.severity, Severity::Error);
+    assert!(
+        a1.title
+            .starts_with("the device plugin is scheduled on 0 of 1 GPU node(s)"),
+        "{a1:?}"
+    );
+    let unready = json!({"status": {"desiredNumberScheduled": 1, "numberReady": 0}});
+    let f = run(&with("device_plugin", 0, unready));
+    assert_eq!(
+        one(&f, "A1", CLUSTER).title,
+        "0 of 1 device plugin pod(s) ready"
+    );
+    let f = run(&with(
+        "device_plugin",
+        1,
+        json!(
+            "Error from server (NotFound): daemonsets.apps \"nvidia-device-plugin-daemonset\" not found"
+        ),
+    ));
+    assert_eq!(one(&f, "A1", CLUSTER).severity, Severity::Error);
 }
 
 #[test]

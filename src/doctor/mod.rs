@@ -215,6 +215,11 @@ pub const CHECKS: &[Check] = &[
         "node labels and taints as the inventory says",
     ),
     check(
+        "A1",
+        Layer::Stack,
+        "the device plugin ready on every GPU node",
+    ),
+    check(
         "A2",
         Layer::Stack,
         "allocatable nvidia.com/gpu equals nvidia-smi's count",

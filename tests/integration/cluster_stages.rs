@@ -424,7 +424,7 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     // Before install: every cluster check says it does not apply yet.
     let (code, before) = doctor_cluster(&lab);
     assert_eq!(code, 0, "{before:?}");
-    for id in ["K5", "K3", "K8", "A2", "S1", "N5"] {
+    for id in ["K5", "K3", "K8", "A1", "A2", "S1", "N5"] {
         assert!(
             before
                 .iter()
@@ -441,6 +441,7 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         ("K3", "node1"),
         ("K3", "node2"),
         ("K8", "node2"),
+        ("A1", "cluster"),
         ("A2", "node2"),
         ("S1", "cluster"),
         ("N5", "cluster"),
@@ -469,6 +470,7 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     assert_eq!(code, 1, "{broken:?}");
     for (id, host) in [
         ("K8", "node2"),
+        ("A1", "cluster"),
         ("A2", "node2"),
         ("S1", "cluster"),
         ("N5", "cluster"),
@@ -490,7 +492,7 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     assert!(
         repaired
             .iter()
-            .filter(|(i, _, _)| ["K8", "A2", "S1", "N5"].contains(&i.as_str()))
+            .filter(|(i, _, _)| ["K8", "A1", "A2", "S1", "N5"].contains(&i.as_str()))
             .all(|(_, _, s)| s == "ok"),
         "{repaired:?}"
     );
