@@ -218,6 +218,14 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   c nvidia_smi_driver $T nvidia-smi --query-gpu=driver_version --format=csv,noheader
 fi
 for d in /dev/nvidia*; do [ -c "$d" ] && kv dev "$d"; done
+for u in k3s k3s-agent docker; do
+  for dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+    if [ -e "$dir/$u.service" ]; then
+      kv "svc.$u" "$(systemctl is-enabled "$u" 2>/dev/null | head -n1) $(systemctl is-active "$u" 2>/dev/null | head -n1)"
+      break
+    fi
+  done
+done
 for p in /etc/containerd/certs.d/*/hosts.toml; do [ -e "$p" ] && f "$p"; done
 "#,
     );

@@ -24,6 +24,7 @@ pub mod network;
 pub mod reads;
 pub mod render;
 pub mod runtime;
+pub mod services;
 
 use serde::{Deserialize, Serialize};
 
@@ -203,6 +204,11 @@ pub const CHECKS: &[Check] = &[
     check("C6", Layer::Gpu, "same driver version on every GPU host"),
     check("N3", Layer::Host, "same MTU on every host"),
     check("N4", Layer::Host, "peer ports reachable between nodes"),
+    check(
+        "K2",
+        Layer::Kubernetes,
+        "k3s (or k3s-agent) and docker enabled and active",
+    ),
     check("K5", Layer::Kubernetes, "the API server answers /readyz"),
     check(
         "K3",
@@ -339,6 +345,7 @@ pub fn check_host(input: &HostInput) -> Vec<Finding> {
     runtime::check(input, &mut out);
     containerd::check(input, &mut out);
     mirror::check(input, &mut out);
+    services::check(input, &mut out);
     out.list
 }
 

@@ -437,6 +437,8 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     let (code, healthy) = doctor_cluster(&lab);
     assert_eq!(code, 0, "{healthy:?}");
     let want = [
+        ("K2", "node1"),
+        ("K2", "node2"),
         ("K5", "cluster"),
         ("K3", "node1"),
         ("K3", "node2"),
@@ -492,7 +494,7 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     assert!(
         repaired
             .iter()
-            .filter(|(i, _, _)| ["K8", "A1", "A2", "S1", "N5"].contains(&i.as_str()))
+            .filter(|(i, _, _)| ["K2", "K8", "A1", "A2", "S1", "N5"].contains(&i.as_str()))
             .all(|(_, _, s)| s == "ok"),
         "{repaired:?}"
     );

@@ -1,0 +1,126 @@
+//! K2: the services a node needs run, and start at boot: `k3s` on servers, `k3s-agent` on
+//! workers, `docker` with the docker runtime. Read per host (`systemctl is-enabled` and
+//! `is-active`, only for units that exist), judged against what the inventory makes the
+//! host. A unit that is running but not enabled works until the next reboot, which is when
+//! nobody is watching.
+
+use super::{Findings, HostInput, Severity};
+use crate::inventory::{ContainerRuntime, Role};
+
+/// The services `input`'s host needs, once k3s is installed on it.
+fn wanted(input: &HostInput) -> Vec<&'static str> {
+    let roles = &input.host.roles;
+    let mut out = Vec::new();
+    if roles.contains(&Role::Server) {
+        out.push("k3s");
+    } else if roles.contains(&Role::Worker) {
+        out.push("k3s-agent");
+    }
+    if !out.is_empty() && input.cluster.container_runtime == ContainerRuntime::Docker {
+        out.push("docker");
+    }
+    out
+}
+
+pub fn check(input: &HostInput, out: &mut Findings) {
+    let want = wanted(input);
+    if want.is_empty() {
+        return;
+    }
+    let k3s = if want.contains(&"k3s") {
+        "k3s"
+    } else {
+        "k3s-agent"
+    };
+    if input.ev.get(&format!("svc.{k3s}")).is_none() {
+        out.add(
+            "K2",
+            Severity::Skip,
+            format!("no {k3s} service yet (before install)"),
+        );
+        return;
+    }
+    let mut wrong = Vec::new();
+    let mut evidence = Vec::new();
+    for unit in &want {
+        let state = input
+            .ev
+            .get(&format!("svc.{unit}"))
+            .unwrap_or("missing missing");
+        let (enabled, active) = state.split_once(' ').unwrap_or((state, ""));
+        evidence.push(format!("{unit}: {enabled}, {active}"));
+        let on_boot = matches!(enabled, "enabled" | "enabled-runtime" | "static" | "alias");
+        match (on_boot, active == "active") {
+            (true, true) => {}
+            (false, true) => wrong.push(format!(
+                "{unit} runs but does not start at boot ({enabled})"
+            )),
+            (_, false) => wrong.push(format!(
+                "{unit} is {}",
+                if active.is_empty() { "missing" } else { active }
+            )),
+        }
+    }
+    if wrong.is_empty() {
+        out.add(
+            "K2",
+            Severity::Ok,
+            format!("{} enabled and active", want.join(", ")),
+        )
+        .evidence(evidence);
+        return;
+    }
+    let units = want.join(" ");
+    out.add("K2", Severity::Error, wrong.join("; "))
+        .evidence(evidence)
+        .fix(format!(
+            "sudo systemctl enable --now {units}; if it does not stay up: sudo journalctl -u {k3s} -n 50"
+        ));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::testing::Case;
+    use super::super::{Finding, Severity};
+
+    fn k2(case: &Case) -> Vec<Finding> {
+        case.findings()
+            .into_iter()
+            .filter(|f| f.id == "K2")
+            .collect()
+    }
+
+    #[test]
+    fn a_server_needs_k3s_enabled_and_active_once_installed() {
+        let mut case = Case::healthy("cp1", false);
+        let bare = k2(&case);
+        assert_eq!(bare.len(), 1);
+        assert_eq!(bare[0].severity, Severity::Skip);
+        case.lines.push("@@t kv svc.k3s=enabled active".into());
+        case.lines.push("@@t kv svc.docker=enabled active".into());
+        assert_eq!(k2(&case)[0].severity, Severity::Ok);
+        case.lines.retain(|l| !l.contains("svc.k3s="));
+        case.lines.push("@@t kv svc.k3s=disabled active".into());
+        let f = k2(&case);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].title, "k3s runs but does not start at boot (disabled)");
+        assert!(
+            f[0].fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains("enable --now k3s docker")
+        );
+    }
+
+    #[test]
+    fn a_worker_needs_the_agent() {
+        let mut case = Case::healthy("gpu1", true);
+        case.lines
+            .push("@@t kv svc.k3s-agent=enabled failed".into());
+        case.lines.push("@@t kv svc.docker=enabled active".into());
+        let f = k2(&case);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].title, "k3s-agent is failed");
+    }
+}
