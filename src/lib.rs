@@ -17,6 +17,7 @@ pub mod facts;
 pub mod fleet;
 pub mod install;
 pub mod inventory;
+pub mod kube;
 pub mod mirror;
 pub mod plan;
 pub mod registry;

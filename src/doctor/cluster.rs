@@ -20,6 +20,7 @@ use super::compare::Facts;
 use super::evidence::Evidence;
 use super::{CLUSTER, Finding, Findings, Severity};
 use crate::inventory::{Inventory, Role};
+use crate::kube::{self, Condition, Node};
 use crate::stages::ready::KUBECTL;
 use crate::stages::{gpu, labels, storage};
 
@@ -111,7 +112,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
     cluster.add("K5", Severity::Ok, "the API server answers /readyz");
 
     let mut out = cluster.list;
-    match parse::<NodeList>(ev, "nodes") {
+    match parse::<kube::List<Node>>(ev, "nodes") {
         Ok(list) => {
             out.extend(nodes(input, &list));
             out.extend(gpus(input, &list));
@@ -158,63 +159,6 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
-#[derive(Deserialize)]
-struct NodeList {
-    #[serde(default)]
-    items: Vec<Node>,
-}
-
-#[derive(Deserialize)]
-struct Node {
-    metadata: Meta,
-    #[serde(default)]
-    spec: NodeSpec,
-    #[serde(default)]
-    status: NodeStatus,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    name: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-}
-
-#[derive(Default, Deserialize)]
-struct NodeSpec {
-    #[serde(default)]
-    taints: Vec<Taint>,
-}
-
-#[derive(Deserialize)]
-struct Taint {
-    key: String,
-    #[serde(default)]
-    value: String,
-    effect: String,
-}
-
-#[derive(Default, Deserialize)]
-struct NodeStatus {
-    #[serde(default)]
-    conditions: Vec<Condition>,
-    #[serde(default)]
-    allocatable: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct Condition {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// The inventory's nodes: hosts with the server or worker role.
 fn node_hosts(inv: &Inventory) -> impl Iterator<Item = &crate::inventory::Host> {
     inv.hosts
@@ -223,7 +167,7 @@ fn node_hosts(inv: &Inventory) -> impl Iterator<Item = &crate::inventory::Host> 
 }
 
 /// K3 and K8, one finding each per inventory node.
-fn nodes(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
+fn nodes(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
     let mut out = Vec::new();
     for host in node_hosts(input.inv) {
         let mut f = Findings::new(&host.name);
@@ -255,7 +199,7 @@ fn nodes(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
                     Severity::Warn,
                     format!("Ready, under {}", names.join(", ")),
                 )
-                .evidence(pressure.iter().map(|c| condition_line(c)))
+                .evidence(pressure.iter().map(|c| c.line()))
                 .fix(format!(
                     "gpuctl exec --inventory INVENTORY --hosts {} -- df -h / /var/lib; free -m",
                     host.name
@@ -263,7 +207,7 @@ fn nodes(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
             }
             other => {
                 let (status, line) = match other {
-                    Some(c) => (c.status.as_str(), condition_line(c)),
+                    Some(c) => (c.status.as_str(), c.line()),
                     None => ("absent", "no Ready condition".to_string()),
                 };
                 f.add("K3", Severity::Error, format!("Ready={status}"))
@@ -278,18 +222,6 @@ fn nodes(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
         out.extend(node_labels(input, host, node));
     }
     out
-}
-
-fn condition_line(c: &Condition) -> String {
-    let mut line = format!("{}={}", c.kind, c.status);
-    if !c.reason.is_empty() {
-        line.push_str(&format!(" ({}", c.reason));
-        if !c.message.is_empty() {
-            line.push_str(&format!(": {}", c.message));
-        }
-        line.push(')');
-    }
-    line
 }
 
 /// K8: the labels and taints the inventory gives the node (the `labels` stage's rule).
@@ -381,7 +313,7 @@ fn node_labels(input: &ClusterInput, host: &crate::inventory::Host, node: &Node)
 }
 
 /// A2: each GPU node's allocatable GPUs against the GPUs `nvidia-smi` lists on it.
-fn gpus(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
+fn gpus(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
     let mut out = Vec::new();
     if !input.inv.gpu.device_plugin {
         let mut f = Findings::new(CLUSTER);
@@ -410,35 +342,26 @@ fn gpus(input: &ClusterInput, list: &NodeList) -> Vec<Finding> {
             out.extend(f.list);
             continue;
         };
-        let have = node
-            .status
-            .allocatable
-            .get(gpu::RESOURCE)
-            .cloned()
-            .unwrap_or_else(|| "0".into());
-        if have.parse::<u32>().ok() == Some(listed) {
-            f.add(
-                "A2",
-                Severity::Ok,
-                format!(
-                    "{listed} {} allocatable, as nvidia-smi lists",
-                    gpu::RESOURCE
-                ),
-            );
-        } else {
-            f.add(
-                "A2",
-                Severity::Error,
-                format!(
-                    "allocatable {} is {have}, but nvidia-smi lists {listed} GPU(s)",
-                    gpu::RESOURCE
-                ),
-            )
-            .evidence([format!("status.allocatable[{}]: {have}", gpu::RESOURCE)])
-            .fix(format!(
-                "{KUBECTL} -n kube-system logs daemonset/nvidia-device-plugin-daemonset; \
-                 gpuctl install --inventory INVENTORY --only gpu"
-            ));
+        let have = node.allocatable(gpu::RESOURCE);
+        match gpu::mismatch(node, Some(listed as usize)) {
+            None => {
+                f.add(
+                    "A2",
+                    Severity::Ok,
+                    format!(
+                        "{listed} {} allocatable, as nvidia-smi lists",
+                        gpu::RESOURCE
+                    ),
+                );
+            }
+            Some(why) => {
+                f.add("A2", Severity::Error, why)
+                    .evidence([format!("status.allocatable[{}]: {have}", gpu::RESOURCE)])
+                    .fix(format!(
+                        "{KUBECTL} -n kube-system logs daemonset/{DEVICE_PLUGIN}; \
+                         gpuctl install --inventory INVENTORY --only gpu"
+                    ));
+            }
         }
         out.extend(f.list);
     }
@@ -539,21 +462,10 @@ fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
     f.list
 }
 
-#[derive(Deserialize)]
-struct ClassList {
-    #[serde(default)]
-    items: Vec<Class>,
-}
-
-#[derive(Deserialize)]
-struct Class {
-    metadata: Meta,
-}
-
 /// S1: exactly one default StorageClass, the one the inventory marks when it marks one.
 fn classes(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
-    let list: ClassList = match parse(ev, "storageclasses") {
+    let list: kube::List<kube::StorageClass> = match parse(ev, "storageclasses") {
         Ok(l) => l,
         Err(why) => {
             f.add(
@@ -564,41 +476,27 @@ fn classes(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
             return f.list;
         }
     };
-    let defaults: Vec<&str> = list
-        .items
-        .iter()
-        .filter(|c| {
-            c.metadata
-                .annotations
-                .get(storage::DEFAULT_ANNOTATION)
-                .map(String::as_str)
-                == Some("true")
-        })
-        .map(|c| c.metadata.name.as_str())
-        .collect();
+    let defaults = list.defaults();
     let evidence: Vec<String> = defaults.iter().map(|d| format!("default: {d}")).collect();
     match storage::default_class(inv) {
-        Some(want) => {
-            let json = serde_json::json!({"items": list.items.iter().map(|c| serde_json::json!({"metadata": {"name": c.metadata.name, "annotations": c.metadata.annotations}})).collect::<Vec<_>>()});
-            match storage::judge(want, &json.to_string()) {
-                Ok(()) => {
-                    f.add(
-                        "S1",
-                        Severity::Ok,
-                        format!("{want} is the one default StorageClass"),
-                    );
-                }
-                Err(why) => {
-                    f.add(
-                        "S1",
-                        Severity::Error,
-                        "the default StorageClass is not the inventory's alone",
-                    )
-                    .evidence(why.lines().map(str::to_string).chain(evidence))
-                    .fix("gpuctl install --inventory INVENTORY --only storage");
-                }
+        Some(want) => match storage::judge_list(want, &list) {
+            Ok(()) => {
+                f.add(
+                    "S1",
+                    Severity::Ok,
+                    format!("{want} is the one default StorageClass"),
+                );
             }
-        }
+            Err(why) => {
+                f.add(
+                    "S1",
+                    Severity::Error,
+                    "the default StorageClass is not the inventory's alone",
+                )
+                .evidence(why.lines().map(str::to_string).chain(evidence))
+                .fix("gpuctl install --inventory INVENTORY --only storage");
+            }
+        },
         None => match defaults.len() {
             1 => {
                 f.add(

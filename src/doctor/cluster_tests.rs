@@ -181,7 +181,7 @@ fn node_faults_are_told_on_their_node() {
     let a2 = one(&f, "A2", "gpu1");
     assert_eq!(
         a2.title,
-        "allocatable nvidia.com/gpu is 0, but nvidia-smi lists 4 GPU(s)"
+        "allocatable nvidia.com/gpu is 0, but nvidia-smi lists 4 GPU(s) on it"
     );
 }
 

@@ -12,12 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::manifests;
 use super::ready::{KUBECTL, node_names};
 use super::runtime::has_gpus;
 use crate::inventory::{GpuPresence, Inventory};
+use crate::kube;
 use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
 
 pub struct Gpu;
@@ -109,64 +108,39 @@ pub fn expected(inv: &Inventory, hf: &HostFacts) -> BTreeMap<String, Option<usiz
     out
 }
 
-#[derive(Deserialize)]
-struct List {
-    #[serde(default)]
-    items: Vec<Node>,
-}
-
-#[derive(Deserialize)]
-struct Node {
-    metadata: Meta,
-    #[serde(default)]
-    status: Status,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    name: String,
-}
-
-#[derive(Default, Deserialize)]
-struct Status {
-    #[serde(default)]
-    allocatable: BTreeMap<String, String>,
-}
-
 /// `Ok` when each node of `expected` advertises its count (or at least one) of
 /// [`RESOURCE`] in `kubectl get nodes -o json`; else one line per node that does not.
 pub fn judge(expected: &BTreeMap<String, Option<usize>>, output: &str) -> Result<(), String> {
-    let list: List = serde_json::from_str(output).map_err(|e| {
-        let first = output.lines().next().unwrap_or_default();
-        format!("kubectl did not answer with a node list ({e}): {first}")
-    })?;
+    let list = kube::list::<kube::Node>(output, "node")?;
     let mut wrong = Vec::new();
     for (name, want) in expected {
         let Some(node) = list.items.iter().find(|n| &n.metadata.name == name) else {
             wrong.push(format!("{name}: not registered with the cluster"));
             continue;
         };
-        let have = node
-            .status
-            .allocatable
-            .get(RESOURCE)
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        match want {
-            Some(want) if have != *want => wrong.push(format!(
-                "{name}: allocatable {RESOURCE} is {have}, but nvidia-smi lists {want} GPU(s) \
-                 on it"
-            )),
-            None if have == 0 => wrong.push(format!(
-                "{name}: allocatable {RESOURCE} is 0 on a host the inventory says has GPUs"
-            )),
-            _ => {}
+        if let Some(why) = mismatch(node, *want) {
+            wrong.push(format!("{name}: {why}"));
         }
     }
     if wrong.is_empty() {
         Ok(())
     } else {
         Err(wrong.join("\n"))
+    }
+}
+
+/// What is wrong with `node`'s allocatable GPUs when `nvidia-smi` listed `want` of them
+/// (`None`: unknown, at least one expected); `None` when they agree.
+pub fn mismatch(node: &kube::Node, want: Option<usize>) -> Option<String> {
+    let have = usize::try_from(node.allocatable(RESOURCE)).unwrap_or(usize::MAX);
+    match want {
+        Some(want) if have != want => Some(format!(
+            "allocatable {RESOURCE} is {have}, but nvidia-smi lists {want} GPU(s) on it"
+        )),
+        None if have == 0 => Some(format!(
+            "allocatable {RESOURCE} is 0 on a host the inventory says has GPUs"
+        )),
+        _ => None,
     }
 }
 

@@ -10,9 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::inventory::{Inventory, Role};
+use crate::kube;
 use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
 
 pub struct Ready;
@@ -59,67 +58,19 @@ pub fn node_names(inv: &Inventory) -> Vec<String> {
         .collect()
 }
 
-#[derive(Deserialize)]
-struct List {
-    #[serde(default)]
-    items: Vec<Node>,
-}
-
-#[derive(Deserialize)]
-struct Node {
-    metadata: Meta,
-    #[serde(default)]
-    status: Status,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    name: String,
-}
-
-#[derive(Default, Deserialize)]
-struct Status {
-    #[serde(default)]
-    conditions: Vec<Condition>,
-}
-
-#[derive(Deserialize)]
-struct Condition {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// `Ok` when every one of `nodes` is Ready in `kubectl get nodes -o json` output; else
 /// what is missing, one node per line.
 pub fn judge(nodes: &[String], output: &str) -> Result<(), String> {
-    let list: List = serde_json::from_str(output).map_err(|e| {
-        let first = output.lines().next().unwrap_or_default();
-        format!("kubectl did not answer with a node list ({e}): {first}")
-    })?;
+    let list = kube::list::<kube::Node>(output, "node")?;
     let mut missing = Vec::new();
     for name in nodes {
         let Some(node) = list.items.iter().find(|n| &n.metadata.name == name) else {
             missing.push(format!("{name}: not registered with the cluster"));
             continue;
         };
-        match node.status.conditions.iter().find(|c| c.kind == "Ready") {
+        match node.ready() {
             Some(c) if c.status == "True" => {}
-            Some(c) => {
-                let mut why = format!("{name}: Ready={}", c.status);
-                if !c.reason.is_empty() {
-                    why.push_str(&format!(" ({}", c.reason));
-                    if !c.message.is_empty() {
-                        why.push_str(&format!(": {}", c.message));
-                    }
-                    why.push(')');
-                }
-                missing.push(why);
-            }
+            Some(c) => missing.push(format!("{name}: {}", c.line())),
             None => missing.push(format!("{name}: no Ready condition yet")),
         }
     }

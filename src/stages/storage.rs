@@ -13,11 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::manifests;
 use super::ready::KUBECTL;
 use crate::inventory::Inventory;
+use crate::kube;
 use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
 
 pub struct Storage;
@@ -30,7 +29,7 @@ pub const LOCAL_PATH_CLASS: &str = "local-path";
 pub const NFS_CLASS: &str = "nfs-client";
 
 /// The annotation that marks the default StorageClass.
-pub const DEFAULT_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+pub const DEFAULT_ANNOTATION: &str = kube::DEFAULT_CLASS;
 
 /// How long the default class may take to settle (k3s removing its disabled addon).
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -78,42 +77,15 @@ pub fn default_class(inv: &Inventory) -> Option<&'static str> {
     }
 }
 
-#[derive(Deserialize)]
-struct List {
-    #[serde(default)]
-    items: Vec<Class>,
-}
-
-#[derive(Deserialize)]
-struct Class {
-    metadata: Meta,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    name: String,
-    #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
-}
-
 /// `Ok` when `want` is the one default class in `kubectl get storageclass -o json`.
 pub fn judge(want: &str, output: &str) -> Result<(), String> {
-    let list: List = serde_json::from_str(output).map_err(|e| {
-        let first = output.lines().next().unwrap_or_default();
-        format!("kubectl did not answer with a StorageClass list ({e}): {first}")
-    })?;
-    let defaults: Vec<&str> = list
-        .items
-        .iter()
-        .filter(|c| {
-            c.metadata
-                .annotations
-                .get(DEFAULT_ANNOTATION)
-                .map(String::as_str)
-                == Some("true")
-        })
-        .map(|c| c.metadata.name.as_str())
-        .collect();
+    let list = kube::list::<kube::StorageClass>(output, "StorageClass")?;
+    judge_list(want, &list)
+}
+
+/// [`judge`] on a list already read.
+pub fn judge_list(want: &str, list: &kube::List<kube::StorageClass>) -> Result<(), String> {
+    let defaults = list.defaults();
     if defaults == [want] {
         return Ok(());
     }
