@@ -370,14 +370,29 @@ impl SshSession {
 /// so a command running through sudo is out of its reach; such commands are stopped by the
 /// `timeout` wrapper their [`Command::timeout`] adds on the host. The signal is sent from a
 /// tracked task (see [`super::stops`]) so that an interrupted run can wait for it.
-struct CloseOnDrop(Option<Arc<ChannelWriteHalf<Msg>>>);
+///
+/// The task keeps the connection (`Arc<Inner>`) and, after the signal, opens and closes one
+/// more channel: sshd answers that only after reading everything sent before it, so when
+/// the answer comes the signal has reached the host. Without that, a run that ends at once
+/// (Ctrl-C) dropped the connection while the signal was still queued, and the command ran
+/// on.
+struct CloseOnDrop(Option<(Arc<ChannelWriteHalf<Msg>>, Arc<Inner>)>);
+
+/// How long a stop waits for the host to confirm it read the signal.
+const STOP_CONFIRM: Duration = Duration::from_secs(3);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        if let Some(w) = self.0.take() {
+        if let Some((w, inner)) = self.0.take() {
             super::stops::spawn(async move {
                 let _ = w.signal(russh::Sig::TERM).await;
                 let _ = w.close().await;
+                if let Ok(Ok(probe)) =
+                    tokio::time::timeout(STOP_CONFIRM, inner.handle.channel_open_session()).await
+                {
+                    let _ = probe.close().await;
+                }
+                drop(inner);
             });
         }
     }
@@ -409,7 +424,7 @@ impl Exec for SshSession {
             .map_err(|_| self.lost(what))?;
         let (mut reader, writer) = channel.split();
         let writer = Arc::new(writer);
-        let mut guard = CloseOnDrop(Some(Arc::clone(&writer)));
+        let mut guard = CloseOnDrop(Some((Arc::clone(&writer), Arc::clone(&self.inner))));
         let fed = AtomicU64::new(0);
         let host = self.inner.host.as_str();
 
