@@ -305,7 +305,9 @@ One read-only script per host gathers the evidence in one round trip (sudo only 
 the login user cannot); nothing is ever written on a host. Findings carry a stable id (H2, G5, \
 R5, ...; see docs/doctor.md), a severity (ok, skip, info, warn, error), the lines they were \
 judged on, and the command that fixes them. Hosts are also compared with each other: the odd \
-one out (kernel, MTU, sysctls, GPU counts), duplicate hostnames, clock skew.
+one out (kernel, MTU, sysctls, GPU counts), duplicate hostnames, clock skew. Once k3s is \
+installed, one more read-only script on the first server reads the cluster (API, nodes, \
+labels, GPUs, storage classes, CoreDNS entries).
 
 Exit status: 0 when no finding is an error, 1 when any is (an unreachable host is one), \
 2 for a bad flag or inventory.";
@@ -401,8 +403,9 @@ pub struct CopyArgs {
 
 /// `gpuctl install`.
 ///
-/// Stages run in order on every host (facts, preflight, os, packages, runtime,
-/// kubernetes), then the cluster stages once on the first server (ready, kubeconfig).
+/// Stages run in order on every host (facts, preflight, os, packages, runtime, nfs,
+/// kubernetes), then the cluster stages once on the first server (ready, kubeconfig, labels,
+/// gpu, dns, storage, users).
 /// Joining nodes wait for the first server's kubernetes stage. A stage whose Ops are the same
 /// as when it last succeeded on a host is skipped; a changed inventory re-runs exactly the
 /// stages it changes. A host that fails stops there, the others carry on, and the run ends

@@ -330,10 +330,7 @@ async fn mirror_images(inv: &Inventory) -> MirrorState {
             "no bundle in the inventory: no lock file names the required images".into(),
         );
     };
-    let lock_path = [bundle.join("images"), bundle.clone()]
-        .into_iter()
-        .map(|d| d.join(crate::mirror::lock::LOCK_FILE))
-        .find(|p| p.is_file());
+    let lock_path = crate::mirror::lock::in_bundle(bundle);
     let Some(lock_path) = lock_path else {
         return MirrorState::NotApplicable(format!(
             "no {} in {} or its images/: no image list to check",

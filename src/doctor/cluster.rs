@@ -19,9 +19,10 @@ use serde::Deserialize;
 use super::compare::Facts;
 use super::evidence::Evidence;
 use super::{CLUSTER, Finding, Findings, Severity};
-use crate::inventory::{Inventory, Role};
+use crate::inventory::Inventory;
 use crate::kube::{self, Condition, Node};
 use crate::stages::ready::KUBECTL;
+use crate::stages::runtime::gpu_node;
 use crate::stages::{gpu, labels, storage};
 
 /// The checks of this family, in report order.
@@ -159,17 +160,10 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
-/// The inventory's nodes: hosts with the server or worker role.
-fn node_hosts(inv: &Inventory) -> impl Iterator<Item = &crate::inventory::Host> {
-    inv.hosts
-        .iter()
-        .filter(|h| h.roles.contains(&Role::Server) || h.roles.contains(&Role::Worker))
-}
-
 /// K3 and K8, one finding each per inventory node.
 fn nodes(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
     let mut out = Vec::new();
-    for host in node_hosts(input.inv) {
+    for host in input.inv.nodes() {
         let mut f = Findings::new(&host.name);
         let Some(node) = list.items.iter().find(|n| n.metadata.name == host.name) else {
             f.add("K3", Severity::Error, "not registered with the cluster")
@@ -227,19 +221,13 @@ fn nodes(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
 /// K8: the labels and taints the inventory gives the node (the `labels` stage's rule).
 fn node_labels(input: &ClusterInput, host: &crate::inventory::Host, node: &Node) -> Vec<Finding> {
     let mut f = Findings::new(&host.name);
-    let mut hf = crate::plan::HostFacts::bare(host);
-    if let Some(facts) = input.facts.iter().find(|x| x.host == host.name) {
-        // The labels stage reads GPUs from nvidia-smi's list; doctor's facts say the same.
-        if facts.gpu_host && host.gpu == crate::inventory::GpuPresence::Auto {
-            hf.facts.gpus.push(crate::facts::Gpu {
-                name: facts.gpu_type.clone().unwrap_or_default(),
-                memory_mib: 0,
-                driver: facts.driver.clone().unwrap_or_default(),
-            });
-        }
-        hf.nodes.insert(host.name.clone(), hf.facts.clone());
-    }
-    let Ok(want) = labels::wanted(host, &hf) else {
+    // As the labels stage judges it: by what nvidia-smi listed in this run.
+    let listed = input
+        .facts
+        .iter()
+        .find(|x| x.host == host.name)
+        .map(|x| x.gpu_count.unwrap_or(0) as usize);
+    let Ok(want) = labels::wanted(host, gpu_node(host, listed)) else {
         f.add(
             "K8",
             Severity::Skip,
@@ -262,12 +250,7 @@ fn node_labels(input: &ClusterInput, host: &crate::inventory::Host, node: &Node)
             .iter()
             .any(|t| &t.key == k && &t.value == v && &t.effect == e)
         {
-            let kv = if v.is_empty() {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            };
-            wrong.push(format!("taint {kv}:{e} is missing"));
+            wrong.push(format!("taint {} is missing", labels::taint_spec(k, v, e)));
         }
     }
     let managed = node
@@ -324,7 +307,7 @@ fn gpus(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
         );
         return f.list;
     }
-    for host in node_hosts(input.inv) {
+    for host in input.inv.nodes() {
         let Some(facts) = input.facts.iter().find(|x| x.host == host.name) else {
             continue;
         };
@@ -394,7 +377,9 @@ fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
         );
         return f.list;
     }
-    let gpu_nodes: Vec<&str> = node_hosts(input.inv)
+    let gpu_nodes: Vec<&str> = input
+        .inv
+        .nodes()
         .filter(|h| input.facts.iter().any(|x| x.host == h.name && x.gpu_host))
         .map(|h| h.name.as_str())
         .collect();

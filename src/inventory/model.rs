@@ -47,6 +47,12 @@ impl Inventory {
             .iter()
             .filter(|h| h.roles.contains(&Role::Server))
     }
+    /// The hosts that are Kubernetes nodes (the `server` or `worker` role), in order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Host> {
+        self.hosts
+            .iter()
+            .filter(|h| h.roles.contains(&Role::Server) || h.roles.contains(&Role::Worker))
+    }
     /// Whether `host` is the NFS server: it has the `nfs` role, or `storage.nfs.server`
     /// names it or its node address.
     pub fn is_nfs_server(&self, host: &Host) -> bool {

@@ -182,8 +182,9 @@ fn read_documents(file: &Path) -> Result<Vec<Value>, String> {
     parse_yaml(&name.to_string(), &text)
 }
 
-/// Every non-empty document of a multi-document YAML text.
-fn parse_yaml(name: &str, text: &str) -> Result<Vec<Value>, String> {
+/// Every non-empty document of a multi-document YAML text; errors name `name`, the line
+/// and the document.
+pub fn parse_yaml(name: &str, text: &str) -> Result<Vec<Value>, String> {
     let mut docs = Vec::new();
     // After a syntax error the iterator repeats it forever: the first error ends the file.
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {

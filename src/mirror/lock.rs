@@ -13,6 +13,15 @@ use crate::registry::{Digest, Reference};
 use super::layout::write_atomic;
 
 pub const LOCK_FILE: &str = "images.lock.yaml";
+
+/// The lock file of an install bundle: `<bundle>/images/images.lock.yaml` (where
+/// `mirror-images pull --bundle <bundle>/images` leaves it), else `<bundle>/images.lock.yaml`.
+pub fn in_bundle(bundle: &std::path::Path) -> Option<std::path::PathBuf> {
+    [bundle.join("images"), bundle.to_path_buf()]
+        .into_iter()
+        .map(|d| d.join(LOCK_FILE))
+        .find(|p| p.is_file())
+}
 const VERSION: u32 = 1;
 const HEADER: &str = "# Written by `gpuctl mirror-images pull`: every image pinned to the digest it had\n\
 # when pulled. Delete an entry (or pull with --update) to resolve its tag again.\n";

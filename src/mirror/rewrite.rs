@@ -78,17 +78,12 @@ impl Rewrite<'_> {
     /// Rewrites every document of a YAML stream. The text comes back as it was when no
     /// image needed rewriting; otherwise the documents are written out again (comments
     /// dropped), separated by `---`.
-    pub fn text(&self, yaml: &str) -> Result<(String, Vec<Rewritten>), serde_yaml::Error> {
-        use serde::Deserialize as _;
-        let mut docs = Vec::new();
+    /// `name` says in errors what the text is.
+    pub fn text(&self, name: &str, yaml: &str) -> Result<(String, Vec<Rewritten>), String> {
+        let mut docs = super::discover::parse_yaml(name, yaml)?;
         let mut all = BTreeSet::new();
-        for de in serde_yaml::Deserializer::from_str(yaml) {
-            let mut doc = Value::deserialize(de)?;
-            if doc.is_null() {
-                continue;
-            }
-            all.extend(self.document(&mut doc));
-            docs.push(doc);
+        for doc in &mut docs {
+            all.extend(self.document(doc));
         }
         if all.is_empty() {
             return Ok((yaml.to_string(), Vec::new()));
@@ -98,7 +93,7 @@ impl Rewrite<'_> {
             if i > 0 {
                 out.push_str("---\n");
             }
-            out.push_str(&serde_yaml::to_string(doc)?);
+            out.push_str(&serde_yaml::to_string(doc).map_err(|e| format!("{name}: {e}"))?);
         }
         Ok((out, all.into_iter().collect()))
     }
@@ -278,7 +273,7 @@ data:
             lock: None,
         };
         let stream = "# a comment\nkind: A\nimage: nginx:1.27\n---\n---\nkind: B\nname: x\n";
-        let (text, done) = rw.text(stream).unwrap_or_else(|e| panic!("{e}"));
+        let (text, done) = rw.text("t", stream).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             text,
             "kind: A\nimage: registry.lab:5000/library/nginx:1.27\n---\nkind: B\nname: x\n"
@@ -286,10 +281,10 @@ data:
         assert_eq!(done.len(), 1);
         let plain = "# kept\nkind: B\n";
         assert_eq!(
-            rw.text(plain).unwrap_or_else(|e| panic!("{e}")),
+            rw.text("t", plain).unwrap_or_else(|e| panic!("{e}")),
             (plain.to_string(), Vec::new())
         );
-        assert!(rw.text("a: [").is_err());
+        assert!(rw.text("t", "a: [").is_err());
     }
 
     #[test]

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::manifests;
-use super::ready::{KUBECTL, node_names};
-use super::runtime::has_gpus;
-use crate::inventory::{GpuPresence, Inventory};
+use super::ready::KUBECTL;
+use super::runtime::gpu_node;
+use crate::inventory::Inventory;
 use crate::kube;
 use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
 
@@ -86,23 +86,11 @@ impl Stage for Gpu {
 /// none, where at least one is expected).
 pub fn expected(inv: &Inventory, hf: &HostFacts) -> BTreeMap<String, Option<usize>> {
     let mut out = BTreeMap::new();
-    for name in node_names(inv) {
-        let Some(host) = inv.hosts.iter().find(|h| h.name == name) else {
-            continue;
-        };
-        let facts = hf.nodes.get(&name);
-        let gpu = match (host.gpu, facts) {
-            (GpuPresence::No, _) | (GpuPresence::Auto, None) => false,
-            (GpuPresence::Yes, _) => true,
-            (GpuPresence::Auto, Some(f)) => {
-                let mut node = HostFacts::bare(host);
-                node.facts = f.clone();
-                has_gpus(&node)
-            }
-        };
-        if gpu {
-            let listed = facts.map_or(0, |f| f.gpus.len());
-            out.insert(name, (listed > 0).then_some(listed));
+    for host in inv.nodes() {
+        let listed = hf.nodes.get(&host.name).map(|f| f.gpus.len());
+        if gpu_node(host, listed) == Some(true) {
+            let listed = listed.unwrap_or(0);
+            out.insert(host.name.clone(), (listed > 0).then_some(listed));
         }
     }
     out
@@ -149,6 +137,7 @@ pub fn mismatch(node: &kube::Node, want: Option<usize>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::facts::{Facts, Gpu as GpuFact};
+    use crate::inventory::GpuPresence;
     use crate::stages::sample;
 
     fn gpus(n: usize) -> Facts {

@@ -56,7 +56,7 @@ impl Stage for Kubernetes {
             bail!(
                 "cluster.distribution kubeadm is not supported by gpuctl yet (only k3s is); \
                  nothing was installed. Use `distribution: k3s`, or install kubeadm yourself \
-                 and run the stages before this one (--skip kubernetes,ready,kubeconfig)"
+                 and run the stages before this one (--only facts,preflight,os,packages,runtime,nfs)"
             );
         }
         let Some(role) = k3s::NodeRole::of(inv, &hf.host) else {

@@ -13,9 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use super::ready::{KUBECTL, node_names};
-use super::runtime::has_gpus;
-use crate::inventory::{GpuPresence, Host, Inventory};
+use super::ready::KUBECTL;
+use super::runtime::gpu_node;
+use crate::inventory::{Host, Inventory};
 use crate::plan::{HostFacts, Op, Scope, Stage};
 use crate::transport::shell::quote;
 
@@ -38,14 +38,12 @@ impl Stage for Labels {
     }
     fn plan(&self, inv: &Inventory, hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
         let mut ops = Vec::new();
-        for name in node_names(inv) {
-            let Some(host) = inv.hosts.iter().find(|h| h.name == name) else {
-                continue;
-            };
-            let wanted = wanted(host, hf)?;
+        for host in inv.nodes() {
+            let listed = hf.nodes.get(&host.name).map(|f| f.gpus.len());
+            let wanted = wanted(host, gpu_node(host, listed))?;
             ops.push(Op::Command {
-                run: apply_script(&name, &wanted),
-                guard: guard(&name, &wanted),
+                run: apply_script(&host.name, &wanted),
+                guard: guard(&host.name, &wanted),
                 undo: None,
                 rerun_on: Vec::new(),
             });
@@ -62,34 +60,34 @@ pub struct Wanted {
     pub taints: Vec<(String, String, String)>,
 }
 
-/// The labels and taints of `host`: the inventory's, plus `gpu=true` on a GPU host. A host
-/// with `gpu: auto` needs its facts from this run to be judged.
-pub fn wanted(host: &Host, hf: &HostFacts) -> anyhow::Result<Wanted> {
+/// The labels and taints of `host`: the inventory's, plus `gpu=true` on a GPU host (`gpu`:
+/// whether it is one, `None` when unknown — a `gpu: auto` host not part of this run).
+pub fn wanted(host: &Host, gpu: Option<bool>) -> anyhow::Result<Wanted> {
     let mut labels = host.labels.clone();
     if !labels.contains_key("gpu") {
-        let gpus = match host.gpu {
-            GpuPresence::Yes => true,
-            GpuPresence::No => false,
-            GpuPresence::Auto => {
-                let Some(facts) = hf.nodes.get(&host.name) else {
-                    anyhow::bail!(
-                        "{} has `gpu: auto` and is not part of this run, so whether it has \
-                         GPUs is unknown: run without --hosts, or set `gpu: true` or \
-                         `gpu: false` for it in the inventory",
-                        host.name
-                    );
-                };
-                let mut node = HostFacts::bare(host);
-                node.facts = facts.clone();
-                has_gpus(&node)
-            }
+        let Some(gpu) = gpu else {
+            anyhow::bail!(
+                "{} has `gpu: auto` and is not part of this run, so whether it has GPUs is \
+                 unknown: run without --hosts, or set `gpu: true` or `gpu: false` for it in \
+                 the inventory",
+                host.name
+            );
         };
-        if gpus {
+        if gpu {
             labels.insert("gpu".into(), "true".into());
         }
     }
     let taints = host.taints.iter().map(|t| split_taint(t)).collect();
     Ok(Wanted { labels, taints })
+}
+
+/// A taint as kubectl takes it: `key[=value]:Effect`.
+pub fn taint_spec(key: &str, value: &str, effect: &str) -> String {
+    if value.is_empty() {
+        format!("{key}:{effect}")
+    } else {
+        format!("{key}={value}:{effect}")
+    }
 }
 
 /// `key[=value]:Effect` (validated with the inventory) → its parts.
@@ -131,14 +129,7 @@ fn apply_script(node: &str, w: &Wanted) -> String {
     let taints: Vec<String> = w
         .taints
         .iter()
-        .map(|(k, v, e)| {
-            let kv = if v.is_empty() {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            };
-            quote(&format!("{kv}:{e}"))
-        })
+        .map(|(k, v, e)| quote(&taint_spec(k, v, e)))
         .collect();
     let keys = label_keys(w);
     let ids = taint_ids(w);
@@ -210,9 +201,8 @@ mod tests {
         let gpu1 = inv.hosts.iter_mut().find(|h| h.name == "gpu1").unwrap();
         gpu1.labels.insert("gpu-type".into(), "T4".into());
         gpu1.taints.push("nvidia.com/gpu=present:NoSchedule".into());
-        let hf = sample::cluster_facts(&inv, "cp1");
         let gpu1 = inv.hosts.iter().find(|h| h.name == "gpu1").unwrap();
-        let w = wanted(gpu1, &hf).unwrap();
+        let w = wanted(gpu1, gpu_node(gpu1, Some(0))).unwrap();
         assert_eq!(
             w.labels.iter().collect::<Vec<_>>(),
             [
@@ -229,26 +219,32 @@ mod tests {
             )]
         );
         let cp1 = inv.hosts.iter().find(|h| h.name == "cp1").unwrap();
-        assert!(wanted(cp1, &hf).unwrap().labels.is_empty());
+        assert!(wanted(cp1, Some(false)).unwrap().labels.is_empty());
     }
 
     #[test]
     fn an_auto_gpu_host_is_judged_by_its_facts_or_refused_without_them() {
         let mut inv = sample::inventory();
         let far = inv.hosts.iter_mut().find(|h| h.name == "far").unwrap();
-        far.gpu = GpuPresence::Auto;
+        far.gpu = crate::inventory::GpuPresence::Auto;
         let far = far.clone();
-        let mut hf = sample::facts(&inv, "cp1");
-        let err = wanted(&far, &hf).unwrap_err().to_string();
+        let err = wanted(&far, gpu_node(&far, None)).unwrap_err().to_string();
         assert!(err.contains("far has `gpu: auto`"), "{err}");
-        let mut facts = crate::facts::Facts::default();
-        facts.gpus.push(crate::facts::Gpu {
-            name: "Tesla T4".into(),
-            memory_mib: 15360,
-            driver: "550.54".into(),
-        });
-        hf.nodes.insert("far".into(), facts);
-        assert_eq!(wanted(&far, &hf).unwrap().labels["gpu"], "true");
+        assert_eq!(
+            wanted(&far, gpu_node(&far, Some(2))).unwrap().labels["gpu"],
+            "true"
+        );
+        assert!(
+            !wanted(&far, gpu_node(&far, Some(0)))
+                .unwrap()
+                .labels
+                .contains_key("gpu")
+        );
+        // The plan reads the count from the run's facts of every node.
+        let mut hf = sample::cluster_facts(&inv, "cp1");
+        assert!(Labels.plan(&inv, &hf).is_ok());
+        hf.nodes.remove("far");
+        assert!(Labels.plan(&inv, &hf).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Manifests on the cluster: the one mechanism every cluster stage that creates Kubernetes
-//! objects uses (`gpu` now; `dns`, `storage`, `users` and the stack are meant to follow).
+//! objects uses (`gpu`, `dns`, `storage`, `users`; the stack is meant to follow).
 //!
 //! A template (`gpu/device-plugin.yaml`) is rendered for the inventory, its images are
 //! rewritten to the mirror, and the result is written on the first server under
@@ -9,16 +9,14 @@
 //!   the apply command runs again only then ([`Op::Command`]'s `rerun_on`), or when the
 //!   cluster drifted from it: an object deleted or a field gpuctl set changed by hand (its
 //!   guard, `kubectl diff --server-side`);
-//! - a component the inventory turns off renders to nothing: its file, still on the host,
-//!   says what to delete (`kubectl delete -f`), and is removed after;
+//! - objects that left a manifest, or a whole component the inventory turns off, are
+//!   deleted by the list of what the last apply created (see [`ops`]);
 //! - the admin can read on the server exactly what gpuctl applied.
-
-use std::path::Path;
 
 use anyhow::Context as _;
 
 use crate::inventory::Inventory;
-use crate::mirror::lock::{LOCK_FILE, LockFile};
+use crate::mirror::lock::{LockFile, in_bundle};
 use crate::mirror::rewrite::Rewrite;
 use crate::plan::{Op, Undo};
 use crate::render::{Templates, context};
@@ -67,8 +65,8 @@ pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result
             Some(rendered) => {
                 let text = match &rewrite {
                     Some(rw) => {
-                        rw.text(&rendered.text)
-                            .with_context(|| format!("template {name} is not valid YAML"))?
+                        rw.text(&format!("template {name}"), &rendered.text)
+                            .map_err(anyhow::Error::msg)?
                             .0
                     }
                     None => rendered.text,
@@ -123,15 +121,12 @@ pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result
 /// The objects of a YAML stream as `kubectl delete` arguments, one per line, in order;
 /// objects with [`KEEP_ANNOTATION`] `"true"` left out.
 pub fn objects(yaml: &str) -> anyhow::Result<String> {
-    use serde::Deserialize as _;
     let mut out = String::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let doc = serde_yaml::Value::deserialize(de)?;
-        if doc.is_null() {
-            continue;
-        }
+    let docs =
+        crate::mirror::discover::parse_yaml("the manifest", yaml).map_err(anyhow::Error::msg)?;
+    for (i, doc) in docs.iter().enumerate() {
         let field = |path: &[&str]| -> Option<String> {
-            let mut v = &doc;
+            let mut v = doc;
             for key in path {
                 v = v.get(*key)?;
             }
@@ -160,16 +155,12 @@ pub fn objects(yaml: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The image lock of the inventory's bundle (`<bundle>/images.lock.yaml`), when it has one:
-/// images it pinned are applied by digest.
+/// The image lock of the inventory's bundle, when it has one (see
+/// [`crate::mirror::lock::in_bundle`]): images it pinned are applied by digest.
 fn lock(inv: &Inventory) -> anyhow::Result<Option<LockFile>> {
-    let Some(dir) = &inv.bundle else {
+    let Some(path) = inv.bundle.as_deref().and_then(in_bundle) else {
         return Ok(None);
     };
-    let path = Path::new(dir).join(LOCK_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
     LockFile::read(&path)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
@@ -277,13 +268,41 @@ mod tests {
             "{content}"
         );
         assert!(!content.contains("nvcr.io"), "{content}");
+
+        // With the bundle's lock (in bundle/images/), the image is pinned to its digest.
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(bundle.path().join("images")).unwrap();
+        let digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        crate::mirror::lock::LockFile::new(
+            Vec::new(),
+            vec![crate::mirror::lock::LockedImage {
+                source: "nvcr.io/nvidia/k8s-device-plugin:v0.17.0".into(),
+                reference: "nvcr.io/nvidia/k8s-device-plugin:v0.17.0".into(),
+                digest: digest.parse().unwrap(),
+                media_type: "application/vnd.oci.image.index.v1+json".into(),
+                platforms: Vec::new(),
+                skipped: Vec::new(),
+            }],
+        )
+        .write(&bundle.path().join("images/images.lock.yaml"))
+        .unwrap();
+        inv.bundle = Some(bundle.path().to_path_buf());
+        let pinned = super::ops(&inv, &["gpu/device-plugin.yaml"], "kubectl").unwrap();
+        let Op::File { content, .. } = &pinned[0] else {
+            panic!("{pinned:?}")
+        };
+        assert!(
+            content.contains(&format!(
+                "image: registry.lab:5000/nvidia/k8s-device-plugin:v0.17.0@{digest}"
+            )),
+            "{content}"
+        );
     }
 
     /// Air-gap closure: whatever an example inventory turns on, every image the cluster
     /// stages would apply points at the mirror (an inventory without one gets one here).
     #[test]
     fn every_image_of_every_example_inventory_points_at_the_mirror() {
-        use serde::Deserialize as _;
         let templates = Templates::load(None).unwrap();
         let names: Vec<String> = templates
             .sources()
@@ -313,8 +332,7 @@ mod tests {
                 if !path.ends_with(".yaml") {
                     continue;
                 }
-                for de in serde_yaml::Deserializer::from_str(&content) {
-                    let doc = serde_yaml::Value::deserialize(de).unwrap();
+                for doc in crate::mirror::discover::parse_yaml(&path, &content).unwrap() {
                     for hit in crate::mirror::scan::scan(&doc) {
                         seen += 1;
                         if hit.reference.registry != mirror {

@@ -19,6 +19,9 @@ pub struct Nfs;
 pub const EXPORTS: &str = "/etc/exports";
 pub const MARKER: &str = "exports";
 
+/// exportfs lives in /usr/sbin, which a login user's PATH may lack.
+const SBIN: &str = "PATH=\"$PATH:/usr/sbin:/sbin\"; export PATH; ";
+
 impl Stage for Nfs {
     fn name(&self) -> &'static str {
         "nfs"
@@ -40,9 +43,11 @@ impl Stage for Nfs {
             .unwrap_or_default();
         let export = nfs.export.display().to_string();
         let q = quote(&export);
+        // The export is active: its path is the first field of a line of the table.
+        let exported = format!("{SBIN}exportfs -s | awk '{{print $1}}' | grep -qxF -- {q}");
         Ok(vec![
             Op::Require {
-                check: "command -v exportfs >/dev/null 2>&1 || test -x /usr/sbin/exportfs".into(),
+                check: format!("{SBIN}command -v exportfs >/dev/null 2>&1"),
                 message: format!(
                     "exportfs is missing on {}: the NFS server needs nfs-kernel-server; put it \
                      and its dependencies (apt-get download nfs-kernel-server nfs-common \
@@ -57,25 +62,22 @@ impl Stage for Nfs {
                 undo: None,
                 rerun_on: Vec::new(),
             },
+            // Before the block on purpose: install writes files before it runs commands
+            // anyway, and reset, which undoes in reverse order, then takes the block out
+            // (or the file it was alone in) before this withdraws the export.
+            Op::Command {
+                run: format!("{SBIN}exportfs -ra"),
+                guard: exported.clone(),
+                undo: Some(crate::plan::Undo {
+                    run: format!("{SBIN}! command -v exportfs >/dev/null || exportfs -ra"),
+                    guard: format!("{SBIN}! command -v exportfs >/dev/null || ! {{ {exported}; }}"),
+                }),
+                rerun_on: vec![EXPORTS.into()],
+            },
             Op::Block {
                 path: EXPORTS.into(),
                 marker: MARKER.into(),
                 content: block,
-            },
-            Op::Command {
-                run: "PATH=\"$PATH:/usr/sbin:/sbin\" exportfs -ra".into(),
-                guard: format!(
-                    "PATH=\"$PATH:/usr/sbin:/sbin\" exportfs -s | grep -q \"^{} \"",
-                    export.replace('.', "\\.")
-                ),
-                undo: Some(crate::plan::Undo {
-                    run: "PATH=\"$PATH:/usr/sbin:/sbin\"; ! command -v exportfs >/dev/null || exportfs -ra".into(),
-                    guard: format!(
-                        "PATH=\"$PATH:/usr/sbin:/sbin\"; ! command -v exportfs >/dev/null || ! exportfs -s | grep -q \"^{} \"",
-                        export.replace('.', "\\.")
-                    ),
-                }),
-                rerun_on: vec![EXPORTS.into()],
             },
         ])
     }
@@ -108,13 +110,13 @@ mod tests {
         let [
             Op::Require { .. },
             Op::Command { run: mkdir, .. },
-            Op::Block { content, .. },
             Op::Command {
                 run,
                 guard,
                 rerun_on,
                 ..
             },
+            Op::Block { content, .. },
         ] = &ops[..]
         else {
             panic!("{ops:?}")
@@ -125,7 +127,7 @@ mod tests {
             "{content}"
         );
         assert!(run.ends_with("exportfs -ra"));
-        assert!(guard.contains("grep -q \"^/srv/nfs/share \""), "{guard}");
+        assert!(guard.ends_with("grep -qxF -- /srv/nfs/share"), "{guard}");
         assert_eq!(rerun_on, &["/etc/exports".to_string()]);
     }
 }

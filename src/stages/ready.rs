@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::inventory::{Inventory, Role};
+use crate::inventory::Inventory;
 use crate::kube;
 use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
 
@@ -49,13 +49,9 @@ impl Stage for Ready {
     }
 }
 
-/// The hosts that are Kubernetes nodes, in inventory order.
+/// The names of the hosts that are Kubernetes nodes, in inventory order.
 pub fn node_names(inv: &Inventory) -> Vec<String> {
-    inv.hosts
-        .iter()
-        .filter(|h| h.roles.contains(&Role::Server) || h.roles.contains(&Role::Worker))
-        .map(|h| h.name.clone())
-        .collect()
+    inv.nodes().map(|h| h.name.clone()).collect()
 }
 
 /// `Ok` when every one of `nodes` is Ready in `kubectl get nodes -o json` output; else

@@ -117,10 +117,16 @@ impl Stage for Runtime {
 /// Whether the host gets the GPU configuration: `gpu: true`, or `auto` and nvidia-smi
 /// listed GPUs (GPUs without a working driver cannot be used by containers anyway).
 pub fn has_gpus(hf: &HostFacts) -> bool {
-    match hf.host.gpu {
-        GpuPresence::Yes => true,
-        GpuPresence::No => false,
-        GpuPresence::Auto => !hf.facts.gpus.is_empty(),
+    gpu_node(&hf.host, Some(hf.facts.gpus.len())).unwrap_or(false)
+}
+
+/// [`has_gpus`] for any node, given how many GPUs nvidia-smi listed on it (`None`: not
+/// known in this run): `None` only for a `gpu: auto` host whose count is unknown.
+pub fn gpu_node(host: &crate::inventory::Host, listed: Option<usize>) -> Option<bool> {
+    match host.gpu {
+        GpuPresence::Yes => Some(true),
+        GpuPresence::No => Some(false),
+        GpuPresence::Auto => listed.map(|n| n > 0),
     }
 }
 

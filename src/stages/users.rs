@@ -47,16 +47,7 @@ mod tests {
                 ""
             )
         );
-        let fixtures =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory");
-        let opts = crate::inventory::LoadOptions {
-            no_ssh_config: true,
-            home: Some(fixtures.join("home")),
-            user: Some("tester".into()),
-            ..crate::inventory::LoadOptions::default()
-        };
-        let inv = crate::inventory::load_text(&yaml, &fixtures.join("u.yaml"), &fixtures, &opts)
-            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let inv = sample::load(&yaml);
         let hf = sample::cluster_facts(&inv, "cp1");
         let ops = Users.plan(&inv, &hf).unwrap();
         let Op::File { content, .. } = &ops[0] else {

@@ -563,4 +563,12 @@ fn the_nfs_server_exports_to_the_nodes_once_and_says_what_it_lacks() {
             .count(),
         1
     );
+
+    // reset takes the block out and withdraws the export.
+    gpuctl(&lab, &["reset", "--yes"]).success();
+    lab.exec(
+        "node2",
+        "test ! -e /etc/exports || ! grep -q gpuctl /etc/exports",
+    );
+    assert_eq!(lab.exec("node2", "/usr/sbin/exportfs -s").trim(), "");
 }
