@@ -52,6 +52,88 @@ pub enum Command {
     /// Write every manifest and config file gpuctl renders from its templates, for review
     #[command(long_about = RENDER_ABOUT)]
     Render(RenderArgs),
+    /// Add, list and remove the cluster's users (namespace, quota tier, data volume)
+    #[command(subcommand, long_about = USERS_ABOUT)]
+    Users(UsersCommand),
+}
+
+const USERS_ABOUT: &str = "Add, list and remove the cluster's users.
+
+The inventory's users.list is the one list of users: `add` and `remove` edit that list in the \
+inventory file (one line each; comments and layout are kept), then converge the `users` stage \
+on the first server, as `gpuctl install --only users` would. A user is a namespace, the \
+ResourceQuota of their tier, the `edit` role for their email and, with --data-path, a \
+read-only volume of the shared NFS data. See docs/users.md.";
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user to the inventory and create their namespace, quota and role now
+    #[command(
+        after_help = "Example:\n  gpuctl users add --inventory lab.yaml --user alice --email alice@lab.example --tier mid --data-path /data/share/alice"
+    )]
+    Add(UsersAddArgs),
+    /// Every user with their tier and quota, used/hard, as the cluster reports them
+    List(UsersListArgs),
+    /// Take a user out of the inventory and delete their namespace and all in it
+    #[command(
+        long_about = "Take a user out of the inventory and delete their namespace and \
+                      everything in it (asks first unless --yes). The volume of shared data is \
+                      kept unless --purge: it names data others may read. --purge deletes the \
+                      PersistentVolume object only, never files on the NFS server."
+    )]
+    Remove(UsersRemoveArgs),
+}
+
+/// How the `users` commands reach the cluster: the first server only.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Trust and record the first server's host key if known_hosts lacks it
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for the SSH connection
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub connect_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersAddArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The user's name; their namespace is this, lowercased, other characters as `-`
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// The email the cluster's authentication reports for them (gets the `edit` role)
+    #[arg(long, value_name = "EMAIL")]
+    pub email: String,
+    /// A tier of users.tiers (small, mid and big exist unless the inventory redefines them)
+    #[arg(long, value_name = "TIER")]
+    pub tier: String,
+    /// A directory of the NFS export the user may read (needs storage.nfs)
+    #[arg(long, value_name = "PATH")]
+    pub data_path: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersListArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersRemoveArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The user to remove
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Also delete the user's data PersistentVolume object (never the files it points at)
+    #[arg(long)]
+    pub purge: bool,
+    /// Do not ask before removing
+    #[arg(long)]
+    pub yes: bool,
 }
 
 const RENDER_ABOUT: &str =

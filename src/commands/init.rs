@@ -63,7 +63,8 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     if to_stdout {
         std::io::stdout().write_all(text.as_bytes())?;
     } else {
-        write_atomically(&args.out, &text)?;
+        crate::atomic::write(&args.out, text.as_bytes())
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
         eprintln!("wrote {}", args.out.display());
     }
     for line in &not_converted {
@@ -83,22 +84,6 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
             Err(anyhow::Error::new(e).context("the written inventory needs fixing before use"))
         }
     }
-}
-
-/// Temp file beside the target, then rename, so a failed write never leaves half a file.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]

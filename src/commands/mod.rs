@@ -15,8 +15,9 @@ pub mod ping;
 pub mod plan;
 pub mod render;
 pub mod reset;
+pub mod users;
 
-use crate::cli::{Command, InventoryCommand, MirrorImagesCommand};
+use crate::cli::{Command, InventoryCommand, MirrorImagesCommand, UsersCommand};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -38,5 +39,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reset(args) => reset::run(&args).await,
         Command::Kubeconfig(args) => kubeconfig::run(&args).await,
         Command::Render(args) => render::run(&args),
+        Command::Users(UsersCommand::Add(args)) => users::add(&args).await,
+        Command::Users(UsersCommand::List(args)) => users::list(&args).await,
+        Command::Users(UsersCommand::Remove(args)) => users::remove(&args).await,
     }
 }

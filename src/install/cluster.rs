@@ -154,7 +154,8 @@ pub async fn run(run: &RunCtx, fleet: &Fleet, rows: &mut [HostRow]) -> End {
         .into_iter()
         .map(|(name, absent)| {
             format!(
-                "{name} not run: it needs {}, which this run leaves out and which has never                  completed on {}",
+                "{name} not run: it needs {}, which this run leaves out and which has never \
+                 completed on {}",
                 absent.join(", "),
                 first.name
             )

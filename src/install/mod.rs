@@ -60,7 +60,9 @@ pub async fn load_bundle(
     let Some(dir) = &inv.bundle else {
         if let Some((stage, _, what)) = required.first() {
             return Err(BadInput(format!(
-                "the {stage} stage installs {what} from the bundle, and the inventory names                  none: add `bundle: ./bundle` (its format is in docs/install.md), or leave the                  stage out with --skip {stage}"
+                "the {stage} stage installs {what} from the bundle, and the inventory names \
+                 none: add `bundle: ./bundle` (its format is in docs/install.md), or leave the \
+                 stage out with --skip {stage}"
             ))
             .into());
         }
@@ -76,7 +78,8 @@ pub async fn load_bundle(
         .filter(|(_, prefix, _)| !bundle.files.iter().any(|f| f.path.starts_with(prefix)))
         .map(|(stage, prefix, what)| {
             format!(
-                "the {stage} stage needs {what}, and {} lists no {prefix}: add the file and                  its entry (sha256, size), or leave the stage out with --skip {stage}",
+                "the {stage} stage needs {what}, and {} lists no {prefix}: add the file and \
+                 its entry (sha256, size), or leave the stage out with --skip {stage}",
                 crate::bundle::MANIFEST
             )
         })

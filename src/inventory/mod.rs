@@ -8,6 +8,7 @@
 
 pub mod ansible;
 mod decode;
+pub mod edit;
 mod endpoint;
 mod hosts;
 pub mod model;

@@ -12,7 +12,7 @@
 //! under its final name is whole. Push still re-hashes every blob before sending anything:
 //! a bundle crosses an air gap on disks and media that corrupt.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -246,16 +246,7 @@ impl Bundle {
     }
 }
 
-/// Writes a file so that a reader sees the old content or the new, never half: a temp file
-/// in the same directory, flushed to disk, renamed over the target.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub use crate::atomic::write as write_atomic;
 
 #[cfg(test)]
 mod tests {

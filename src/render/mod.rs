@@ -8,6 +8,7 @@
 //! whitespace (a component the inventory turns off) produces no file.
 
 mod context;
+pub use context::namespace_for;
 mod embedded;
 
 use std::collections::BTreeMap;

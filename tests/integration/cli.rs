@@ -32,6 +32,7 @@ fn help_lists_only_working_commands() {
             "reset",
             "kubeconfig",
             "render",
+            "users",
             "help"
         ],
         "{}",

@@ -320,6 +320,124 @@ fn users_converge_and_a_removed_user_leaves_only_the_data_volume() {
 }
 
 #[test]
+fn users_add_list_and_remove_edit_the_inventory_and_converge_the_cluster() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    set_section(
+        &lab,
+        "storage",
+        "  nfs: { server: 10.9.0.9, export: /data }\n",
+    );
+    set_section(
+        &lab,
+        "users",
+        "  # people of the lab\n  list:\n    - { name: bob, email: bob@lab.example }   # bob\n",
+    );
+    install(&lab, &[]).success();
+    let inventory = || std::fs::read_to_string(&lab.inventory).unwrap_or_default();
+    let before = inventory();
+    let add = [
+        "users",
+        "add",
+        "--user",
+        "alice",
+        "--email",
+        "alice@lab.example",
+        "--tier",
+        "mid",
+        "--data-path",
+        "/data/shared",
+    ];
+
+    // A tier the inventory lacks: refused, nothing written, nothing applied.
+    let mut bad = add.to_vec();
+    bad[7] = "huge";
+    let refused = gpuctl(&lab, &bad).code(2);
+    assert!(refused.stderr.contains("huge"), "{}", refused.stderr);
+    assert_eq!(inventory(), before);
+
+    // Added: one line after bob's, comments kept, and the objects made at once.
+    let added = gpuctl(&lab, &add).success();
+    assert!(added.stdout.contains("added alice to"), "{}", added.stdout);
+    assert!(added.stdout.contains("users"), "{}", added.stdout);
+    let text = inventory();
+    assert!(
+        text.contains("    - { name: bob, email: bob@lab.example }   # bob\n    - { name: alice, email: alice@lab.example, tier: mid, data_path: /data/shared }\n"),
+        "{text}"
+    );
+    assert!(text.contains("  # people of the lab\n"), "{text}");
+    assert_eq!(
+        kubectl(&lab, "get namespace alice -o name"),
+        "namespace/alice"
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "-n alice get persistentvolumeclaim shared-data -o name"
+        ),
+        "persistentvolumeclaim/shared-data"
+    );
+
+    // The same add again changes nothing.
+    gpuctl(&lab, &add).success().stdout_has("already");
+    assert_eq!(inventory(), text);
+
+    // The table: alice's mid quota with her one claim, bob in the default tier.
+    let listed = gpuctl(&lab, &["users", "list"]).success();
+    let row = |user: &str| {
+        listed
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{user} ")))
+            .unwrap_or_else(|| panic!("no row for {user}:\n{}", listed.stdout))
+            .to_string()
+    };
+    let alice = row("alice");
+    assert!(
+        alice.contains(" mid ") && alice.contains("0/24.5"),
+        "{alice}"
+    );
+    assert!(alice.contains("1/5") && alice.ends_with("ok"), "{alice}");
+    assert!(row("bob").ends_with("ok"), "{}", listed.stdout);
+
+    // Removing asks first; without a terminal it needs --yes, and nothing changed.
+    let asked = gpuctl(&lab, &["users", "remove", "--user", "alice"]).code(2);
+    assert!(asked.stderr.contains("--yes"), "{}", asked.stderr);
+    assert_eq!(inventory(), text);
+
+    // Removed: her line and namespace go, the data volume stays; bob is untouched.
+    gpuctl(&lab, &["users", "remove", "--user", "alice", "--yes"]).success();
+    assert_eq!(inventory(), before);
+    let gone = lab.exec(
+        "node1",
+        "k3s kubectl get namespace alice -o name 2>&1; k3s kubectl get namespaces -l gpuctl.io/user=alice -o name; true",
+    );
+    assert!(!gone.contains("namespace/alice"), "{gone}");
+    assert_eq!(
+        kubectl(&lab, "get persistentvolume gpuctl-data-alice -o name"),
+        "persistentvolume/gpuctl-data-alice"
+    );
+    assert_eq!(kubectl(&lab, "get namespace bob -o name"), "namespace/bob");
+
+    // With --purge the volume object goes too.
+    gpuctl(&lab, &add).success();
+    gpuctl(
+        &lab,
+        &["users", "remove", "--user", "alice", "--yes", "--purge"],
+    )
+    .success();
+    let pv = lab.exec(
+        "node1",
+        "k3s kubectl get persistentvolumes -o name 2>&1; true",
+    );
+    assert!(!pv.contains("gpuctl-data-alice"), "{pv}");
+    assert_eq!(inventory(), before);
+    gpuctl(&lab, &["users", "remove", "--user", "alice", "--yes"])
+        .code(2)
+        .stderr_has("no user alice in users.list (it lists bob)");
+}
+
+#[test]
 fn storage_brings_one_local_path_with_the_inventory_path_and_the_nfs_provisioner() {
     let lab = Lab::up(&LabSpec::new(2));
     k3s_bundle(&lab);
