@@ -97,6 +97,23 @@ pub async fn load_bundle(
     Ok(Some(Arc::new(bundle)))
 }
 
+/// `registry.credentials.password`, loaded (from its env variable, or one prompt) when a
+/// selected stage writes it: before any host is touched, once for every host.
+fn registry_password(
+    inv: &Inventory,
+    selected: &[select::Selected],
+) -> anyhow::Result<Option<crate::secret::Secret>> {
+    let Some(source) = inv.registry.as_ref().and_then(|r| r.password.as_ref()) else {
+        return Ok(None);
+    };
+    if !selected.iter().any(|s| s.name == "kubernetes") {
+        return Ok(None);
+    }
+    crate::secret::Secret::load(source, "registry password (registry.credentials.password)")
+        .map(Some)
+        .map_err(|e| BadInput(e.to_string()).into())
+}
+
 /// One host's row of the result.
 #[derive(Debug)]
 pub struct HostRow {
@@ -131,9 +148,12 @@ pub async fn run(
     fleet: &Fleet,
     opts: RunOptions,
 ) -> anyhow::Result<RunResult> {
-    let all = crate::stages::all(opts.bundle.clone());
-    let names: Vec<&'static str> = all.iter().map(|s| s.name()).collect();
+    let names = crate::stages::names();
     let selected = select::select(&names, &opts.selection)?;
+    let all = crate::stages::all(&crate::stages::Inputs {
+        bundle: opts.bundle.clone(),
+        registry_password: registry_password(&inv, &selected)?,
+    });
     let state_dir = inv.state_dir();
     let journal_path = state_dir.join("state.json");
     let journal = Journal::load(&journal_path, &inv.cluster.name)?;

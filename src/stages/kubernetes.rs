@@ -28,13 +28,16 @@ use std::sync::Arc;
 use anyhow::bail;
 
 use crate::bundle::Bundle;
-use crate::inventory::{Distribution, Host, Inventory};
+use crate::inventory::{ContainerRuntime, Distribution, Host, Inventory};
 use crate::plan::{Await, Handed, HostFacts, Op, Scope, Stage, Undo};
+use crate::secret::Secret;
 use crate::transport::shell::quote;
 
 pub struct Kubernetes {
     /// Loaded and verified before any host is touched.
     pub bundle: Option<Arc<Bundle>>,
+    /// `registry.credentials.password`, loaded before any host is touched.
+    pub registry_password: Option<Secret>,
 }
 
 /// The key under which the first server hands over its join token.
@@ -81,13 +84,18 @@ impl Stage for Kubernetes {
             secret: false,
         });
         watched.push(k3s::CONFIG.into());
-        if let Some(registries) = k3s::registries_yaml(inv) {
+        let wants_password = inv.registry.as_ref().is_some_and(|r| r.password.is_some());
+        if wants_password && self.registry_password.is_none() {
+            bail!("the registry password (registry.credentials.password) was not loaded");
+        }
+        if let Some(registries) = k3s::registries_yaml(inv, self.registry_password.as_ref()) {
             ops.push(Op::File {
                 path: k3s::REGISTRIES.into(),
                 content: registries,
                 mode: 0o600,
                 owner: "root:root".into(),
-                secret: false,
+                // Compared by sha256, never shown in a diff, when it holds the password.
+                secret: wants_password,
             });
             watched.push(k3s::REGISTRIES.into());
         }
@@ -122,11 +130,13 @@ impl Stage for Kubernetes {
             notes.push("neither server nor worker: not a Kubernetes node, nothing to do".into());
         }
         if let Some(r) = &inv.registry
-            && (r.ca_file.is_some() || r.username.is_some())
+            && r.username.is_some()
+            && inv.cluster.container_runtime == ContainerRuntime::Docker
         {
             notes.push(
-                "registry.ca_file and registry credentials are not written into k3s's \
-                 registries.yaml by gpuctl yet"
+                "registry credentials reach k3s's containerd only; with the docker runtime, \
+                 log docker in to the mirror yourself (`docker login`) or give pods an \
+                 imagePullSecret"
                     .into(),
             );
         }

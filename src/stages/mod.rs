@@ -26,10 +26,22 @@ use std::sync::Arc;
 use crate::bundle::Bundle;
 use crate::inventory::{Distribution, Inventory};
 use crate::plan::Stage;
+use crate::secret::Secret;
 
-/// Every stage, in order. `bundle`: the run's verified bundle, for the stages that send
-/// its artifacts (`None` when the inventory names none or no selected stage needs it).
-pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
+/// What some stages need beyond the inventory and the facts, loaded once before any host
+/// is touched.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// The run's verified bundle, for the stages that send its artifacts (`None` when the
+    /// inventory names none or no selected stage needs it).
+    pub bundle: Option<Arc<Bundle>>,
+    /// `registry.credentials.password`, for the `kubernetes` stage's `registries.yaml`.
+    pub registry_password: Option<Secret>,
+}
+
+/// Every stage, in order.
+pub fn all(inputs: &Inputs) -> Vec<Box<dyn Stage>> {
+    let bundle = inputs.bundle.clone();
     vec![
         Box::new(facts::FactsStage),
         Box::new(preflight::Preflight),
@@ -39,7 +51,10 @@ pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
         }),
         Box::new(runtime::Runtime),
         Box::new(nfs::Nfs),
-        Box::new(kubernetes::Kubernetes { bundle }),
+        Box::new(kubernetes::Kubernetes {
+            bundle,
+            registry_password: inputs.registry_password.clone(),
+        }),
         Box::new(ready::Ready),
         Box::new(kubeconfig::Kubeconfig),
         Box::new(labels::Labels),
@@ -52,7 +67,7 @@ pub fn all(bundle: Option<Arc<Bundle>>) -> Vec<Box<dyn Stage>> {
 
 /// The stage names, in order (for flags and messages).
 pub fn names() -> Vec<&'static str> {
-    all(None).iter().map(|s| s.name()).collect()
+    all(&Inputs::default()).iter().map(|s| s.name()).collect()
 }
 
 /// The stages that send files of the bundle, and the part of it each sends: the bundle is

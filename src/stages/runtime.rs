@@ -20,6 +20,12 @@
 //! the containerd config it generates itself; the `gpu` stage's RuntimeClass selects it.
 //! So on GPU hosts this stage only requires that `nvidia-container-runtime` is there.
 //!
+//! **The mirror's CA** (`registry.ca_file`, a TLS mirror): copied to
+//! `/etc/docker/certs.d/<mirror>/ca.crt` for docker, which reads that directory at every
+//! pull (no restart), or to `/etc/containerd/certs.d/<mirror>/ca.crt` for k3s's containerd,
+//! whose `registries.yaml` (the `kubernetes` stage) names it. Those are also the places
+//! `doctor` looks for it.
+//!
 //! Requirements are `Require` Ops, checked on the host when the stage runs (after the
 //! `packages` stage may have installed them); an unmet one fails the stage before it
 //! writes anything.
@@ -69,6 +75,17 @@ impl Stage for Runtime {
                 NVIDIA_MISSING,
             ));
         }
+        if let (Some(path), Some(r)) = (mirror_ca_path(inv), &inv.registry)
+            && let Some(ca_file) = &r.ca_file
+        {
+            ops.push(Op::File {
+                path,
+                content: read_ca(ca_file)?,
+                mode: 0o644,
+                owner: "root:root".into(),
+                secret: false,
+            });
+        }
         if inv.cluster.container_runtime == ContainerRuntime::Docker {
             ops.push(Op::JsonMerge {
                 path: DAEMON_JSON.into(),
@@ -103,11 +120,15 @@ impl Stage for Runtime {
                     .into(),
             );
         }
-        if inv.cluster.container_runtime == ContainerRuntime::Docker
-            && inv.registry.as_ref().is_some_and(|r| r.ca_file.is_some())
+        if inv
+            .registry
+            .as_ref()
+            .is_some_and(|r| r.insecure && r.ca_file.is_some())
         {
             notes.push(
-                "registry.ca_file is not installed in /etc/docker/certs.d/ by gpuctl yet".into(),
+                "registry.ca_file is not installed: registry.insecure says the mirror speaks \
+                 plain HTTP"
+                    .into(),
             );
         }
         notes
@@ -128,6 +149,38 @@ pub fn gpu_node(host: &crate::inventory::Host, listed: Option<usize>) -> Option<
         GpuPresence::No => Some(false),
         GpuPresence::Auto => listed.map(|n| n > 0),
     }
+}
+
+/// Where the mirror's CA goes on every host, for the runtime that pulls; `None` without a
+/// `registry.ca_file` or with a plain-HTTP mirror.
+pub fn mirror_ca_path(inv: &Inventory) -> Option<String> {
+    let r = inv.registry.as_ref().filter(|r| !r.insecure)?;
+    r.ca_file.as_ref()?;
+    let dir = match inv.cluster.container_runtime {
+        ContainerRuntime::Docker => "/etc/docker/certs.d",
+        ContainerRuntime::Containerd => "/etc/containerd/certs.d",
+    };
+    Some(format!("{dir}/{}/ca.crt", r.mirror))
+}
+
+/// The CA file named by the inventory, checked to hold PEM certificates: a wrong file
+/// would otherwise surface as an x509 error on every pull.
+fn read_ca(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "registry.ca_file {}: cannot read it ({e}): fix the path in the inventory \
+             (relative paths are relative to the inventory's directory)",
+            path.display()
+        )
+    })?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        anyhow::bail!(
+            "registry.ca_file {}: no PEM certificate in it (no `-----BEGIN CERTIFICATE-----` \
+             line): name the mirror's CA certificate in PEM form",
+            path.display()
+        );
+    }
+    Ok(text)
 }
 
 fn require(check: &str, message: &str) -> Op {
@@ -235,5 +288,66 @@ mod tests {
         assert!(has_gpus(&hf));
         assert_ne!(without, digest(&Runtime.plan(&inv, &hf).unwrap()));
         assert!(Runtime.notes(&inv, &hf).is_empty());
+    }
+
+    #[test]
+    fn the_mirror_ca_goes_where_the_pulling_runtime_reads_it_and_must_be_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let mut inv = docker_inventory();
+        if let Some(r) = inv.registry.as_mut() {
+            r.insecure = false;
+            r.ca_file = Some(ca.clone());
+        }
+        let ops = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        assert!(
+            ops.iter().any(|op| matches!(op, Op::File { path, content, mode: 0o644, .. }
+                if path == "/etc/docker/certs.d/registry.lab:5000/ca.crt" && content.contains("MIIB"))),
+            "{ops:?}"
+        );
+        inv.cluster.container_runtime = ContainerRuntime::Containerd;
+        assert_eq!(
+            mirror_ca_path(&inv).as_deref(),
+            Some("/etc/containerd/certs.d/registry.lab:5000/ca.crt")
+        );
+        let ops = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        assert!(
+            matches!(ops.as_slice(), [Op::File { path, .. }] if path.starts_with("/etc/containerd/certs.d/")),
+            "{ops:?}"
+        );
+
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let err = Runtime
+            .plan(&inv, &sample::facts(&inv, "cp1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+        std::fs::remove_file(&ca).unwrap();
+        let err = Runtime
+            .plan(&inv, &sample::facts(&inv, "cp1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read it") && err.contains("ca.pem"),
+            "{err}"
+        );
+
+        // A plain-HTTP mirror has no use for a CA: nothing written, and the admin is told.
+        if let Some(r) = inv.registry.as_mut() {
+            r.insecure = true;
+        }
+        assert!(
+            Runtime
+                .plan(&inv, &sample::facts(&inv, "cp1"))
+                .unwrap()
+                .is_empty()
+        );
+        let notes = Runtime.notes(&inv, &sample::facts(&inv, "cp1"));
+        assert!(notes.iter().any(|n| n.contains("plain HTTP")), "{notes:?}");
     }
 }

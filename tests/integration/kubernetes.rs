@@ -193,17 +193,19 @@ pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// The join token appears nowhere gpuctl writes or prints: not in the outputs, not in the
 /// run logs, journal or kubeconfig beside the inventory, not in any host journal.
-fn token_never_leaked(lab: &Lab, token: &str, outputs: &[&Outcome]) {
-    assert!(token.len() > 20, "odd token {token:?}");
+/// `secret` (`what` it is) is in no output, no file of the local state directory (journal
+/// and run logs), and no host journal.
+fn secret_never_leaked(lab: &Lab, what: &str, token: &str, outputs: &[&Outcome]) {
+    assert!(token.len() > 8, "odd {what} {token:?}");
     for out in outputs {
         assert!(
             !out.stdout.contains(token),
-            "token in stdout:\n{}",
+            "{what} in stdout:\n{}",
             out.stdout
         );
         assert!(
             !out.stderr.contains(token),
-            "token in stderr:\n{}",
+            "{what} in stderr:\n{}",
             out.stderr
         );
     }
@@ -220,11 +222,7 @@ fn token_never_leaked(lab: &Lab, token: &str, outputs: &[&Outcome]) {
     );
     for f in files {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
-        assert!(
-            !text.contains(token),
-            "the join token is in {}",
-            f.display()
-        );
+        assert!(!text.contains(token), "the {what} is in {}", f.display());
     }
     for n in &lab.nodes {
         let journal = lab.exec(
@@ -233,7 +231,7 @@ fn token_never_leaked(lab: &Lab, token: &str, outputs: &[&Outcome]) {
         );
         assert!(
             !journal.contains(token),
-            "token in {}'s host journal",
+            "{what} in {}'s host journal",
             n.name
         );
     }
@@ -393,7 +391,12 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
         merged.stdout
     );
 
-    token_never_leaked(&lab, &token, &[&out, &first, &second, &plan, &dry, &merged]);
+    secret_never_leaked(
+        &lab,
+        "join token",
+        &token,
+        &[&out, &first, &second, &plan, &dry, &merged],
+    );
 
     // Reset leaves no k3s file and no k3s process behind.
     let reset = gpuctl(&lab, &["reset", "--yes"]).success();
@@ -411,7 +414,7 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
         let procs = lab.exec(n, "pgrep -fc 'k3s (serve[r]|agen[t])' || true");
         assert_eq!(procs.trim(), "0", "{n} still runs k3s");
     }
-    token_never_leaked(&lab, &token, &[&reset]);
+    secret_never_leaked(&lab, "join token", &token, &[&reset]);
 }
 
 #[test]
@@ -436,7 +439,7 @@ fn ha_three_servers_and_an_agent_all_ready_with_etcd_on_the_servers() {
         .exec("node1", "cat /var/lib/rancher/k3s/server/token")
         .trim()
         .to_string();
-    token_never_leaked(&lab, &token, &[&out]);
+    secret_never_leaked(&lab, "join token", &token, &[&out]);
 }
 
 /// A `systemctl` ahead of the real one on sudo's PATH that, for `start`, says so
@@ -509,4 +512,79 @@ fn a_worker_killed_in_the_kubernetes_stage_resumes_without_redoing_the_others() 
         again.stdout
     );
     all_ready(&lab, &["node1", "node2", "node3"]);
+}
+
+#[test]
+fn registry_credentials_and_ca_reach_the_nodes_and_the_password_nothing_else() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBlabMirrorCA\n-----END CERTIFICATE-----\n";
+    std::fs::write(lab.dir().join("mirror-ca.pem"), ca).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
+    std::fs::write(
+        &lab.inventory,
+        format!(
+            "registry:\n  mirror: registry.lab:5000\n  ca_file: ./mirror-ca.pem\n  credentials: {{ username: puller, password: {{ env: GPUCTL_LAB_REGISTRY_PASSWORD }} }}\n{text}"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = |password: Option<&str>, args: &[&str]| {
+        let mut g = Gpuctl::new().args(args.iter().copied());
+        if let Some(p) = password {
+            g = g.env("GPUCTL_LAB_REGISTRY_PASSWORD", p);
+        }
+        g.inventory(&lab.inventory).spawn().wait(RUN_DEADLINE)
+    };
+
+    // Without the password nothing starts, and the message names the variable.
+    let refused = run(None, &["install", "--yes"]).code(2);
+    assert!(
+        refused.stderr.contains("GPUCTL_LAB_REGISTRY_PASSWORD"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stdout.contains("runtime"), "{}", refused.stdout);
+
+    let first_password = "pull-secret-one-7f3a";
+    let first = run(Some(first_password), &["install", "--yes"]).success();
+    for node in ["node1", "node2"] {
+        assert_eq!(
+            lab.exec(node, "cat /etc/containerd/certs.d/registry.lab:5000/ca.crt"),
+            ca
+        );
+        let registries = lab.exec(node, "cat /etc/rancher/k3s/registries.yaml");
+        assert!(
+            registries.contains(&format!("password: {first_password}"))
+                && registries.contains("ca_file: /etc/containerd/certs.d/registry.lab:5000/ca.crt"),
+            "{registries}"
+        );
+        assert_eq!(
+            lab.exec(node, "stat -c %a /etc/rancher/k3s/registries.yaml")
+                .trim(),
+            "600"
+        );
+    }
+    let plan = run(Some(first_password), &["plan"]).success();
+    assert!(plan.stdout.contains("0 changes to make"), "{}", plan.stdout);
+
+    // A new password: registries.yaml is rewritten (k3s restarted to read it), shown
+    // without its content.
+    let second_password = "pull-secret-two-9c1d";
+    let second = run(Some(second_password), &["install", "--yes"]).success();
+    let node1 = host_part(&second, "node1");
+    assert!(
+        node1.contains("~ file /etc/rancher/k3s/registries.yaml"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        lab.exec("node2", "cat /etc/rancher/k3s/registries.yaml")
+            .contains(second_password)
+    );
+    for (what, secret) in [
+        ("first registry password", first_password),
+        ("second registry password", second_password),
+    ] {
+        secret_never_leaked(&lab, what, secret, &[&first, &plan, &second]);
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::inventory::{ContainerRuntime, Host, Inventory, Role};
+use crate::secret::Secret;
 use crate::transport::Endpoint;
 
 pub const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
@@ -211,8 +212,10 @@ pub fn config_yaml(inv: &Inventory, host: &Host, role: &NodeRole) -> String {
 
 /// `/etc/rancher/k3s/registries.yaml`: every public registry mirrored by `registry.mirror`
 /// (`http://` when `insecure`), and the mirror itself, for images named by it. `None`
-/// without a mirror.
-pub fn registries_yaml(inv: &Inventory) -> Option<String> {
+/// without a mirror. With `registry.credentials`, `configs.<mirror>.auth` holds them
+/// (`password`: the loaded secret; the file is then a secret File); with `registry.ca_file`,
+/// `configs.<mirror>.tls.ca_file` names where the `runtime` stage put that CA.
+pub fn registries_yaml(inv: &Inventory, password: Option<&Secret>) -> Option<String> {
     let r = inv.registry.as_ref()?;
     let scheme = if r.insecure { "http" } else { "https" };
     let endpoint = vec![format!("{scheme}://{}", r.mirror)];
@@ -230,10 +233,40 @@ pub fn registries_yaml(inv: &Inventory) -> Option<String> {
         );
     }
     #[derive(Serialize)]
-    struct Registries {
-        mirrors: BTreeMap<String, Mirror>,
+    struct Auth<'a> {
+        username: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        password: Option<&'a str>,
     }
-    let body = serde_yaml::to_string(&Registries { mirrors }).unwrap_or_default();
+    #[derive(Serialize)]
+    struct Tls {
+        ca_file: String,
+    }
+    #[derive(Serialize)]
+    struct Config<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        auth: Option<Auth<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls: Option<Tls>,
+    }
+    let config = Config {
+        auth: r.username.as_deref().map(|username| Auth {
+            username,
+            password: password.map(Secret::expose),
+        }),
+        tls: crate::stages::runtime::mirror_ca_path(inv).map(|ca_file| Tls { ca_file }),
+    };
+    let mut configs = BTreeMap::new();
+    if config.auth.is_some() || config.tls.is_some() {
+        configs.insert(r.mirror.clone(), config);
+    }
+    #[derive(Serialize)]
+    struct Registries<'a> {
+        mirrors: BTreeMap<String, Mirror>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        configs: BTreeMap<String, Config<'a>>,
+    }
+    let body = serde_yaml::to_string(&Registries { mirrors, configs }).unwrap_or_default();
     Some(format!(
         "# Written by gpuctl: images of these registries come from the mirror {}.\n{body}",
         r.mirror

@@ -33,6 +33,8 @@ fn stage() -> Kubernetes {
                 file("packages/debian-12/jq_1.6-2.1+deb12u3_amd64.deb"),
             ],
         })),
+        // The HA example names a registry password; this stands for the loaded one.
+        registry_password: Some(Secret::new("example-registry-password")),
     }
 }
 
@@ -165,7 +167,10 @@ fn an_arm64_host_gets_the_arm64_binary_and_images_and_a_bundle_without_them_fail
     let err = stage().plan(&inv, &hf).unwrap_err().to_string();
     assert!(err.contains("has no bin/k3s-riscv64"), "{err}");
     // Reset plans without the bundle: the binary's destination is still known.
-    let none = Kubernetes { bundle: None };
+    let none = Kubernetes {
+        bundle: None,
+        ..stage()
+    };
     let ops = none.plan(&inv, &facts(&inv, "gpu03")).unwrap();
     assert!(
         matches!(&ops[0], Op::Upload { dest, .. } if dest == BIN),
@@ -188,4 +193,64 @@ fn reset_removes_what_k3s_makes_on_nodes_only() {
             "/var/lib/kubelet"
         ]
     );
+}
+
+#[test]
+fn registry_credentials_and_ca_reach_registries_yaml_which_is_then_a_secret_file() {
+    let mut inv = example("lab-ha-bastion");
+    inv.cluster.container_runtime = crate::inventory::ContainerRuntime::Containerd;
+    let r = inv.registry.as_mut().unwrap();
+    r.insecure = false;
+    r.ca_file = Some("/etc/ssl/mirror-ca.pem".into());
+    r.username = Some("puller".into());
+    r.password = Some(crate::secret::SecretSource::Env {
+        env: "GPUCTL_TEST_REGISTRY_PASSWORD".into(),
+    });
+    let mirror = r.mirror.clone();
+    // Without the loaded password the stage refuses rather than write a file lacking it.
+    let without = Kubernetes {
+        registry_password: None,
+        ..stage()
+    };
+    let err = without
+        .plan(&inv, &facts(&inv, "ctl1"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("registry password"), "{err}");
+
+    let with = Kubernetes {
+        registry_password: Some(Secret::new("s3cret-pull")),
+        ..stage()
+    };
+    let ops = with.plan(&inv, &facts(&inv, "ctl1")).unwrap();
+    let Some(Op::File {
+        content,
+        secret,
+        mode,
+        ..
+    }) = ops
+        .iter()
+        .find(|op| matches!(op, Op::File { path, .. } if path == k3s::REGISTRIES))
+    else {
+        panic!("{ops:?}")
+    };
+    assert!(*secret && *mode == 0o600);
+    let doc: serde_yaml::Value = serde_yaml::from_str(content).unwrap();
+    let config = &doc["configs"][mirror.as_str()];
+    assert_eq!(config["auth"]["username"], "puller");
+    assert_eq!(config["auth"]["password"], "s3cret-pull");
+    assert_eq!(
+        config["tls"]["ca_file"],
+        format!("/etc/containerd/certs.d/{mirror}/ca.crt").as_str()
+    );
+    assert_eq!(
+        doc["mirrors"]["docker.io"]["endpoint"][0],
+        format!("https://{mirror}").as_str()
+    );
+    // Without credentials or CA: no configs, not a secret.
+    let mut plain = inv.clone();
+    let r = plain.registry.as_mut().unwrap();
+    (r.ca_file, r.username, r.password) = (None, None, None);
+    let text = k3s::registries_yaml(&plain, None).unwrap();
+    assert!(!text.contains("configs"), "{text}");
 }
