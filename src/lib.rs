@@ -7,7 +7,6 @@
 //! `registry` (image references and a registry HTTP client) stands beside them, and
 //! `mirror` (image bundles, lock files, pull and push) on top of it.
 
-pub mod atomic;
 pub mod bundle;
 pub mod cli;
 pub mod commands;

@@ -38,6 +38,9 @@ pub const MANIFEST: &str = "bundle.yaml";
 /// Where packages live inside a bundle.
 pub const PACKAGES_DIR: &str = "packages";
 
+/// Where stack components live inside a bundle, `manifests/<component>/`.
+pub const MANIFESTS_DIR: &str = "manifests";
+
 /// A loaded bundle whose listed files exist with the listed sizes.
 #[derive(Clone, Debug)]
 pub struct Bundle {
@@ -154,6 +157,14 @@ impl Bundle {
                 Ok(_) => {}
             }
         }
+        for path in unlisted_manifests(dir, &seen) {
+            problems.push(format!(
+                "{path} is in the bundle but not in {MANIFEST}; add it, or remove it: gpuctl \
+                 applies only files it can verify. Its entry:\n  - {{ path: {path}, sha256: {}, size: {} }}",
+                sha256_hex(&dir.join(&path)),
+                std::fs::metadata(dir.join(&path)).map_or(0, |m| m.len()),
+            ));
+        }
         for path in unlisted_packages(dir, &seen) {
             problems.push(format!(
                 "{path} is in the bundle but not in {MANIFEST}; add it (with its sha256 \
@@ -255,6 +266,33 @@ fn relative_path(path: &str) -> Result<(), String> {
 }
 
 /// Files under `packages/<dir>/` that the manifest does not list.
+/// Files under `manifests/` (any depth) that the manifest does not list.
+fn unlisted_manifests(dir: &Path, listed: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![(dir.join(MANIFESTS_DIR), MANIFESTS_DIR.to_string())];
+    while let Some((path, rel)) = dirs.pop() {
+        for e in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+            if e.path().is_dir() {
+                dirs.push((e.path(), child));
+            } else if !listed.contains(&child) {
+                out.push(child);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The sha256 of a small local file, for a ready-to-paste manifest entry.
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest as _;
+    std::fs::read(path).map_or_else(
+        |_| "<sha256sum of the file>".to_string(),
+        |bytes| hex::encode(sha2::Sha256::digest(&bytes)),
+    )
+}
+
 fn unlisted_packages(dir: &Path, listed: &std::collections::BTreeSet<String>) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(os_dirs) = std::fs::read_dir(dir.join(PACKAGES_DIR)) else {

@@ -63,7 +63,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     if to_stdout {
         std::io::stdout().write_all(text.as_bytes())?;
     } else {
-        crate::atomic::write(&args.out, text.as_bytes())
+        crate::state::atomic::write(&args.out, text.as_bytes())
             .with_context(|| format!("cannot write {}", args.out.display()))?;
         eprintln!("wrote {}", args.out.display());
     }

@@ -136,7 +136,8 @@ fn rewrite(
             "{shown} was not changed: with this edit it would not be valid:\n{e}"
         ))
     })?;
-    crate::atomic::write(path, new.as_bytes()).with_context(|| format!("cannot write {shown}"))?;
+    crate::state::atomic::write(path, new.as_bytes())
+        .with_context(|| format!("cannot write {shown}"))?;
     Ok(line)
 }
 

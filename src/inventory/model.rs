@@ -215,6 +215,8 @@ pub struct GpuSettings {
 #[derive(Clone, Debug, Default)]
 pub struct Stack {
     pub components: Vec<String>,
+    /// How long the `stack` stage waits for the components' workloads to be ready.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Clone, Debug, Default)]

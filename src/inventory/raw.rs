@@ -29,6 +29,7 @@ pub struct RawInventory {
     pub storage: RawStorage,
     pub gpu: RawGpu,
     pub stack: Vec<S<String>>,
+    pub stack_timeout: Option<S<u64>>,
     pub users: RawUsers,
     pub hosts: Vec<RawHost>,
     /// Where `hosts:` is (or the document, when it is missing).
@@ -226,6 +227,9 @@ pub fn decode(p: &mut Problems, root: &Node) -> RawInventory {
                 .filter_map(|(n, path)| string(p, n, &path))
                 .collect();
         }
+        raw.stack_timeout = f
+            .get("timeout")
+            .and_then(|(n, path)| number(p, n, &path, (10, 86_400), 600));
     }
     if let Some((n, path)) = top.get("users") {
         raw.users = users(p, n, &path);

@@ -56,6 +56,7 @@ pub fn resolve(
             .iter()
             .filter_map(|c| label_or_problem(p, c, "component name"))
             .collect(),
+        timeout: std::time::Duration::from_secs(raw.stack_timeout.as_ref().map_or(600, |t| t.v)),
     };
     if !stack.components.is_empty()
         && !storage.local_path.as_ref().is_some_and(|l| l.default)

@@ -246,7 +246,7 @@ impl Bundle {
     }
 }
 
-pub use crate::atomic::write as write_atomic;
+pub use crate::state::atomic::write as write_atomic;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! Manifests on the cluster: the one mechanism every cluster stage that creates Kubernetes
-//! objects uses (`gpu`, `dns`, `storage`, `users`; the stack is meant to follow).
+//! objects uses (`gpu`, `dns`, `storage`, `stack`, `users`).
 //!
 //! A template (`gpu/device-plugin.yaml`) is rendered for the inventory, its images are
 //! rewritten to the mirror, and the result is written on the first server under
@@ -52,70 +52,131 @@ pub fn ops(inv: &Inventory, templates: &[&str], kubectl: &str) -> anyhow::Result
     });
     let mut ops = Vec::new();
     for name in templates {
-        let path = format!("{DIR}/{name}");
-        let list = format!("{path}.objects");
-        let applied = format!("{path}.applied");
-        let (q, ql, qa) = (quote(&path), quote(&list), quote(&applied));
-        let delete_applied = format!(
-            "if [ -e {qa} ]; then while IFS= read -r o; do {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi"
-        );
-        let remove = format!("{delete_applied}; rm -f {q} {ql} {qa}");
-        let removed = format!("test ! -e {q} && test ! -e {qa}");
-        match set.render_one(name, &ctx)? {
-            Some(rendered) => {
-                let text = match &rewrite {
-                    Some(rw) => {
-                        rw.text(&format!("template {name}"), &rendered.text)
-                            .map_err(anyhow::Error::msg)?
-                            .0
-                    }
-                    None => rendered.text,
-                };
-                let objects = objects(&text)
-                    .with_context(|| format!("template {name} does not render valid objects"))?;
-                ops.push(Op::File {
-                    path: path.clone(),
-                    content: text,
-                    mode: 0o600,
-                    owner: "root:root".into(),
-                    secret: false,
-                });
-                ops.push(Op::File {
-                    path: list.clone(),
-                    content: objects,
-                    mode: 0o600,
-                    owner: "root:root".into(),
-                    secret: false,
-                });
-                ops.push(Op::Command {
-                    run: format!(
-                        "if [ -e {qa} ]; then while IFS= read -r o; do grep -qxF -- \"$o\" {ql} || {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi\n\
-                         {kubectl} apply --server-side --force-conflicts \
-                         --field-manager={FIELD_MANAGER} -f {q} && cp {ql} {qa}"
-                    ),
-                    // In sync: applying would change nothing (every object there, with
-                    // gpuctl's fields as the file says) and nothing left the file since.
-                    guard: format!(
-                        "{kubectl} diff --server-side --force-conflicts \
-                         --field-manager={FIELD_MANAGER} -f {q} >/dev/null 2>&1 && cmp -s {ql} {qa}"
-                    ),
-                    undo: Some(Undo {
-                        run: remove,
-                        guard: removed,
-                    }),
-                    rerun_on: vec![path, list],
-                });
-            }
-            // Turned off: what was applied before goes, then the files.
-            None => ops.push(Op::Command {
-                run: remove,
-                guard: removed,
-                undo: None,
-                rerun_on: Vec::new(),
+        let text = match set.render_one(name, &ctx)? {
+            Some(rendered) => Some(match &rewrite {
+                Some(rw) => {
+                    rw.text(&format!("template {name}"), &rendered.text)
+                        .map_err(anyhow::Error::msg)?
+                        .0
+                }
+                None => rendered.text,
             }),
-        }
+            None => None,
+        };
+        ops.extend(
+            manifest(name, text, kubectl, None)
+                .with_context(|| format!("template {name} does not render valid objects"))?,
+        );
     }
     Ok(ops)
+}
+
+/// How many times an apply is tried when the API server answers that something it needs
+/// is not ready yet (a webhook without endpoints, a CRD just created), and the step of
+/// the backoff between tries, in seconds (5 s, 10 s, … : a webhook's pod usually starts
+/// within a minute).
+pub const APPLY_TRIES: u32 = 6;
+pub const APPLY_BACKOFF_SECS: u32 = 5;
+
+/// What the API server says while something an apply needs is still starting: worth a
+/// retry, unlike every other error (a typo stays a typo).
+pub const NOT_READY_YET: [&str; 5] = [
+    "failed calling webhook",
+    "no endpoints available for service",
+    "ensure CRDs are installed first",
+    "connection refused",
+    "the server is currently unable to handle the request",
+];
+
+/// The Ops for one manifest at `DIR/name`: `Some(text)` makes the cluster hold exactly
+/// its objects (see [`ops`]); `None` deletes what was applied from it before. `then`: a
+/// command run after each successful apply, before it is recorded (e.g. waiting for
+/// applied CRDs to be Established); its failure fails the apply.
+pub fn manifest(
+    name: &str,
+    text: Option<String>,
+    kubectl: &str,
+    then: Option<&str>,
+) -> anyhow::Result<Vec<Op>> {
+    let path = format!("{DIR}/{name}");
+    let list = format!("{path}.objects");
+    let applied = format!("{path}.applied");
+    let (q, ql, qa) = (quote(&path), quote(&list), quote(&applied));
+    let delete_applied = format!(
+        "if [ -e {qa} ]; then while IFS= read -r o; do {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi"
+    );
+    let remove = format!("{delete_applied}; rm -f {q} {ql} {qa}");
+    let removed = format!("test ! -e {q} && test ! -e {qa}");
+    let Some(text) = text else {
+        // Turned off: what was applied before goes, then the files.
+        return Ok(vec![Op::Command {
+            run: remove,
+            guard: removed,
+            undo: None,
+            rerun_on: Vec::new(),
+        }]);
+    };
+    let objects = objects(&text)?;
+    let apply = apply_with_retries(
+        &format!(
+            "{kubectl} apply --server-side --force-conflicts --field-manager={FIELD_MANAGER} -f {q}"
+        ),
+        APPLY_BACKOFF_SECS,
+    );
+    let then = then.map(|t| format!("\n{t} || exit 1")).unwrap_or_default();
+    Ok(vec![
+        Op::File {
+            path: path.clone(),
+            content: text,
+            mode: 0o600,
+            owner: "root:root".into(),
+            secret: false,
+        },
+        Op::File {
+            path: list.clone(),
+            content: objects,
+            mode: 0o600,
+            owner: "root:root".into(),
+            secret: false,
+        },
+        Op::Command {
+            run: format!(
+                "if [ -e {qa} ]; then while IFS= read -r o; do grep -qxF -- \"$o\" {ql} || {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi\n\
+                 {apply}{then}\ncp {ql} {qa}"
+            ),
+            // In sync: applying would change nothing (every object there, with gpuctl's
+            // fields as the file says) and nothing left the file since.
+            guard: format!(
+                "{kubectl} diff --server-side --force-conflicts \
+                 --field-manager={FIELD_MANAGER} -f {q} >/dev/null 2>&1 && cmp -s {ql} {qa}"
+            ),
+            undo: Some(Undo {
+                run: remove,
+                guard: removed,
+            }),
+            rerun_on: vec![path, list],
+        },
+    ])
+}
+
+/// `apply` (a command line) in a POSIX shell loop that tries again, after `backoff`,
+/// 2×`backoff`, … seconds, while the API server answers [`NOT_READY_YET`], at most
+/// [`APPLY_TRIES`] times; any other failure ends it at once. Its output is printed once,
+/// from the last try; the loop fails with it when no try succeeded.
+pub fn apply_with_retries(apply: &str, backoff: u32) -> String {
+    let patterns: Vec<String> = NOT_READY_YET.iter().map(|p| format!("*'{p}'*")).collect();
+    format!(
+        "n=0\n\
+         until out=$({apply} 2>&1); do\n\
+         n=$((n + 1))\n\
+         case \"$out\" in {}) ;; *) printf '%s\\n' \"$out\" >&2; exit 1 ;; esac\n\
+         if [ \"$n\" -ge {APPLY_TRIES} ]; then printf '%s\\n(not ready after {APPLY_TRIES} tries)\\n' \"$out\" >&2; exit 1; fi\n\
+         echo \"not ready yet, trying again in $((n * {backoff}))s: $out\" >&2\n\
+         sleep $((n * {backoff}))\n\
+         done\n\
+         printf '%s\\n' \"$out\"",
+        patterns.join("|")
+    )
 }
 
 /// The objects of a YAML stream as `kubectl delete` arguments, one per line, in order;
@@ -157,7 +218,7 @@ pub fn objects(yaml: &str) -> anyhow::Result<String> {
 
 /// The image lock of the inventory's bundle, when it has one (see
 /// [`crate::mirror::lock::in_bundle`]): images it pinned are applied by digest.
-fn lock(inv: &Inventory) -> anyhow::Result<Option<LockFile>> {
+pub(crate) fn lock(inv: &Inventory) -> anyhow::Result<Option<LockFile>> {
     let Some(path) = inv.bundle.as_deref().and_then(in_bundle) else {
         return Ok(None);
     };
@@ -197,10 +258,15 @@ mod tests {
         assert!(content.contains("kind: RuntimeClass"), "{content}");
         assert_eq!(objects, "runtimeclass.node.k8s.io/nvidia\n");
         assert!(
+            run.contains(
+                "until out=$(k3s kubectl apply --server-side --force-conflicts \
+                 --field-manager=gpuctl -f /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml 2>&1)"
+            ),
+            "{run}"
+        );
+        assert!(
             run.ends_with(
-                "k3s kubectl apply --server-side --force-conflicts --field-manager=gpuctl -f \
-                 /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml && cp \
-                 /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml.objects \
+                "\ncp /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml.objects \
                  /var/lib/gpuctl/manifests/gpu/runtimeclass.yaml.applied"
             ),
             "{run}"
@@ -213,6 +279,53 @@ mod tests {
                 .unwrap()
                 .run
                 .contains("delete --ignore-not-found $o")
+        );
+    }
+
+    /// The retry loop, run by a real shell against a stand-in `apply` that answers with
+    /// each failure in turn: retried while not ready yet, stopped at once otherwise.
+    #[test]
+    fn applies_are_retried_while_the_server_is_not_ready_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |answers: &[&str]| {
+            let script = dir.path().join("apply");
+            let count = dir.path().join("count");
+            let _ = std::fs::remove_file(&count);
+            let mut body = String::from(
+                "#!/bin/sh\nn=$(cat \"$0.count\" 2>/dev/null || echo 0)\necho $((n + 1)) > \"$0.count\"\ncase $n in\n",
+            );
+            for (i, a) in answers.iter().enumerate() {
+                body.push_str(&format!("{i}) echo '{a}'; exit 1 ;;\n"));
+            }
+            body.push_str("*) echo applied ;;\nesac\n");
+            std::fs::write(&script, body).unwrap();
+            let _ = std::fs::remove_file(dir.path().join("apply.count"));
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(apply_with_retries(&format!("sh {}", script.display()), 0))
+                .output()
+                .unwrap()
+        };
+        let out = run(&[
+            "Internal error occurred: failed calling webhook \"x\": no endpoints available for service \"w\"",
+            "error: resource mapping not found for name: \"p\": ensure CRDs are installed first",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "applied\n");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not ready yet"));
+
+        let out = run(&["error: spec.replicas: Invalid value"]);
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "error: spec.replicas: Invalid value\n"
+        );
+
+        let out = run(&["failed calling webhook"; APPLY_TRIES as usize]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not ready after 6 tries"),
+            "{out:?}"
         );
     }
 

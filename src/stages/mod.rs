@@ -2,7 +2,7 @@
 //!
 //! Each is a [`Stage`]: a name, a scope and a pure `plan` from the inventory and one
 //! host's facts to Ops. Host stages run on every host; cluster stages (`ready`,
-//! `kubeconfig`, `labels`, `gpu`, `dns`, `storage`, `users`) run once, over the first server's connection, after the
+//! `kubeconfig`, `labels`, `gpu`, `dns`, `storage`, `stack`, `users`) run once, over the first server's connection, after the
 //! host stages. Cluster stages that create Kubernetes objects share [`manifests`].
 
 pub mod dns;
@@ -18,6 +18,7 @@ pub mod packages;
 pub mod preflight;
 pub mod ready;
 pub mod runtime;
+pub mod stack;
 pub mod storage;
 pub mod users;
 
@@ -52,7 +53,7 @@ pub fn all(inputs: &Inputs) -> Vec<Box<dyn Stage>> {
         Box::new(runtime::Runtime),
         Box::new(nfs::Nfs),
         Box::new(kubernetes::Kubernetes {
-            bundle,
+            bundle: bundle.clone(),
             registry_password: inputs.registry_password.clone(),
         }),
         Box::new(ready::Ready),
@@ -61,6 +62,7 @@ pub fn all(inputs: &Inputs) -> Vec<Box<dyn Stage>> {
         Box::new(gpu::Gpu),
         Box::new(dns::Dns),
         Box::new(storage::Storage),
+        Box::new(stack::StackStage { bundle }),
         Box::new(users::Users),
     ]
 }
@@ -72,24 +74,33 @@ pub fn names() -> Vec<&'static str> {
 
 /// The stages that send files of the bundle, and the part of it each sends: the bundle is
 /// loaded and those files verified before any host is touched, when one of them runs.
-pub const BUNDLE_USERS: [(&str, &str); 3] = [
+pub const BUNDLE_USERS: [(&str, &str); 4] = [
     ("packages", "packages/"),
     ("kubernetes", "bin/k3s"),
     ("kubernetes", "images/k3s-airgap-images-"),
+    ("stack", "manifests/"),
 ];
 
 /// What a stage cannot do without, for this inventory: the bundle must have a file whose
 /// path starts with the prefix. Checked with the bundle, before any host is touched, as
 /// `(stage, path prefix, what it is)`.
 pub fn required_files(inv: &Inventory) -> Vec<(&'static str, &'static str, &'static str)> {
-    match inv.cluster.distribution {
+    let mut required = match inv.cluster.distribution {
         Distribution::K3s => vec![(
             "kubernetes",
             "bin/k3s",
             "the k3s binary (bin/k3s for amd64 hosts, bin/k3s-arm64 for arm64 ones)",
         )],
         Distribution::Kubeadm => Vec::new(),
+    };
+    if !inv.stack.components.is_empty() {
+        required.push((
+            "stack",
+            "manifests/",
+            "the manifests of stack.components (manifests/<component>/)",
+        ));
     }
+    required
 }
 
 #[cfg(test)]
