@@ -55,6 +55,49 @@ pub enum Command {
     /// Add, list and remove the cluster's users (namespace, quota tier, data volume)
     #[command(subcommand, long_about = USERS_ABOUT)]
     Users(UsersCommand),
+    /// Build the offline bundle on a connected machine, or verify one before use
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Download every file of a spec (sha256-pinned, resumable), render its kustomize
+    /// components, and write bundle.yaml
+    #[command(
+        long_about = "Download every file of a spec (sha256-pinned, resumable), render its \
+                      kustomize components with the kubectl or kustomize on PATH, and write \
+                      bundle.yaml listing every file with its sha256 and size. Run it on a \
+                      connected machine; carry the directory across the air gap. Files already \
+                      there with their pinned sha256 are kept, a partial download is resumed, \
+                      and entries of an existing bundle.yaml for files the spec does not name \
+                      stay. The spec format is in docs/offline-bundle.md.",
+        after_help = "Example:\n  gpuctl bundle create --spec bundle-spec.yaml --out bundle/\n  gpuctl bundle create --spec bundle-spec.yaml --out bundle/ --base-url https://mirror.example.cn/k3s"
+    )]
+    Create(BundleCreateArgs),
+    /// Check every file of a bundle against bundle.yaml (sha256 and size)
+    Verify(BundleVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleCreateArgs {
+    /// The bundle spec (YAML): name, base_url, files with url and sha256, components
+    #[arg(long, value_name = "FILE")]
+    pub spec: PathBuf,
+    /// The bundle directory to fill (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Fetch from this base URL instead of the spec's base_url (a domestic mirror of the
+    /// same files; the sha256 pins still decide)
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleVerifyArgs {
+    /// The bundle directory (the one with bundle.yaml)
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
 }
 
 const USERS_ABOUT: &str = "Add, list and remove the cluster's users.
@@ -143,7 +186,9 @@ Contacts no host. Each template under templates/ (embedded in gpuctl) is rendere
 inventory; components the inventory turns off render to nothing and get no file. --templates DIR \
 replaces any template by a file with the same relative name (DIR/gpu/device-plugin.yaml.hbs). \
 Templates are strict: a value the context lacks is an error naming the template and line. \
-See docs/templates.md for every template and the values they see.
+See docs/templates.md for every template and the values they see. For each of stack.components \
+it also writes stack/<component>/: the bundle's manifests under upstream/ and a \
+kustomization.yaml mapping every image to the mirror (docs/stack.md).
 
 Exit status: 0 written, 2 for a bad inventory, template or output directory.";
 

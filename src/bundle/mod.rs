@@ -22,6 +22,7 @@
 //! one role only go one level down, `packages/debian-12/<role>/` (`nfs` for the NFS
 //! server's nfs-kernel-server).
 
+pub mod create;
 mod deb;
 
 use std::collections::BTreeMap;
@@ -105,13 +106,13 @@ impl Bundle {
         if !dir.is_dir() {
             return Err(fail(vec![format!(
                 "the directory does not exist; fix `bundle:` in the inventory or create the \
-                 bundle there (its format is in docs/install.md)"
+                 bundle there (its format is in docs/offline-bundle.md)"
             )]));
         }
         let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
             fail(vec![format!(
                 "{MANIFEST} cannot be read ({e}); every bundle has one naming each file with \
-                 its sha256 and size (see docs/install.md)"
+                 its sha256 and size (see docs/offline-bundle.md)"
             )])
         })?;
         let manifest: Manifest = serde_yaml::from_str(&text).map_err(|e| {
@@ -265,7 +266,6 @@ fn relative_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Files under `packages/<dir>/` that the manifest does not list.
 /// Files under `manifests/` (any depth) that the manifest does not list.
 fn unlisted_manifests(dir: &Path, listed: &std::collections::BTreeSet<String>) -> Vec<String> {
     let mut out = Vec::new();
@@ -293,6 +293,7 @@ fn sha256_hex(path: &Path) -> String {
     )
 }
 
+/// Files under `packages/<dir>/` that the manifest does not list.
 fn unlisted_packages(dir: &Path, listed: &std::collections::BTreeSet<String>) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(os_dirs) = std::fs::read_dir(dir.join(PACKAGES_DIR)) else {

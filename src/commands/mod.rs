@@ -1,6 +1,7 @@
 //! One function per command. Each takes its parsed arguments, does its work through the
 //! layers below, prints its result, and returns an error for `exit` to map to a code.
 
+pub mod bundle;
 pub mod connect;
 pub mod copy;
 pub mod doctor;
@@ -17,7 +18,7 @@ pub mod render;
 pub mod reset;
 pub mod users;
 
-use crate::cli::{Command, InventoryCommand, MirrorImagesCommand, UsersCommand};
+use crate::cli::{BundleCommand, Command, InventoryCommand, MirrorImagesCommand, UsersCommand};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -39,6 +40,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reset(args) => reset::run(&args).await,
         Command::Kubeconfig(args) => kubeconfig::run(&args).await,
         Command::Render(args) => render::run(&args),
+        Command::Bundle(BundleCommand::Create(args)) => bundle::create(&args).await,
+        Command::Bundle(BundleCommand::Verify(args)) => bundle::verify(&args).await,
         Command::Users(UsersCommand::Add(args)) => users::add(&args).await,
         Command::Users(UsersCommand::List(args)) => users::list(&args).await,
         Command::Users(UsersCommand::Remove(args)) => users::remove(&args).await,

@@ -35,11 +35,19 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         };
         println!("{}{from}", path.display());
     }
+    let overlays = stack_overlays(&inv)?;
+    for (path, text) in &overlays {
+        let path = args.out.join(path);
+        crate::state::atomic::write(&path, text.as_bytes())
+            .map_err(|e| BadInput(format!("cannot write {}: {e}", path.display())))?;
+        println!("{}", path.display());
+    }
     let skipped = templates.sources().len() - rendered.len();
+    let written = rendered.len() + overlays.len();
     eprintln!(
         "{} file{} written to {}{}",
-        rendered.len(),
-        if rendered.len() == 1 { "" } else { "s" },
+        written,
+        if written == 1 { "" } else { "s" },
         args.out.display(),
         if skipped > 0 {
             format!("; {skipped} template(s) turned off by the inventory rendered nothing")
@@ -48,4 +56,39 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// Per stack component, `stack/<name>/kustomization.yaml` and the bundle's files under
+/// `stack/<name>/upstream/` (see `stages::stack::overlay`), as (path under --out, text).
+/// Built before anything is written, like the templates.
+fn stack_overlays(inv: &crate::inventory::Inventory) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::stages::stack;
+    if inv.stack.components.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(bundle) = &inv.bundle else {
+        return Err(BadInput(
+            "stack.components are read from the bundle's manifests/<component>/ and the \
+             inventory names no bundle: add `bundle: DIR`"
+                .into(),
+        )
+        .into());
+    };
+    let lock = crate::stages::manifests::lock(inv)?;
+    let rewrite = inv
+        .registry
+        .as_ref()
+        .map(|r| crate::mirror::rewrite::Rewrite {
+            mirror: &r.mirror,
+            prefix: None,
+            lock: lock.as_ref(),
+        });
+    let mut out = Vec::new();
+    for name in &inv.stack.components {
+        let files = stack::files_on_disk(bundle, name).map_err(|e| BadInput(format!("{e:#}")))?;
+        for f in stack::overlay::overlay(name, &files, rewrite.as_ref()).map_err(BadInput)? {
+            out.push((format!("stack/{name}/{}", f.path), f.text));
+        }
+    }
+    Ok(out)
 }

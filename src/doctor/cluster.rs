@@ -3,8 +3,9 @@
 //! pressure (K3), every node carries the labels and taints the inventory gives it (K8),
 //! the device plugin runs ready on every GPU node (A1), every GPU node advertises the GPUs
 //! `nvidia-smi` lists on it (A2), exactly one default
-//! StorageClass, the inventory's (S1), and CoreDNS answers `dns.hosts` from
-//! `coredns-custom`, not from edits k3s overwrites (N5).
+//! StorageClass, the inventory's (S1), CoreDNS answers `dns.hosts` from
+//! `coredns-custom`, not from edits k3s overwrites (N5), and the stack's CRDs are
+//! Established and its workloads ready (A5).
 //!
 //! The chain is judged from its first broken link: without k3s on the first server no
 //! cluster check applies yet (each says so); with an API that does not answer, K5 is the
@@ -23,10 +24,11 @@ use crate::inventory::Inventory;
 use crate::kube::{self, Condition, Node};
 use crate::stages::ready::KUBECTL;
 use crate::stages::runtime::gpu_node;
+use crate::stages::stack::workloads::{self, COMPONENT_LABEL};
 use crate::stages::{gpu, labels, storage};
 
 /// The checks of this family, in report order.
-pub const IDS: &[&str] = &["K5", "K3", "K8", "A1", "A2", "S1", "N5"];
+pub const IDS: &[&str] = &["K5", "K3", "K8", "A1", "A2", "A5", "S1", "N5"];
 
 /// The device plugin's DaemonSet, as the `gpu` stage's template names it.
 pub const DEVICE_PLUGIN: &str = "nvidia-device-plugin-daemonset";
@@ -43,6 +45,8 @@ pub fn script(nonce: &str) -> String {
          c coredns_custom {custom}\n\
          c coredns {coredns}\n\
          c device_plugin {plugin}\n\
+         c stack_crds {stack_crds}\n\
+         c stack_workloads sh -c {stack_workloads}\n\
          else kv k3s absent; fi\n\
          kv end 1\n",
         prelude = super::evidence::PRELUDE,
@@ -58,6 +62,16 @@ pub fn script(nonce: &str) -> String {
         plugin = q(&format!(
             "-n kube-system get daemonset {DEVICE_PLUGIN} -o json"
         )),
+        stack_crds = q(&format!(
+            "get customresourcedefinition -l {COMPONENT_LABEL} -o json"
+        )),
+        stack_workloads = crate::transport::shell::quote(
+            &["deployments", "statefulsets", "daemonsets"]
+                .map(|k| q(&format!(
+                    "get {k} --all-namespaces -l {COMPONENT_LABEL} -o json"
+                )))
+                .join(" && ")
+        ),
     )
 }
 
@@ -129,6 +143,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
         }
     }
     out.extend(device_plugin(input, ev));
+    out.extend(stack(input.inv, ev));
     out.extend(classes(input.inv, ev));
     out.extend(dns(input.inv, ev));
     out
@@ -445,6 +460,109 @@ fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
         .evidence(evidence);
     }
     f.list
+}
+
+/// A5: the stack's CRDs Established and its Deployments, StatefulSets and DaemonSets ready
+/// (the `stack` stage's own judge).
+fn stack(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    if inv.stack.components.is_empty() {
+        f.add("A5", Severity::Skip, "no stack.components in the inventory");
+        return f.list;
+    }
+    let fix = "gpuctl install --inventory INVENTORY --only stack";
+    let crds: kube::List<Crd> = match parse(ev, "stack_crds") {
+        Ok(l) => l,
+        Err(why) => {
+            f.add("A5", Severity::Error, "cannot read the stack's CRDs")
+                .evidence([why]);
+            return f.list;
+        }
+    };
+    let workloads_out = ev
+        .cmd("stack_workloads")
+        .map(|c| (c.ok(), c.lines.join("\n")));
+    let mut wrong: Vec<String> = crds
+        .items
+        .iter()
+        .filter(|c| {
+            !c.status
+                .conditions
+                .iter()
+                .any(|k| k.kind == "Established" && k.status == "True")
+        })
+        .map(|c| {
+            format!(
+                "customresourcedefinition {} is not Established",
+                c.metadata.name
+            )
+        })
+        .collect();
+    let count = match &workloads_out {
+        Some((true, text)) => {
+            if let Err(lines) = workloads::judge(text) {
+                wrong.extend(lines.lines().map(str::to_string));
+            }
+            serde_json::Deserializer::from_str(text)
+                .into_iter::<kube::List<serde_json::Value>>()
+                .flatten()
+                .map(|l| l.items.len())
+                .sum::<usize>()
+        }
+        Some((false, text)) => {
+            wrong.push(format!(
+                "cannot read the stack's workloads: {}",
+                first_line(text)
+            ));
+            0
+        }
+        None => 0,
+    };
+    if !wrong.is_empty() {
+        f.add(
+            "A5",
+            Severity::Error,
+            format!("{} part(s) of the stack are not ready", wrong.len()),
+        )
+        .evidence(wrong)
+        .fix(format!(
+            "{KUBECTL} get pods --all-namespaces -l {COMPONENT_LABEL} -o wide; \
+             {KUBECTL} describe the workload named; then {fix}"
+        ));
+    } else if count == 0 && crds.items.is_empty() {
+        f.add(
+            "A5",
+            Severity::Error,
+            format!(
+                "nothing of {} is on the cluster: the stack stage has not run",
+                inv.stack.components.join(", ")
+            ),
+        )
+        .fix(fix);
+    } else {
+        f.add(
+            "A5",
+            Severity::Ok,
+            format!(
+                "{count} workload(s) ready, {} CRD(s) Established",
+                crds.items.len()
+            ),
+        );
+    }
+    f.list
+}
+
+#[derive(Deserialize)]
+struct Crd {
+    metadata: kube::Meta,
+    #[serde(default)]
+    status: CrdStatus,
+}
+
+#[derive(Default, Deserialize)]
+struct CrdStatus {
+    #[serde(default)]
+    conditions: Vec<Condition>,
 }
 
 /// S1: exactly one default StorageClass, the one the inventory marks when it marks one.

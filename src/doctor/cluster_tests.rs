@@ -43,6 +43,23 @@ fn healthy() -> Vec<(&'static str, i32, String)> {
             0,
             json!({"status": {"desiredNumberScheduled": 1, "numberReady": 1}}).to_string(),
         ),
+        (
+            "stack_crds",
+            0,
+            json!({"items": [{"metadata": {"name": "notebooks.kubeflow.org"},
+                "status": {"conditions": [{"type": "Established", "status": "True"}]}}]})
+            .to_string(),
+        ),
+        (
+            "stack_workloads",
+            0,
+            format!(
+                "{}\n{{\"items\": []}}\n{{\"items\": []}}",
+                json!({"items": [
+            {"kind": "Deployment", "metadata": {"name": "dash", "namespace": "kubeflow", "generation": 1},
+             "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1}}]})
+            ),
+        ),
     ]
 }
 
@@ -69,8 +86,16 @@ fn facts() -> Vec<Facts> {
         .collect()
 }
 
+/// The sample inventory with a stack component.
+fn inventory() -> Inventory {
+    sample::load(&format!(
+        "{}stack: {{ components: [kubeflow-core] }}\n",
+        sample::YAML
+    ))
+}
+
 fn run(cmds: &[(&str, i32, String)]) -> Vec<Finding> {
-    let inv = sample::inventory();
+    let inv = inventory();
     let ev = evidence(cmds);
     let facts = facts();
     check(&ClusterInput {
@@ -243,4 +268,66 @@ fn a_second_default_class_and_missing_dns_entries_are_errors_a_hand_edit_a_warni
     let n5 = one(&f, "N5", CLUSTER);
     assert_eq!(n5.severity, Severity::Warn);
     assert!(n5.title.contains("k3s rewrites it"), "{n5:?}");
+}
+
+#[test]
+fn stack_crds_not_established_and_workloads_not_ready_are_named() {
+    let crds = json!({"items": [{"metadata": {"name": "profiles.kubeflow.org"}, "status": {"conditions": [
+        {"type": "Established", "status": "False", "reason": "Installing"}]}}]});
+    let stuck = format!(
+        "{}\n{{\"items\": []}}\n{{\"items\": []}}",
+        json!({"items": [{"kind": "Deployment", "metadata": {"name": "dash", "namespace": "kubeflow", "generation": 1},
+            "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "readyReplicas": 0, "updatedReplicas": 1,
+            "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"}]}}]})
+    );
+    let mut cmds = with("stack_crds", 0, crds);
+    for c in &mut cmds {
+        if c.0 == "stack_workloads" {
+            c.2 = stuck.clone();
+        }
+    }
+    let f = run(&cmds);
+    let a5 = one(&f, "A5", CLUSTER);
+    assert_eq!(a5.severity, Severity::Error);
+    assert_eq!(
+        a5.evidence,
+        [
+            "customresourcedefinition profiles.kubeflow.org is not Established",
+            "deployment kubeflow/dash: 0/1 ready; Available=False (MinimumReplicasUnavailable)"
+        ]
+    );
+    assert!(
+        a5.fix
+            .as_deref()
+            .unwrap_or_default()
+            .contains("--only stack"),
+        "{a5:?}"
+    );
+
+    // Nothing there at all: the stage never ran.
+    let mut cmds = with("stack_crds", 0, json!({"items": []}));
+    for c in &mut cmds {
+        if c.0 == "stack_workloads" {
+            c.2 = "{\"items\": []}\n{\"items\": []}\n{\"items\": []}".into();
+        }
+    }
+    let f = run(&cmds);
+    assert!(
+        one(&f, "A5", CLUSTER)
+            .title
+            .contains("the stack stage has not run"),
+        "{f:#?}"
+    );
+
+    // Without components A5 does not apply.
+    let inv = sample::inventory();
+    let ev = evidence(&healthy());
+    let facts = facts();
+    let f = check(&ClusterInput {
+        inv: &inv,
+        first: "cp1",
+        ev: Ok(&ev),
+        facts: &facts,
+    });
+    assert_eq!(one(&f, "A5", CLUSTER).severity, Severity::Skip);
 }

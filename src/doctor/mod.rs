@@ -231,6 +231,11 @@ pub const CHECKS: &[Check] = &[
         "allocatable nvidia.com/gpu equals nvidia-smi's count",
     ),
     check(
+        "A5",
+        Layer::Stack,
+        "the stack's CRDs Established, its workloads ready",
+    ),
+    check(
         "S1",
         Layer::Storage,
         "exactly one default StorageClass, the inventory's",

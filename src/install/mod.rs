@@ -61,7 +61,7 @@ pub async fn load_bundle(
         if let Some((stage, _, what)) = required.first() {
             return Err(BadInput(format!(
                 "the {stage} stage installs {what} from the bundle, and the inventory names \
-                 none: add `bundle: ./bundle` (its format is in docs/install.md), or leave the \
+                 none: add `bundle: ./bundle` (its format is in docs/offline-bundle.md), or leave the \
                  stage out with --skip {stage}"
             ))
             .into());

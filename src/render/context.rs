@@ -115,6 +115,11 @@ pub fn context(inv: &Inventory) -> Result<Value, TemplateError> {
         "dns": { "hosts": dns_hosts, "zones": zones },
         "storage": { "local_path": local_path, "nfs": nfs },
         "users": users,
+        // Kubeflow's profile controller, in the stack: each user also gets a Profile.
+        "stack": {
+            "components": inv.stack.components,
+            "profiles": inv.stack.components.iter().any(|c| c == "kubeflow-core"),
+        },
     }))
 }
 

@@ -115,6 +115,23 @@ fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
     serde_json::to_value(&typed).map_err(|e| e.to_string())
 }
 
+/// Kubeflow's Profile (kubeflow.org/v1), as far as the users template writes it; unknown
+/// fields are refused like the Kubernetes types refuse them (by dropping them).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Profile {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: ProfileSpec,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileSpec {
+    owner: k8s_openapi::api::rbac::v1::Subject,
+}
+
 /// The first place where `want` and `got` differ, as a dotted path.
 fn first_difference(want: &serde_json::Value, got: &serde_json::Value, at: &str) -> Option<String> {
     use serde_json::Value;
@@ -184,6 +201,7 @@ fn every_rendered_object_is_exactly_a_kubernetes_object() {
                     "RoleBinding" => through::<rbac::v1::RoleBinding>(&value),
                     "StorageClass" => through::<storage::v1::StorageClass>(&value),
                     "RuntimeClass" => through::<node::v1::RuntimeClass>(&value),
+                    "Profile" => through::<Profile>(&value),
                     other => Err(format!("kind {other} is not checked: add it to this test")),
                 };
                 checked += 1;

@@ -102,9 +102,9 @@ pub fn manifest(
     let list = format!("{path}.objects");
     let applied = format!("{path}.applied");
     let (q, ql, qa) = (quote(&path), quote(&list), quote(&applied));
-    let delete_applied = format!(
-        "if [ -e {qa} ]; then while IFS= read -r o; do {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi"
-    );
+    let delete = delete_object(kubectl);
+    let delete_applied =
+        format!("if [ -e {qa} ]; then while IFS= read -r o; do {delete}; done < {qa}; fi");
     let remove = format!("{delete_applied}; rm -f {q} {ql} {qa}");
     let removed = format!("test ! -e {q} && test ! -e {qa}");
     let Some(text) = text else {
@@ -141,7 +141,7 @@ pub fn manifest(
         },
         Op::Command {
             run: format!(
-                "if [ -e {qa} ]; then while IFS= read -r o; do grep -qxF -- \"$o\" {ql} || {kubectl} delete --ignore-not-found $o || exit 1; done < {qa}; fi\n\
+                "if [ -e {qa} ]; then while IFS= read -r o; do grep -qxF -- \"$o\" {ql} || {{ {delete}; }}; done < {qa}; fi\n\
                  {apply}{then}\ncp {ql} {qa}"
             ),
             // In sync: applying would change nothing (every object there, with gpuctl's
@@ -157,6 +157,17 @@ pub fn manifest(
             rerun_on: vec![path, list],
         },
     ])
+}
+
+/// Shell that deletes the object `$o` (a line of an objects list) and fails on any error
+/// but one: its kind no longer being served (its CRD went first, taking every object of
+/// the kind with it), for which there is nothing left to delete.
+pub fn delete_object(kubectl: &str) -> String {
+    format!(
+        "out=$({kubectl} delete --ignore-not-found $o 2>&1) || case \"$out\" in \
+         *\"have a resource type\"*|*\"could not find the requested resource\"*) ;; \
+         *) printf '%s\\n' \"$out\" >&2; exit 1 ;; esac"
+    )
 }
 
 /// `apply` (a command line) in a POSIX shell loop that tries again, after `backoff`,
@@ -278,7 +289,7 @@ mod tests {
             undo.as_ref()
                 .unwrap()
                 .run
-                .contains("delete --ignore-not-found $o")
+                .contains("delete --ignore-not-found $o 2>&1)")
         );
     }
 
@@ -341,12 +352,44 @@ mod tests {
         assert_eq!(
             run,
             &format!(
-                "if [ -e {f}.applied ]; then while IFS= read -r o; do kubectl delete \
-                 --ignore-not-found $o || exit 1; done < {f}.applied; fi; rm -f {f} \
-                 {f}.objects {f}.applied"
+                "if [ -e {f}.applied ]; then while IFS= read -r o; do {}; done < {f}.applied; \
+                 fi; rm -f {f} {f}.objects {f}.applied",
+                delete_object("kubectl")
             )
         );
         assert_eq!(guard, &format!("test ! -e {f} && test ! -e {f}.applied"));
+    }
+
+    /// Run by a real shell: a kind no longer served is nothing left to delete; any other
+    /// failure stops the loop with kubectl's message.
+    #[test]
+    fn deleting_an_object_whose_kind_is_gone_succeeds_other_errors_fail() {
+        let run = |answer: &str, status: i32| {
+            let kubectl = format!("f() {{ echo {}; return {status}; }}; f", quote(answer));
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "o=profile.kubeflow.org/alice; {}",
+                    delete_object(&kubectl)
+                ))
+                .output()
+                .unwrap()
+        };
+        assert!(
+            run(
+                "error: the server doesn't have a resource type \"profile\"",
+                1
+            )
+            .status
+            .success()
+        );
+        assert!(run("deleted", 0).status.success());
+        let out = run("Error from server (Forbidden): nope", 1);
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "Error from server (Forbidden): nope\n"
+        );
     }
 
     #[test]

@@ -175,6 +175,47 @@ pub fn documents(bundle: &Bundle, name: &str) -> anyhow::Result<Vec<(String, Vec
         .collect()
 }
 
+/// The YAML files of component `name` as they are in the bundle directory `dir` (listed
+/// in `bundle.yaml` or not: for review, as `gpuctl render` writes them), in part order,
+/// as (path relative to the component's directory, text). Hidden entries are skipped.
+pub fn files_on_disk(dir: &std::path::Path, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let root = dir.join(MANIFESTS).join(name);
+    if !root.is_dir() {
+        bail!(
+            "stack component {name}: {} does not exist: put the component's rendered \
+             manifests there (see docs/stack.md)",
+            root.display()
+        );
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![(root.clone(), String::new())];
+    while let Some((path, rel)) = dirs.pop() {
+        for e in std::fs::read_dir(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .flatten()
+        {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with('.') {
+                continue;
+            }
+            let child = if rel.is_empty() {
+                file_name.clone()
+            } else {
+                format!("{rel}/{file_name}")
+            };
+            if e.path().is_dir() {
+                dirs.push((e.path(), child));
+            } else if file_name.ends_with(".yaml") || file_name.ends_with(".yml") {
+                let text = std::fs::read_to_string(e.path())
+                    .with_context(|| format!("cannot read {}", e.path().display()))?;
+                files.push((child, text));
+            }
+        }
+    }
+    files.sort_by_key(|(rel, _)| components::order(name, rel));
+    Ok(files)
+}
+
 /// Labels every object with its component and rewrites its images to the mirror; for
 /// calico, its IP pool follows `cluster.pod_cidr`.
 pub fn prepare(inv: &Inventory, name: &str, docs: &mut [Value], rewrite: Option<&Rewrite<'_>>) {
@@ -277,8 +318,9 @@ fn prune(keep: &[String]) -> Op {
             "for d in {q}/*/; do [ -d \"$d\" ] || continue; c=$(basename \"$d\"); \
              case {kept} in *\" $c \"*) continue ;; esac; \
              for f in resources.yaml crds.yaml; do if [ -e \"$d$f.applied\" ]; then \
-             while IFS= read -r o; do {KUBECTL} delete --ignore-not-found $o || exit 1; \
+             while IFS= read -r o; do {delete}; \
              done < \"$d$f.applied\"; fi; done; rm -rf \"$d\"; done",
+            delete = manifests::delete_object(KUBECTL),
             q = quote(&dir),
             kept = quote(skip),
         )

@@ -33,6 +33,7 @@ fn help_lists_only_working_commands() {
             "kubeconfig",
             "render",
             "users",
+            "bundle",
             "help"
         ],
         "{}",

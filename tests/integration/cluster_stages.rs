@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::kubernetes::{
-    files_under, gpu_runtime, gpuctl, host_part, install, k3s_bundle, nodes, set_host_key,
-    set_roles, state_dir,
+    add_to_bundle, files_under, gpu_runtime, gpuctl, host_part, install, k3s_bundle, nodes,
+    set_host_key, set_roles, state_dir,
 };
 use crate::support::gpuctl::Gpuctl;
 use crate::support::lab::{Lab, LabSpec};
@@ -435,6 +435,160 @@ fn users_add_list_and_remove_edit_the_inventory_and_converge_the_cluster() {
     gpuctl(&lab, &["users", "remove", "--user", "alice", "--yes"])
         .code(2)
         .stderr_has("no user alice in users.list (it lists bob)");
+}
+
+/// The fixture component (tests/fixtures/stack/kubeflow-core) as bundle files.
+fn kubeflow_core_files() -> Vec<(String, Vec<u8>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stack");
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join("kubeflow-core")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+        {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                let rel = e
+                    .path()
+                    .strip_prefix(&root)
+                    .map(|p| p.display().to_string());
+                let rel = rel.unwrap_or_else(|e| panic!("{e}"));
+                let bytes = std::fs::read(e.path()).unwrap_or_else(|e| panic!("{e}"));
+                out.push((format!("manifests/{rel}"), bytes));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_stack_applies_crds_first_waits_for_workloads_names_a_stuck_one_and_removes_components() {
+    let lab = Lab::up(&LabSpec::new(2));
+    k3s_bundle(&lab);
+    add_to_bundle(&lab, &kubeflow_core_files());
+    // A component whose Deployment can never start: no image.
+    add_to_bundle(
+        &lab,
+        &[(
+            "manifests/broken/deploy.yaml".to_string(),
+            b"apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: stuck, namespace: default }\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - { name: c, image: \"\" }\n".to_vec(),
+        )],
+    );
+    set_section(
+        &lab,
+        "registry",
+        "  mirror: registry.lab:5000\n  insecure: true\n",
+    );
+    set_section(
+        &lab,
+        "stack",
+        "  components: [kubeflow-core]\n  timeout: 60\n",
+    );
+    // With Kubeflow's profiles in the stack a user also gets a Profile (after the stack:
+    // its CRD comes from there).
+    set_section(
+        &lab,
+        "users",
+        "  list:\n    - { name: alice, email: alice@lab.example }\n",
+    );
+    let first = install(&lab, &[]).success();
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get profiles.kubeflow.org alice -o jsonpath='{.spec.owner.name}'"
+        ),
+        "alice@lab.example"
+    );
+    assert!(
+        host_part(&first, "node1").contains("stack "),
+        "{}",
+        first.stdout
+    );
+    // CRDs, custom resources and workloads are there, labelled, their images from the mirror
+    // (in a ConfigMap's content too).
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get customresourcedefinition -l gpuctl.io/component=kubeflow-core -o name | sort"
+        ),
+        "customresourcedefinition.apiextensions.k8s.io/notebooks.kubeflow.org\n\
+         customresourcedefinition.apiextensions.k8s.io/profiles.kubeflow.org\n\
+         customresourcedefinition.apiextensions.k8s.io/pytorchjobs.kubeflow.org"
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "get profiles.kubeflow.org kubeflow-user-example-com -o name"
+        ),
+        "profile.kubeflow.org/kubeflow-user-example-com"
+    );
+    assert_eq!(
+        kubectl(
+            &lab,
+            "-n kubeflow get deployment centraldashboard -o jsonpath='{.spec.template.spec.containers[0].image}'"
+        ),
+        "registry.lab:5000/kubeflownotebookswg/centraldashboard:v1.8.0"
+    );
+    let config = kubectl(
+        &lab,
+        "-n kubeflow get configmap jupyter-web-app-config -o yaml",
+    );
+    assert!(
+        config.contains("registry.lab:5000/kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.8.0")
+            && !config.contains("\"kubeflownotebookswg/"),
+        "{config}"
+    );
+
+    // Nothing changed: skipped.
+    let again = install(&lab, &[]).success();
+    assert!(
+        host_part(&again, "node1").contains("stack      skipped"),
+        "{}",
+        again.stdout
+    );
+
+    // A component that never gets ready fails the stage within its timeout, naming the
+    // Deployment and its last condition.
+    set_section(
+        &lab,
+        "stack",
+        "  components: [kubeflow-core, broken]\n  timeout: 10\n",
+    );
+    let stuck = install(&lab, &[]).code(1);
+    let node1 = host_part(&stuck, "node1");
+    assert!(
+        node1.contains(
+            "stack      FAILED: not every workload of kubeflow-core, broken ready after 10s"
+        ),
+        "{}",
+        stuck.stdout
+    );
+    assert!(
+        node1.contains(
+            "deployment default/stuck (component broken): 0/1 ready; Available=False (MinimumReplicasUnavailable)"
+        ),
+        "{}",
+        stuck.stdout
+    );
+
+    // Taken out of the inventory: what was applied for both components goes, and the
+    // users stage lets alice's Profile go with its CRD; her namespace stays.
+    set_section(&lab, "stack", "  components: []\n");
+    install(&lab, &[]).success();
+    assert_eq!(
+        kubectl(&lab, "get namespace alice -o name"),
+        "namespace/alice"
+    );
+    let left = lab.exec(
+        "node1",
+        "k3s kubectl get customresourcedefinition -l gpuctl.io/component -o name && \
+         k3s kubectl get deployments -A -l gpuctl.io/component -o name && \
+         k3s kubectl get profiles.kubeflow.org -o name 2>&1 | grep -v 'have a resource type' ; \
+         ls -A /var/lib/gpuctl/manifests/stack/",
+    );
+    assert_eq!(left.trim(), "", "left behind: {left}");
 }
 
 #[test]

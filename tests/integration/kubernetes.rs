@@ -67,6 +67,23 @@ pub(crate) fn k3s_bundle(lab: &Lab) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Adds files to the bundle [`k3s_bundle`] made, each listed in its `bundle.yaml`.
+pub(crate) fn add_to_bundle(lab: &Lab, files: &[(String, Vec<u8>)]) {
+    let dir = lab.dir().join("bundle");
+    let mut yaml = std::fs::read_to_string(dir.join("bundle.yaml")).unwrap_or_default();
+    for (path, bytes) in files {
+        let local = dir.join(path);
+        std::fs::create_dir_all(local.parent().unwrap_or(&dir)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&local, bytes).unwrap_or_else(|e| panic!("{e}"));
+        yaml.push_str(&format!(
+            "  - path: {path}\n    sha256: {}\n    size: {}\n",
+            hex::encode(Sha256::digest(bytes)),
+            bytes.len()
+        ));
+    }
+    std::fs::write(dir.join("bundle.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The lab's GPU nodes need the NVIDIA container runtime on PATH (the runtime stage
 /// requires it there).
 pub(crate) fn gpu_runtime(lab: &Lab) {

@@ -1,5 +1,6 @@
 //! gpuctl's integration tests: one binary, one module per topic, helpers in `support`.
 
+mod bundle;
 mod cli;
 mod cluster_stages;
 mod converge;

