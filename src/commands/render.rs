@@ -35,7 +35,11 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         };
         println!("{}{from}", path.display());
     }
-    let overlays = stack_overlays(&inv)?;
+    let mut overlays = stack_overlays(&inv)?;
+    // containerd's per-registry mirror files, for a containerd gpuctl does not configure.
+    for (path, text) in crate::stages::kubernetes::k3s::containerd_hosts(&inv).unwrap_or_default() {
+        overlays.push((format!("containerd/certs.d/{path}"), text));
+    }
     for (path, text) in &overlays {
         let path = args.out.join(path);
         crate::state::atomic::write(&path, text.as_bytes())

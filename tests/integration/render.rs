@@ -204,6 +204,13 @@ fn the_stack_overlay_checked_by_a_real_kustomize_points_every_image_at_the_mirro
         .inventory(&dir.path().join("lab.yaml"))
         .run()
         .success();
+    // containerd's mirror routing, one hosts.toml per upstream registry.
+    let hosts = fs::read_to_string(out.join("containerd/certs.d/docker.io/hosts.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.stdout));
+    assert!(
+        hosts.contains("[host.\"https://registry.lab:5000\"]"),
+        "{hosts}"
+    );
     let overlay = out.join("stack/kubeflow-core");
     assert!(
         run.stdout

@@ -273,6 +273,37 @@ pub fn registries_yaml(inv: &Inventory, password: Option<&Secret>) -> Option<Str
     ))
 }
 
+/// containerd's `hosts.toml` for each registry of [`MIRRORED`] and the mirror itself, as
+/// `(path under /etc/containerd/certs.d, text)`: the same routing as [`registries_yaml`]
+/// for a containerd gpuctl does not embed (kubeadm's, or one an admin runs). Pulls try the
+/// mirror first (`pull` and `resolve`), with the upstream paths kept under it; the upstream
+/// stays the fallback `server`, which in an air gap simply fails. `None` without a mirror.
+pub fn containerd_hosts(inv: &Inventory) -> Option<Vec<(String, String)>> {
+    let r = inv.registry.as_ref()?;
+    let scheme = if r.insecure { "http" } else { "https" };
+    let ca = crate::stages::runtime::mirror_ca_path(inv)
+        .filter(|_| inv.cluster.container_runtime == ContainerRuntime::Containerd);
+    let mut out = Vec::new();
+    for upstream in MIRRORED.iter().copied().chain([r.mirror.as_str()]) {
+        let server = match upstream {
+            "docker.io" => "https://registry-1.docker.io".to_string(),
+            u if u == r.mirror => format!("{scheme}://{u}"),
+            u => format!("https://{u}"),
+        };
+        let mut text = format!(
+            "# Written by gpuctl: images of {upstream} come from the mirror {}.\n\
+             server = \"{server}\"\n\n\
+             [host.\"{scheme}://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            r.mirror, r.mirror
+        );
+        if let Some(ca) = &ca {
+            text.push_str(&format!("  ca = \"{ca}\"\n"));
+        }
+        out.push((format!("{upstream}/hosts.toml"), text));
+    }
+    Some(out)
+}
+
 /// The systemd unit, as k3s's install script writes it (minus its cloud-setup checks).
 /// `Type=notify`: k3s says READY once it serves (a server) or has registered (an agent), so
 /// `systemctl start` returns when the node is up and a server's token exists.

@@ -254,3 +254,37 @@ fn registry_credentials_and_ca_reach_registries_yaml_which_is_then_a_secret_file
     let text = k3s::registries_yaml(&plain, None).unwrap();
     assert!(!text.contains("configs"), "{text}");
 }
+
+#[test]
+fn containerd_hosts_toml_sends_each_registry_to_the_mirror() {
+    let mut inv = example("lab-ha-bastion");
+    inv.cluster.container_runtime = crate::inventory::ContainerRuntime::Containerd;
+    let files = k3s::containerd_hosts(&inv).unwrap();
+    let mirror = inv.registry.as_ref().unwrap().mirror.clone();
+    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(names.contains(&"docker.io/hosts.toml") && names.contains(&"nvcr.io/hosts.toml"));
+    let (_, docker) = files
+        .iter()
+        .find(|(p, _)| p == "docker.io/hosts.toml")
+        .unwrap();
+    assert_eq!(
+        docker,
+        &format!(
+            "# Written by gpuctl: images of docker.io come from the mirror {mirror}.\n\
+             server = \"https://registry-1.docker.io\"\n\n\
+             [host.\"https://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  \
+             ca = \"/etc/containerd/certs.d/{mirror}/ca.crt\"\n"
+        )
+    );
+    // A plain-HTTP mirror: an http:// host, no CA.
+    inv.registry.as_mut().unwrap().insecure = true;
+    let files = k3s::containerd_hosts(&inv).unwrap();
+    assert!(
+        files[0].1.contains(&format!("[host.\"http://{mirror}\"]")),
+        "{}",
+        files[0].1
+    );
+    assert!(!files[0].1.contains("ca ="), "{}", files[0].1);
+    inv.registry = None;
+    assert!(k3s::containerd_hosts(&inv).is_none());
+}
