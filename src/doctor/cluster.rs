@@ -5,7 +5,8 @@
 //! `nvidia-smi` lists on it (A2), exactly one default
 //! StorageClass, the inventory's (S1), CoreDNS answers `dns.hosts` from
 //! `coredns-custom`, not from edits k3s overwrites (N5), and the stack's CRDs are
-//! Established and its workloads ready (A5).
+//! Established and its workloads ready (A5), kube-system's pods running (K7), and no
+//! volume claim Lost or long Pending (S4).
 //!
 //! The chain is judged from its first broken link: without k3s on the first server no
 //! cluster check applies yet (each says so); with an API that does not answer, K5 is the
@@ -28,7 +29,7 @@ use crate::stages::stack::workloads::{self, COMPONENT_LABEL};
 use crate::stages::{gpu, labels, storage};
 
 /// The checks of this family, in report order.
-pub const IDS: &[&str] = &["K5", "K3", "K8", "A1", "A2", "A5", "S1", "N5"];
+pub const IDS: &[&str] = &["K5", "K3", "K8", "K7", "A1", "A2", "A5", "S1", "S4", "N5"];
 
 /// The device plugin's DaemonSet, as the `gpu` stage's template names it.
 pub const DEVICE_PLUGIN: &str = "nvidia-device-plugin-daemonset";
@@ -45,6 +46,8 @@ pub fn script(nonce: &str) -> String {
          c coredns_custom {custom}\n\
          c coredns {coredns}\n\
          c device_plugin {plugin}\n\
+         c system_pods {system_pods}\n\
+         c claims {claims}\n\
          c stack_crds {stack_crds}\n\
          c stack_workloads sh -c {stack_workloads}\n\
          else kv k3s absent; fi\n\
@@ -62,6 +65,8 @@ pub fn script(nonce: &str) -> String {
         plugin = q(&format!(
             "-n kube-system get daemonset {DEVICE_PLUGIN} -o json"
         )),
+        system_pods = q("-n kube-system get pods -o json"),
+        claims = q("get persistentvolumeclaims --all-namespaces -o json"),
         stack_crds = q(&format!(
             "get customresourcedefinition -l {COMPONENT_LABEL} -o json"
         )),
@@ -143,7 +148,9 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
         }
     }
     out.extend(device_plugin(input, ev));
+    out.extend(system_pods(ev));
     out.extend(stack(input.inv, ev));
+    out.extend(claims(ev, chrono::Utc::now()));
     out.extend(classes(input.inv, ev));
     out.extend(dns(input.inv, ev));
     out
@@ -460,6 +467,230 @@ fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
         .evidence(evidence);
     }
     f.list
+}
+
+/// K7: every kube-system pod running with its containers ready (or finished, for jobs).
+/// A pod that is not is named with what holds it: the scheduler's reason, or a
+/// container's waiting reason (`ImagePullBackOff` points at the mirror).
+fn system_pods(ev: &Evidence) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    let list: kube::List<Pod> = match parse(ev, "system_pods") {
+        Ok(l) => l,
+        Err(why) => {
+            f.add("K7", Severity::Error, "cannot read kube-system's pods")
+                .evidence([why]);
+            return f.list;
+        }
+    };
+    let mut wrong = Vec::new();
+    let mut pulls = false;
+    for pod in &list.items {
+        let phase = pod.status.phase.as_str();
+        if phase == "Succeeded" {
+            continue;
+        }
+        let waiting: Vec<String> = pod
+            .status
+            .container_statuses
+            .iter()
+            .filter_map(|c| {
+                let w = c.state.get("waiting")?;
+                let reason = w
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("waiting");
+                pulls |= reason.contains("ImagePull") || reason == "ErrImagePull";
+                Some(format!("{} {reason}", c.name))
+            })
+            .collect();
+        let all_ready = pod.status.container_statuses.iter().all(|c| c.ready);
+        if phase == "Running" && all_ready && waiting.is_empty() {
+            continue;
+        }
+        let why = if !waiting.is_empty() {
+            waiting.join(", ")
+        } else if let Some(c) = pod
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.status != "True" && !c.reason.is_empty())
+        {
+            c.line()
+        } else {
+            "containers not ready".to_string()
+        };
+        let phase = if phase.is_empty() {
+            "no phase yet"
+        } else {
+            phase
+        };
+        wrong.push(format!(
+            "pod kube-system/{}: {phase}, {why}",
+            pod.metadata.name
+        ));
+    }
+    if wrong.is_empty() {
+        f.add(
+            "K7",
+            Severity::Ok,
+            format!("{} kube-system pod(s) running", list.items.len()),
+        );
+    } else {
+        let fix = if pulls {
+            format!(
+                "images cannot be pulled: gpuctl mirror-images check --inventory INVENTORY; \
+                 {KUBECTL} -n kube-system describe pod NAME"
+            )
+        } else {
+            format!(
+                "{KUBECTL} -n kube-system describe pod NAME; {KUBECTL} -n kube-system logs NAME"
+            )
+        };
+        f.add(
+            "K7",
+            Severity::Error,
+            format!("{} kube-system pod(s) not running", wrong.len()),
+        )
+        .evidence(wrong)
+        .fix(fix);
+    }
+    f.list
+}
+
+#[derive(Deserialize)]
+struct Pod {
+    metadata: kube::Meta,
+    #[serde(default)]
+    status: PodStatus,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodStatus {
+    #[serde(default)]
+    phase: String,
+    #[serde(default)]
+    conditions: Vec<Condition>,
+    #[serde(default)]
+    container_statuses: Vec<ContainerStatus>,
+}
+
+#[derive(Deserialize)]
+struct ContainerStatus {
+    name: String,
+    #[serde(default)]
+    ready: bool,
+    #[serde(default)]
+    state: BTreeMap<String, serde_json::Value>,
+}
+
+/// How long a claim may stay Pending before S4 calls it stuck: provisioning takes seconds,
+/// a claim waiting for its first consumer (WaitForFirstConsumer) is Pending by design.
+const PENDING_TOLERATED: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// S4: no PersistentVolumeClaim Lost (its volume is gone) or Pending longer than
+/// [`PENDING_TOLERATED`] (no class provisions it: see S1).
+fn claims(ev: &Evidence, now: chrono::DateTime<chrono::Utc>) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    let list: kube::List<Claim> = match parse(ev, "claims") {
+        Ok(l) => l,
+        Err(why) => {
+            f.add("S4", Severity::Error, "cannot read the volume claims")
+                .evidence([why]);
+            return f.list;
+        }
+    };
+    let mut lost = Vec::new();
+    let mut pending = Vec::new();
+    for c in &list.items {
+        let name = format!("{}/{}", c.metadata.namespace, c.metadata.name);
+        let class = c
+            .spec
+            .storage_class_name
+            .as_deref()
+            .unwrap_or("(default class)");
+        match c.status.phase.as_str() {
+            "Lost" => lost.push(format!(
+                "{name}: Lost (its volume {} is gone)",
+                c.spec.volume_name
+            )),
+            "Pending" => {
+                let since = chrono::DateTime::parse_from_rfc3339(&c.metadata.creation_timestamp)
+                    .map(|t| now.signed_duration_since(t.with_timezone(&chrono::Utc)));
+                if since.is_ok_and(|d| d > PENDING_TOLERATED) {
+                    pending.push(format!(
+                        "{name}: Pending for {} min, storage class {class}",
+                        since.map(|d| d.num_minutes()).unwrap_or_default()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !lost.is_empty() {
+        let n = lost.len();
+        lost.extend(pending);
+        f.add("S4", Severity::Error, format!("{n} volume claim(s) Lost"))
+            .evidence(lost)
+            .fix(format!(
+                "{KUBECTL} describe pvc -n NAMESPACE NAME; restore or recreate its volume"
+            ));
+    } else if !pending.is_empty() {
+        f.add(
+            "S4",
+            Severity::Warn,
+            format!("{} volume claim(s) Pending for more than 5 minutes", pending.len()),
+        )
+        .evidence(pending)
+        .fix(format!(
+            "{KUBECTL} describe pvc -n NAMESPACE NAME (its events say why); check that its \
+             storage class exists and provisions (S1): gpuctl install --inventory INVENTORY --only storage"
+        ));
+    } else {
+        f.add(
+            "S4",
+            Severity::Ok,
+            format!(
+                "{} volume claim(s), none Lost or stuck Pending",
+                list.items.len()
+            ),
+        );
+    }
+    f.list
+}
+
+#[derive(Deserialize)]
+struct Claim {
+    metadata: ClaimMeta,
+    #[serde(default)]
+    spec: ClaimSpec,
+    #[serde(default)]
+    status: ClaimStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimMeta {
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    creation_timestamp: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimSpec {
+    #[serde(default)]
+    storage_class_name: Option<String>,
+    #[serde(default)]
+    volume_name: String,
+}
+
+#[derive(Default, Deserialize)]
+struct ClaimStatus {
+    #[serde(default)]
+    phase: String,
 }
 
 /// A5: the stack's CRDs Established and its Deployments, StatefulSets and DaemonSets ready

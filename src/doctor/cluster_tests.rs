@@ -44,6 +44,25 @@ fn healthy() -> Vec<(&'static str, i32, String)> {
             json!({"status": {"desiredNumberScheduled": 1, "numberReady": 1}}).to_string(),
         ),
         (
+            "system_pods",
+            0,
+            json!({"items": [
+                {"metadata": {"name": "coredns-1"}, "status": {"phase": "Running",
+                  "containerStatuses": [{"name": "coredns", "ready": true, "state": {"running": {}}}]}},
+                {"metadata": {"name": "helm-install-x"}, "status": {"phase": "Succeeded"}}
+            ]})
+            .to_string(),
+        ),
+        (
+            "claims",
+            0,
+            json!({"items": [
+                {"metadata": {"name": "data", "namespace": "alice", "creationTimestamp": "2020-01-01T00:00:00Z"},
+                 "spec": {"volumeName": "pv-1"}, "status": {"phase": "Bound"}}
+            ]})
+            .to_string(),
+        ),
+        (
             "stack_crds",
             0,
             json!({"items": [{"metadata": {"name": "notebooks.kubeflow.org"},
@@ -330,4 +349,63 @@ fn stack_crds_not_established_and_workloads_not_ready_are_named() {
         facts: &facts,
     });
     assert_eq!(one(&f, "A5", CLUSTER).severity, Severity::Skip);
+}
+
+#[test]
+fn system_pods_that_do_not_run_are_named_with_what_holds_them() {
+    let pods = json!({"items": [
+        {"metadata": {"name": "coredns-1"}, "status": {"phase": "Pending",
+          "containerStatuses": [{"name": "coredns", "ready": false,
+            "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}},
+        {"metadata": {"name": "metrics-1"}, "status": {"phase": "Pending", "conditions": [
+          {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+           "message": "0/3 nodes are available"}]}}
+    ]});
+    let f = run(&with("system_pods", 0, pods));
+    let k7 = one(&f, "K7", CLUSTER);
+    assert_eq!(k7.severity, Severity::Error);
+    assert_eq!(
+        k7.evidence,
+        [
+            "pod kube-system/coredns-1: Pending, coredns ImagePullBackOff",
+            "pod kube-system/metrics-1: Pending, PodScheduled=False (Unschedulable: 0/3 nodes are available)"
+        ]
+    );
+    assert!(
+        k7.fix
+            .as_deref()
+            .unwrap_or_default()
+            .contains("mirror-images check"),
+        "{k7:?}"
+    );
+}
+
+#[test]
+fn lost_claims_are_errors_and_long_pending_ones_warnings() {
+    let now = chrono::Utc::now();
+    let ago = |min: i64| (now - chrono::TimeDelta::minutes(min)).to_rfc3339();
+    let claims = |items: serde_json::Value| {
+        let ev = evidence(&with("claims", 0, json!({ "items": items })));
+        super::claims(&ev, now)
+    };
+    let f = claims(json!([
+        {"metadata": {"name": "new", "namespace": "a", "creationTimestamp": ago(1)}, "status": {"phase": "Pending"}},
+        {"metadata": {"name": "old", "namespace": "a", "creationTimestamp": ago(30)},
+         "spec": {"storageClassName": "nfs-client"}, "status": {"phase": "Pending"}}
+    ]));
+    assert_eq!(f[0].severity, Severity::Warn);
+    assert_eq!(
+        f[0].evidence,
+        ["a/old: Pending for 30 min, storage class nfs-client"]
+    );
+    let f = claims(json!([
+        {"metadata": {"name": "gone", "namespace": "b", "creationTimestamp": ago(90)},
+         "spec": {"volumeName": "pv-9"}, "status": {"phase": "Lost"}}
+    ]));
+    assert_eq!(f[0].severity, Severity::Error);
+    assert_eq!(f[0].evidence, ["b/gone: Lost (its volume pv-9 is gone)"]);
+    let f = claims(json!([
+        {"metadata": {"name": "new", "namespace": "a", "creationTimestamp": ago(1)}, "status": {"phase": "Pending"}}
+    ]));
+    assert_eq!(f[0].severity, Severity::Ok);
 }

@@ -220,6 +220,7 @@ pub const CHECKS: &[Check] = &[
         Layer::Kubernetes,
         "node labels and taints as the inventory says",
     ),
+    check("K7", Layer::Kubernetes, "kube-system's pods running"),
     check(
         "A1",
         Layer::Stack,
@@ -239,6 +240,11 @@ pub const CHECKS: &[Check] = &[
         "S1",
         Layer::Storage,
         "exactly one default StorageClass, the inventory's",
+    ),
+    check(
+        "S4",
+        Layer::Storage,
+        "no volume claim Lost or stuck Pending",
     ),
     check(
         "N5",

@@ -715,9 +715,11 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         ("K3", "node1"),
         ("K3", "node2"),
         ("K8", "node2"),
+        ("K7", "cluster"),
         ("A1", "cluster"),
         ("A2", "node2"),
         ("S1", "cluster"),
+        ("S4", "cluster"),
         ("N5", "cluster"),
     ];
     for (id, host) in want {
@@ -730,8 +732,13 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     }
 
     // Faults: the gpu label taken off node2 (so the device plugin leaves it too), a
-    // second default class, coredns-custom emptied by hand.
+    // second default class, coredns-custom emptied by hand, a system pod whose image
+    // cannot be pulled.
     kubectl(&lab, "label node node2 gpu-");
+    lab.exec(
+        "node1",
+        "printf '%s\\n' 'apiVersion: v1' 'kind: Pod' 'metadata:' '  name: stuck' '  namespace: kube-system' 'spec:' '  containers:' '  - { name: c, image: \"\" }' | k3s kubectl apply -f -",
+    );
     lab.exec(
         "node1",
         "printf '%s\\n' 'apiVersion: storage.k8s.io/v1' 'kind: StorageClass' 'metadata:' '  name: extra' '  annotations:' '    storageclass.kubernetes.io/is-default-class: \"true\"' 'provisioner: example.com/x' | k3s kubectl apply -f -",
@@ -744,6 +751,7 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     assert_eq!(code, 1, "{broken:?}");
     for (id, host) in [
         ("K8", "node2"),
+        ("K7", "cluster"),
         ("A1", "cluster"),
         ("A2", "node2"),
         ("S1", "cluster"),
@@ -760,13 +768,16 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     // The class is the admin's to remove; the rest is gpuctl's, and --verify repairs it:
     // the labels' guard sees the label gone, the dns manifest's guard the emptied ConfigMap.
     kubectl(&lab, "delete storageclass extra");
+    kubectl(&lab, "-n kube-system delete pod stuck");
     install(&lab, &["--verify"]).success();
     let (code, repaired) = doctor_cluster(&lab);
     assert_eq!(code, 0, "{repaired:?}");
     assert!(
         repaired
             .iter()
-            .filter(|(i, _, _)| ["K2", "K8", "A1", "A2", "S1", "N5"].contains(&i.as_str()))
+            .filter(|(i, _, _)| {
+                ["K2", "K7", "K8", "A1", "A2", "S1", "S4", "N5"].contains(&i.as_str())
+            })
             .all(|(_, _, s)| s == "ok"),
         "{repaired:?}"
     );
