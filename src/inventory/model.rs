@@ -217,6 +217,17 @@ pub struct Stack {
     pub components: Vec<String>,
     /// How long the `stack` stage waits for the components' workloads to be ready.
     pub timeout: std::time::Duration,
+    /// The ingress gateway's TLS secret, from local PEM files.
+    pub tls: Option<StackTls>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StackTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The Secret's name and namespace (default `kubeflow-gateway-tls` in `istio-system`).
+    pub name: String,
+    pub namespace: String,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -30,6 +30,7 @@ pub struct RawInventory {
     pub gpu: RawGpu,
     pub stack: Vec<S<String>>,
     pub stack_timeout: Option<S<u64>>,
+    pub stack_tls: Option<RawStackTls>,
     pub users: RawUsers,
     pub hosts: Vec<RawHost>,
     /// Where `hosts:` is (or the document, when it is missing).
@@ -94,6 +95,14 @@ pub struct RawDnsHost {
 pub struct RawStorage {
     pub local_path: Option<RawLocalPath>,
     pub nfs: Option<RawNfs>,
+}
+
+#[derive(Debug)]
+pub struct RawStackTls {
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub name: Option<S<String>>,
+    pub namespace: Option<S<String>>,
 }
 
 #[derive(Debug)]
@@ -230,6 +239,21 @@ pub fn decode(p: &mut Problems, root: &Node) -> RawInventory {
         raw.stack_timeout = f
             .get("timeout")
             .and_then(|(n, path)| number(p, n, &path, (10, 86_400), 600));
+        raw.stack_tls = f.get("tls").map(|(n, path)| {
+            let t = fields(p, n, &path, STACK_TLS_KEYS, &[("crt", "write `cert:`")]);
+            let s =
+                |p: &mut Problems, key: &str| t.get(key).and_then(|(n, path)| string(p, n, &path));
+            RawStackTls {
+                cert: t
+                    .require(p, "cert", "./certs/gateway.crt")
+                    .and_then(|(n, path)| string(p, n, &path)),
+                key: t
+                    .require(p, "key", "./certs/gateway.key")
+                    .and_then(|(n, path)| string(p, n, &path)),
+                name: s(p, "name"),
+                namespace: s(p, "namespace"),
+            }
+        });
     }
     if let Some((n, path)) = top.get("users") {
         raw.users = users(p, n, &path);

@@ -57,6 +57,22 @@ pub fn resolve(
             .filter_map(|c| label_or_problem(p, c, "component name"))
             .collect(),
         timeout: std::time::Duration::from_secs(raw.stack_timeout.as_ref().map_or(600, |t| t.v)),
+        tls: raw.stack_tls.as_ref().and_then(|t| {
+            let name = match &t.name {
+                Some(n) => label_or_problem(p, n, "Secret name")?,
+                None => "kubeflow-gateway-tls".to_string(),
+            };
+            let namespace = match &t.namespace {
+                Some(n) => label_or_problem(p, n, "namespace")?,
+                None => "istio-system".to_string(),
+            };
+            Some(StackTls {
+                cert: expand(env, &t.cert.as_ref()?.v),
+                key: expand(env, &t.key.as_ref()?.v),
+                name,
+                namespace,
+            })
+        }),
     };
     if !stack.components.is_empty()
         && !storage.local_path.as_ref().is_some_and(|l| l.default)

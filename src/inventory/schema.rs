@@ -68,7 +68,8 @@ pub const STORAGE_KEYS: &[&str] = &["local_path", "nfs"];
 pub const LOCAL_PATH_KEYS: &[&str] = &["path", "default"];
 pub const NFS_KEYS: &[&str] = &["server", "export", "provisioner", "default"];
 pub const GPU_KEYS: &[&str] = &["device_plugin", "runtime_class", "dcgm_exporter"];
-pub const STACK_KEYS: &[&str] = &["components", "timeout"];
+pub const STACK_KEYS: &[&str] = &["components", "timeout", "tls"];
+pub const STACK_TLS_KEYS: &[&str] = &["cert", "key", "name", "namespace"];
 pub const USERS_KEYS: &[&str] = &["tiers", "list"];
 pub const SECRET_KEYS: &[&str] = &["env", "prompt"];
 pub const TIER_KEYS: &[&str] = &["cpu", "memory", "gpu", "storage", "pvcs"];
@@ -93,6 +94,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("`storage.nfs`", NFS_KEYS),
     ("`gpu`", GPU_KEYS),
     ("`stack`", STACK_KEYS),
+    ("`stack.tls`", STACK_TLS_KEYS),
     ("`users`", USERS_KEYS),
     ("`users.tiers.NAME`", TIER_KEYS),
     ("`users.list[]`", USER_KEYS),

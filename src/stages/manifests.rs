@@ -98,6 +98,22 @@ pub fn manifest(
     kubectl: &str,
     then: Option<&str>,
 ) -> anyhow::Result<Vec<Op>> {
+    manifest_ops(name, text, kubectl, then, false)
+}
+
+/// [`manifest`] for a manifest that holds a secret (a TLS key): its File is compared by
+/// sha256 and never read back or shown in a diff.
+pub fn secret_manifest(name: &str, text: Option<String>, kubectl: &str) -> anyhow::Result<Vec<Op>> {
+    manifest_ops(name, text, kubectl, None, true)
+}
+
+fn manifest_ops(
+    name: &str,
+    text: Option<String>,
+    kubectl: &str,
+    then: Option<&str>,
+    secret: bool,
+) -> anyhow::Result<Vec<Op>> {
     let path = format!("{DIR}/{name}");
     let list = format!("{path}.objects");
     let applied = format!("{path}.applied");
@@ -130,7 +146,7 @@ pub fn manifest(
             content: text,
             mode: 0o600,
             owner: "root:root".into(),
-            secret: false,
+            secret,
         },
         Op::File {
             path: list.clone(),

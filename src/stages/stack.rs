@@ -47,6 +47,9 @@ pub struct StackStage {
 /// Where components live in a bundle, one directory each.
 pub const MANIFESTS: &str = crate::bundle::MANIFESTS_DIR;
 
+/// The manifest of the ingress gateway's TLS secret (`stack.tls`).
+const TLS_MANIFEST: &str = "stack/tls.yaml";
+
 /// How long the apply of a component's CRDs waits for them to be Established.
 const CRD_TIMEOUT_SECS: u64 = 120;
 
@@ -62,7 +65,9 @@ impl Stage for StackStage {
     }
     fn plan(&self, inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
         let mut ops = vec![prune(&inv.stack.components)];
+        let tls = inv.stack.tls.as_ref().map(tls_secret).transpose()?;
         if inv.stack.components.is_empty() {
+            ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, KUBECTL)?);
             return Ok(ops);
         }
         let Some(bundle) = self.bundle.as_deref() else {
@@ -108,6 +113,8 @@ impl Stage for StackStage {
                 .with_context(|| format!("stack component {name}"))?,
             );
         }
+        // After the components: the gateway's namespace comes with them.
+        ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, KUBECTL)?);
         Ok(ops)
     }
     fn finish(&self, inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
@@ -140,6 +147,43 @@ impl Stage for StackStage {
             ),
         }))
     }
+}
+
+/// The `kubernetes.io/tls` Secret of `stack.tls`, from its local PEM files (checked to be
+/// a certificate and a private key: a swapped or wrong file would otherwise surface as a
+/// gateway that fails every handshake).
+fn tls_secret(tls: &crate::inventory::StackTls) -> anyhow::Result<String> {
+    let read = |path: &std::path::Path, what: &str, marker: &str| -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("stack.tls.{what} {}: cannot read it ({e})", path.display())
+        })?;
+        if !text.contains(marker) {
+            bail!(
+                "stack.tls.{what} {}: no `{marker}` line: name the PEM {} file",
+                path.display(),
+                if what == "cert" {
+                    "certificate"
+                } else {
+                    "private key"
+                }
+            );
+        }
+        Ok(text)
+    };
+    let cert = read(&tls.cert, "cert", "-----BEGIN CERTIFICATE-----")?;
+    let key = read(&tls.key, "key", "PRIVATE KEY-----")?;
+    // Registered for redaction: the key must never reach a log, even base64-encoded.
+    let key_b64 = crate::secret::Secret::new(data_encoding::BASE64.encode(key.as_bytes()));
+    let _key = crate::secret::Secret::new(key);
+    Ok(format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: {}\n  \
+         namespace: {}\n  labels:\n    app.kubernetes.io/managed-by: gpuctl\ndata:\n  \
+         tls.crt: {}\n  tls.key: {}\n",
+        tls.name,
+        tls.namespace,
+        data_encoding::BASE64.encode(cert.as_bytes()),
+        key_b64.expose()
+    ))
 }
 
 /// The documents of component `name`: every `.yaml`/`.yml` file the bundle lists under

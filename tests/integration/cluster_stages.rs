@@ -484,8 +484,15 @@ fn the_stack_applies_crds_first_waits_for_workloads_names_a_stuck_one_and_remove
     set_section(
         &lab,
         "stack",
-        "  components: [kubeflow-core]\n  timeout: 60\n",
+        "  components: [kubeflow-core]\n  timeout: 60\n  tls: { cert: ./gw.crt, key: ./gw.key, namespace: kubeflow }\n",
     );
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQC7labkey\n-----END PRIVATE KEY-----\n";
+    std::fs::write(lab.dir().join("gw.key"), key).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        lab.dir().join("gw.crt"),
+        "-----BEGIN CERTIFICATE-----\nMIIBlabGatewayCert\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     // With Kubeflow's profiles in the stack a user also gets a Profile (after the stack:
     // its CRD comes from there).
     set_section(
@@ -501,6 +508,19 @@ fn the_stack_applies_crds_first_waits_for_workloads_names_a_stuck_one_and_remove
         ),
         "alice@lab.example"
     );
+    // The gateway's TLS secret, its key nowhere in what gpuctl printed.
+    assert_eq!(
+        kubectl(
+            &lab,
+            "-n kubeflow get secret kubeflow-gateway-tls -o jsonpath='{.type}'"
+        ),
+        "kubernetes.io/tls"
+    );
+    let key_b64 = data_encoding::BASE64.encode(key.as_bytes());
+    for text in [&first.stdout, &first.stderr] {
+        assert!(!text.contains("MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQC7labkey"));
+        assert!(!text.contains(&key_b64));
+    }
     assert!(
         host_part(&first, "node1").contains("stack "),
         "{}",

@@ -197,10 +197,12 @@ fn without_components_only_the_removal_of_earlier_ones_is_planned() {
         Op::Command {
             run, guard, undo, ..
         },
+        Op::Command { run: tls, .. },
     ] = &ops[..]
     else {
         panic!("{ops:?}")
     };
+    assert!(tls.contains("stack/tls.yaml.applied"), "{tls}");
     assert!(run.contains("case '  ' in"), "{run}");
     assert!(guard.contains("exit 1"), "{guard}");
     assert!(undo.is_some());
@@ -241,4 +243,93 @@ fn parts_order_files_and_unknown_components_go_by_path() {
             < components::order("kubeflow-core", "zz-extra/a.yaml")
     );
     assert!(components::order("mine", "a/x.yaml") < components::order("mine", "b/a.yaml"));
+}
+
+#[test]
+fn the_gateway_tls_secret_is_a_secret_manifest_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nMIIEkeymaterial\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let mut inv = inventory("kubeflow-core");
+    inv.stack.tls = Some(crate::inventory::StackTls {
+        cert: cert.clone(),
+        key: key.clone(),
+        name: "kubeflow-gateway-tls".into(),
+        namespace: "istio-system".into(),
+    });
+    let ops = plan(&inv).unwrap();
+    let Some(Op::File {
+        content, secret, ..
+    }) = ops
+        .iter()
+        .find(|op| matches!(op, Op::File { path, .. } if path.ends_with("stack/tls.yaml")))
+    else {
+        panic!("{ops:?}")
+    };
+    assert!(*secret, "the key must never show in a diff");
+    let doc: Value = serde_yaml::from_str(content).unwrap();
+    assert_eq!(doc["type"], "kubernetes.io/tls");
+    assert_eq!(doc["metadata"]["namespace"], "istio-system");
+    let crt = data_encoding::BASE64
+        .decode(doc["data"]["tls.crt"].as_str().unwrap().as_bytes())
+        .unwrap();
+    assert!(String::from_utf8(crt).unwrap().contains("MIIBcert"));
+    // Whatever picks the key up on its way is redacted.
+    assert!(!crate::secret::redact(content).contains(doc["data"]["tls.key"].as_str().unwrap()));
+    // The TLS manifest comes after the components (their namespaces first).
+    let last_file = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::File { path, .. } if path.ends_with(".yaml") => Some(path.as_str()),
+            _ => None,
+        })
+        .next_back();
+    assert_eq!(last_file, Some("/var/lib/gpuctl/manifests/stack/tls.yaml"));
+
+    // Swapped files are refused, naming the key that is wrong.
+    inv.stack.tls.as_mut().unwrap().cert = key.clone();
+    let err = plan(&inv).unwrap_err().to_string();
+    assert!(
+        err.contains("stack.tls.cert") && err.contains("BEGIN CERTIFICATE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stack_tls_in_the_inventory_needs_cert_and_key_and_defaults_the_rest() {
+    let inv = sample::load(&format!(
+        "{}stack: {{ tls: {{ cert: ./gw.crt, key: ./gw.key }} }}\n",
+        sample::YAML
+    ));
+    let tls = inv.stack.tls.unwrap();
+    assert!(tls.cert.ends_with("gw.crt") && tls.cert.is_absolute());
+    assert_eq!(
+        (tls.name.as_str(), tls.namespace.as_str()),
+        ("kubeflow-gateway-tls", "istio-system")
+    );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory");
+    let err = crate::inventory::load_text(
+        &format!("{}stack: {{ tls: {{ crt: ./gw.crt }} }}\n", sample::YAML),
+        &fixtures.join("sample.yaml"),
+        &fixtures,
+        &crate::inventory::LoadOptions {
+            no_ssh_config: true,
+            home: Some(fixtures.join("home")),
+            user: Some("tester".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("write `cert:`"), "{err}");
+    assert!(err.contains("stack.tls") && err.contains("key"), "{err}");
 }
