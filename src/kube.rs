@@ -64,6 +64,23 @@ pub struct NodeStatus {
     pub conditions: Vec<Condition>,
     #[serde(default)]
     pub allocatable: BTreeMap<String, String>,
+    #[serde(default, rename = "nodeInfo")]
+    pub node_info: NodeInfo,
+    #[serde(default)]
+    pub addresses: Vec<NodeAddress>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NodeInfo {
+    #[serde(default, rename = "kubeletVersion")]
+    pub kubelet_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NodeAddress {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,8 +5,9 @@
 //! `nvidia-smi` lists on it (A2), exactly one default
 //! StorageClass, the inventory's (S1), CoreDNS answers `dns.hosts` from
 //! `coredns-custom`, not from edits k3s overwrites (N5), and the stack's CRDs are
-//! Established and its workloads ready (A5), kube-system's pods running (K7), and no
-//! volume claim Lost or long Pending (S4).
+//! Established and its workloads ready (A5), kube-system's pods running (K7), no volume
+//! claim Lost or long Pending (S4), every kubelet within the supported skew of the API
+//! server (K1), and every node registered with the address the inventory gives it (N2).
 //!
 //! The chain is judged from its first broken link: without k3s on the first server no
 //! cluster check applies yet (each says so); with an API that does not answer, K5 is the
@@ -29,7 +30,9 @@ use crate::stages::stack::workloads::{self, COMPONENT_LABEL};
 use crate::stages::{gpu, labels, storage};
 
 /// The checks of this family, in report order.
-pub const IDS: &[&str] = &["K5", "K3", "K8", "K7", "A1", "A2", "A5", "S1", "S4", "N5"];
+pub const IDS: &[&str] = &[
+    "K5", "K3", "K8", "K1", "N2", "K7", "A1", "A2", "A5", "S1", "S4", "N5",
+];
 
 /// The device plugin's DaemonSet, as the `gpu` stage's template names it.
 pub const DEVICE_PLUGIN: &str = "nvidia-device-plugin-daemonset";
@@ -46,6 +49,7 @@ pub fn script(nonce: &str) -> String {
          c coredns_custom {custom}\n\
          c coredns {coredns}\n\
          c device_plugin {plugin}\n\
+         c version {version}\n\
          c system_pods {system_pods}\n\
          c claims {claims}\n\
          c stack_crds {stack_crds}\n\
@@ -65,6 +69,7 @@ pub fn script(nonce: &str) -> String {
         plugin = q(&format!(
             "-n kube-system get daemonset {DEVICE_PLUGIN} -o json"
         )),
+        version = q("version -o json"),
         system_pods = q("-n kube-system get pods -o json"),
         claims = q("get persistentvolumeclaims --all-namespaces -o json"),
         stack_crds = q(&format!(
@@ -135,6 +140,8 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
     match parse::<kube::List<Node>>(ev, "nodes") {
         Ok(list) => {
             out.extend(nodes(input, &list));
+            out.extend(skew(ev, &list));
+            out.extend(addresses(input, &list));
             out.extend(gpus(input, &list));
         }
         Err(why) => {
@@ -467,6 +474,145 @@ fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
         .evidence(evidence);
     }
     f.list
+}
+
+/// `v1.30.6+k3s1` → (1, 30).
+fn minor_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// How many minor versions a kubelet may be older than the API server (Kubernetes' skew
+/// policy since 1.28); it may never be newer.
+const KUBELET_SKEW: u32 = 3;
+
+/// K1: every kubelet within the skew policy of the API server, and all of them alike (an
+/// odd one out is a node that missed an upgrade).
+fn skew(ev: &Evidence, list: &kube::List<Node>) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    let server = parse::<serde_json::Value>(ev, "version")
+        .ok()
+        .and_then(|v| {
+            v.get("serverVersion")?
+                .get("gitVersion")?
+                .as_str()
+                .map(str::to_string)
+        });
+    let Some((server, (major, minor))) =
+        server.and_then(|s| minor_version(&s).map(|m| (s.clone(), m)))
+    else {
+        f.add(
+            "K1",
+            Severity::Skip,
+            "the API server did not say its version",
+        );
+        return f.list;
+    };
+    let mut wrong = Vec::new();
+    let mut versions = BTreeMap::<&str, Vec<&str>>::new();
+    for node in &list.items {
+        let v = node.status.node_info.kubelet_version.as_str();
+        versions.entry(v).or_default().push(&node.metadata.name);
+        match minor_version(v) {
+            Some((ma, mi)) if ma == major && mi <= minor && mi + KUBELET_SKEW >= minor => {}
+            Some(_) => wrong.push(format!(
+                "{}: kubelet {v}, API server {server} (a kubelet may be up to {KUBELET_SKEW} \
+                 minor versions older, never newer)",
+                node.metadata.name
+            )),
+            None => {}
+        }
+    }
+    let evidence: Vec<String> = versions
+        .iter()
+        .map(|(v, nodes)| format!("kubelet {v}: {}", nodes.join(", ")))
+        .collect();
+    let fix = "put one k3s version in the bundle (bin/k3s) and run gpuctl install --inventory \
+               INVENTORY --only kubernetes";
+    if !wrong.is_empty() {
+        f.add(
+            "K1",
+            Severity::Error,
+            format!("{} node(s) outside the version skew policy", wrong.len()),
+        )
+        .evidence(wrong)
+        .fix(fix);
+    } else if versions.len() > 1 {
+        f.add(
+            "K1",
+            Severity::Warn,
+            format!("{} different kubelet versions", versions.len()),
+        )
+        .evidence(evidence)
+        .fix(fix);
+    } else {
+        f.add(
+            "K1",
+            Severity::Ok,
+            format!("every kubelet within the skew of API server {server}"),
+        )
+        .evidence(evidence);
+    }
+    f.list
+}
+
+/// N2: each node registered with the address the inventory gives it (`internal_address`,
+/// else its SSH address when that is an IP): a node that picked another interface routes
+/// pod traffic where the other nodes do not expect it.
+fn addresses(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for host in input.inv.nodes() {
+        let Some(node) = list.items.iter().find(|n| n.metadata.name == host.name) else {
+            continue;
+        };
+        let mut f = Findings::new(&host.name);
+        let want = host.internal_address.map(|ip| ip.to_string()).or_else(|| {
+            let addr = crate::render::node_address(host);
+            addr.parse::<std::net::IpAddr>().ok().map(|_| addr)
+        });
+        let have: Vec<&str> = node
+            .status
+            .addresses
+            .iter()
+            .filter(|a| a.kind == "InternalIP")
+            .map(|a| a.address.as_str())
+            .collect();
+        match want {
+            None => {
+                f.add(
+                    "N2",
+                    Severity::Skip,
+                    "the inventory gives no IP for this node (internal_address)",
+                );
+            }
+            Some(w) if have.contains(&w.as_str()) => {
+                f.add("N2", Severity::Ok, format!("registered as {w}"));
+            }
+            Some(w) => {
+                f.add(
+                    "N2",
+                    Severity::Error,
+                    format!(
+                        "registered as {}, the inventory says {w}",
+                        if have.is_empty() {
+                            "no InternalIP".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    ),
+                )
+                .fix(format!(
+                    "set `internal_address: {w}` for {} (k3s's node-ip) and run gpuctl install \
+                     --inventory INVENTORY --only kubernetes --hosts {}",
+                    host.name, host.name
+                ));
+            }
+        }
+        out.extend(f.list);
+    }
+    out
 }
 
 /// K7: every kube-system pod running with its containers ready (or finished, for jobs).

@@ -220,6 +220,16 @@ pub const CHECKS: &[Check] = &[
         Layer::Kubernetes,
         "node labels and taints as the inventory says",
     ),
+    check(
+        "K1",
+        Layer::Kubernetes,
+        "every kubelet within the version skew of the API server",
+    ),
+    check(
+        "N2",
+        Layer::Network,
+        "each node registered with the inventory's address",
+    ),
     check("K7", Layer::Kubernetes, "kube-system's pods running"),
     check(
         "A1",

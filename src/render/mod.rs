@@ -8,7 +8,7 @@
 //! whitespace (a component the inventory turns off) produces no file.
 
 mod context;
-pub use context::namespace_for;
+pub use context::{namespace_for, node_address};
 mod embedded;
 
 use std::collections::BTreeMap;
