@@ -227,6 +227,7 @@ for u in k3s k3s-agent docker; do
   done
 done
 for p in /etc/containerd/certs.d/*/hosts.toml; do [ -e "$p" ] && f "$p"; done
+kv leftovers "$(for p in /etc/kubernetes/manifests /etc/kubernetes/admin.conf /var/lib/etcd /var/lib/kubelet/config.yaml /var/lib/rancher/k3s; do [ -e "$p" ] && printf '%s ' "$p"; done)"
 "#,
     );
     s.push_str(&super::reads::script(plan));

@@ -209,6 +209,11 @@ pub const CHECKS: &[Check] = &[
         Layer::Kubernetes,
         "k3s (or k3s-agent) and docker enabled and active",
     ),
+    check(
+        "K4",
+        Layer::Kubernetes,
+        "no files of an earlier Kubernetes install (before install)",
+    ),
     check("K5", Layer::Kubernetes, "the API server answers /readyz"),
     check(
         "K3",

@@ -3,6 +3,9 @@
 //! `is-active`, only for units that exist), judged against what the inventory makes the
 //! host. A unit that is running but not enabled works until the next reboot, which is when
 //! nobody is watching.
+//!
+//! K4, before install: no files of an earlier Kubernetes on the node (a kubeadm cluster's
+//! static pods and etcd, a half-removed k3s), which the new install would trip over.
 
 use super::{Findings, HostInput, Severity};
 use crate::inventory::{ContainerRuntime, Role};
@@ -27,6 +30,7 @@ pub fn check(input: &HostInput, out: &mut Findings) {
     if want.is_empty() {
         return;
     }
+    leftovers(input, &want, out);
     let k3s = if want.contains(&"k3s") {
         "k3s"
     } else {
@@ -78,6 +82,45 @@ pub fn check(input: &HostInput, out: &mut Findings) {
         ));
 }
 
+/// K4: before k3s is installed here, none of the files an earlier Kubernetes leaves.
+fn leftovers(input: &HostInput, want: &[&str], out: &mut Findings) {
+    let installed = want
+        .iter()
+        .any(|u| u.starts_with("k3s") && input.ev.get(&format!("svc.{u}")).is_some());
+    if installed {
+        out.add(
+            "K4",
+            Severity::Skip,
+            "k3s is installed: leftovers of another install matter before it",
+        );
+        return;
+    }
+    let Some(found) = input.ev.get("leftovers") else {
+        out.add("K4", Severity::Skip, "not read on this host");
+        return;
+    };
+    let found: Vec<&str> = found.split_whitespace().collect();
+    if found.is_empty() {
+        out.add(
+            "K4",
+            Severity::Ok,
+            "no files of an earlier Kubernetes install",
+        );
+        return;
+    }
+    out.add(
+        "K4",
+        Severity::Warn,
+        "files of an earlier Kubernetes install are here: the new one would trip over them",
+    )
+    .evidence(found.iter().map(|p| format!("{p} exists")))
+    .fix(
+        "a kubeadm cluster: sudo kubeadm reset -f && sudo rm -rf /etc/kubernetes /var/lib/etcd \
+         /var/lib/kubelet; a k3s: sudo /usr/local/bin/k3s-uninstall.sh (or gpuctl reset when \
+         gpuctl installed it)",
+    );
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -111,6 +154,36 @@ mod tests {
                 .unwrap_or_default()
                 .contains("enable --now k3s docker")
         );
+    }
+
+    #[test]
+    fn leftovers_of_an_earlier_install_are_told_before_install_only() {
+        let k4 = |case: &Case| {
+            case.findings()
+                .into_iter()
+                .find(|f| f.id == "K4")
+                .unwrap_or_else(|| panic!("no K4"))
+        };
+        let mut case = Case::healthy("cp1", false);
+        case.lines.push("@@t kv leftovers=".into());
+        assert_eq!(k4(&case).severity, Severity::Ok);
+        case.lines.retain(|l| !l.contains("leftovers="));
+        case.lines
+            .push("@@t kv leftovers=/etc/kubernetes/manifests /var/lib/etcd ".into());
+        let f = k4(&case);
+        assert_eq!(f.severity, Severity::Warn);
+        assert_eq!(
+            f.evidence,
+            ["/etc/kubernetes/manifests exists", "/var/lib/etcd exists"]
+        );
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains("kubeadm reset")
+        );
+        case.lines.push("@@t kv svc.k3s=enabled active".into());
+        assert_eq!(k4(&case).severity, Severity::Skip);
     }
 
     #[test]

@@ -322,7 +322,7 @@ fn doctor_passes_a_prepared_lab_finds_each_fault_and_changes_nothing() {
     );
 
     // Faults, one at a time, each undone before the next.
-    let faults: [(&str, &str, &str, &str); 6] = [
+    let faults: [(&str, &str, &str, &str); 7] = [
         (
             "node1",
             "mv /etc/sysctl.d/99-kubernetes.conf /root/",
@@ -358,6 +358,12 @@ fn doctor_passes_a_prepared_lab_finds_each_fault_and_changes_nothing() {
             "echo 2 > /etc/gpuctl-lab/gpus",
             "echo 4 > /etc/gpuctl-lab/gpus",
             "G5",
+        ),
+        (
+            "node2",
+            "mkdir -p /etc/kubernetes/manifests /var/lib/etcd",
+            "rm -rf /etc/kubernetes /var/lib/etcd",
+            "K4",
         ),
     ];
     let builtin_br_netfilter = lab
@@ -456,6 +462,20 @@ fn doctor_passes_a_prepared_lab_finds_each_fault_and_changes_nothing() {
                     "nvidia-smi lists 2 GPU(s), the inventory's gpu-count label says 4",
                 );
                 out.code(1);
+            }
+            "K4" => {
+                let f = expect(
+                    &json,
+                    "K4",
+                    "warn",
+                    node,
+                    "files of an earlier Kubernetes install",
+                );
+                assert_eq!(
+                    f["evidence"],
+                    serde_json::json!(["/etc/kubernetes/manifests exists", "/var/lib/etcd exists"])
+                );
+                out.code(i32::from(any_error));
             }
             _ => unreachable!(),
         }
