@@ -429,7 +429,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 const DOCTOR_ABOUT: &str = "Read-only health checks on every host, with evidence and the exact fix.
 
 One read-only script per host gathers the evidence in one round trip (sudo only to read files \
-the login user cannot); nothing is ever written on a host. Findings carry a stable id (H2, G5, \
+the login user cannot); nothing is ever written on a host, unless --smoke asks for the one \
+check that writes (R8: a pod per GPU node runs nvidia-smi, then its namespace is deleted). Findings carry a stable id (H2, G5, \
 R5, ...; see docs/doctor.md), a severity (ok, skip, info, warn, error), the lines they were \
 judged on, and the command that fixes them. Hosts are also compared with each other: the odd \
 one out (kernel, MTU, sysctls, GPU counts), duplicate hostnames, clock skew. Once k3s is \
@@ -630,6 +631,18 @@ pub struct DoctorArgs {
     /// redacted) to this .tar.gz, to carry out of an air-gapped site
     #[arg(long, value_name = "FILE.tar.gz")]
     pub support_bundle: Option<PathBuf>,
+    /// Also run the one check that writes (R8): a pod per GPU node with one GPU runs
+    /// nvidia-smi from the mirror's CUDA image; its namespace is deleted afterwards
+    #[arg(long)]
+    pub smoke: bool,
+    /// How long the smoke pods get to finish
+    #[arg(
+        long,
+        default_value_t = 180,
+        value_name = "SECONDS",
+        requires = "smoke"
+    )]
+    pub smoke_timeout: u64,
 }
 
 /// `gpuctl reset`: every install stage in reverse, each of its Ops undone (see

@@ -129,7 +129,16 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
             ev: ev.as_ref().map_err(Clone::clone),
             facts: &facts,
         }));
+        let api_up = ev.as_ref().is_ok_and(|e| {
+            e.get("k3s") == Some("present")
+                && e.cmd("readyz")
+                    .is_some_and(|c| c.ok() && c.lines.iter().any(|l| l.trim() == "ok"))
+        });
         raw.push(("cluster".to_string(), ev.map(|e| e.raw)));
+        let asked = args
+            .smoke
+            .then(|| std::time::Duration::from_secs(args.smoke_timeout.max(1)));
+        findings.extend(smoke(&inv, first, &fleet, &facts, asked, api_up).await);
     }
     let order: Vec<String> = hosts.iter().map(|(name, _, _)| name.clone()).collect();
     dr::sort(&mut findings, &order);
@@ -449,6 +458,60 @@ fn parse_ignore(ignore: &[String]) -> Result<Vec<String>, BadInput> {
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// R8: with `--smoke` and a cluster that answers, a pod per GPU node (see
+/// `doctor::smoke`); otherwise one finding saying why it did not run.
+async fn smoke(
+    inv: &Inventory,
+    first: &crate::inventory::Host,
+    fleet: &crate::fleet::Fleet,
+    facts: &[Facts],
+    asked: Option<std::time::Duration>,
+    api_up: bool,
+) -> Vec<dr::Finding> {
+    let mut skip = dr::Findings::new(dr::CLUSTER);
+    let gpu_nodes: Vec<String> = inv
+        .nodes()
+        .filter(|h| facts.iter().any(|x| x.host == h.name && x.gpu_host))
+        .map(|h| h.name.clone())
+        .collect();
+    let Some(timeout) = asked else {
+        skip.add(
+            "R8",
+            dr::Severity::Skip,
+            "writes to the cluster: opt in with --smoke",
+        );
+        return skip.list;
+    };
+    let why_not = if !api_up {
+        Some("needs an installed cluster that answers (K5)")
+    } else if gpu_nodes.is_empty() {
+        Some("no GPU node among the hosts doctor reached")
+    } else {
+        None
+    };
+    if let Some(why) = why_not {
+        skip.add("R8", dr::Severity::Skip, why);
+        return skip.list;
+    }
+    let manifest = dr::smoke::manifest(inv, &gpu_nodes);
+    let pods = gpu_nodes.len();
+    let label = format!("smoke@{}", first.name);
+    let result = fleet
+        .run_on(first, &label, |ctx| async move {
+            ctx.progress.step("running a GPU pod per GPU node");
+            dr::smoke::run(&ctx, manifest, pods, timeout).await
+        })
+        .await;
+    let listed = result
+        .outcome
+        .map_err(|e| crate::secret::redact(&format!("{e:#}")));
+    dr::smoke::judge(
+        &gpu_nodes,
+        listed.as_deref().map_err(Clone::clone),
+        &dr::smoke::image(inv),
+    )
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod reads;
 pub mod render;
 pub mod runtime;
 pub mod services;
+pub mod smoke;
 
 use serde::{Deserialize, Serialize};
 
@@ -265,6 +266,11 @@ pub const CHECKS: &[Check] = &[
         "N5",
         Layer::Network,
         "CoreDNS answers dns.hosts from coredns-custom",
+    ),
+    check(
+        "R8",
+        Layer::Gpu,
+        "a GPU pod runs nvidia-smi on every GPU node (--smoke)",
     ),
 ];
 

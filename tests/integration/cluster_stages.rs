@@ -672,13 +672,27 @@ fn storage_brings_one_local_path_with_the_inventory_path_and_the_nfs_provisioner
 /// `gpuctl doctor --json` over the cluster layers: `(id, host) → severity`, and the exit
 /// code.
 fn doctor_cluster(lab: &Lab) -> (i32, Vec<(String, String, String)>) {
-    let out = Gpuctl::new()
-        .args([
-            "doctor",
-            "--json",
+    doctor_json(lab, &["--only", "kubernetes,network,storage,stack"])
+}
+
+/// `doctor --smoke` with the cluster read and the GPU layer shown.
+fn doctor_smoke(lab: &Lab) -> (i32, Vec<(String, String, String)>) {
+    doctor_json(
+        lab,
+        &[
+            "--smoke",
+            "--smoke-timeout",
+            "20",
             "--only",
-            "kubernetes,network,storage,stack",
-        ])
+            "kubernetes,gpu",
+        ],
+    )
+}
+
+fn doctor_json(lab: &Lab, extra: &[&str]) -> (i32, Vec<(String, String, String)>) {
+    let out = Gpuctl::new()
+        .args(["doctor", "--json"])
+        .args(extra.iter().copied())
         .inventory(&lab.inventory)
         .spawn()
         .wait(crate::kubernetes::RUN_DEADLINE);
@@ -754,6 +768,20 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         );
     }
 
+    // --smoke: a GPU pod on node2 runs to the end, and its namespace is gone afterwards.
+    // (The gpu layer's other checks judge device nodes the lab's GPU node does not have.)
+    let (_, smoke) = doctor_smoke(&lab);
+    assert!(
+        smoke
+            .iter()
+            .any(|(i, h, s)| i == "R8" && h == "node2" && s == "ok"),
+        "{smoke:?}"
+    );
+    assert!(
+        !kubectl(&lab, "get namespaces -o name").contains("gpuctl-smoke"),
+        "the smoke namespace stayed"
+    );
+
     // Faults: the gpu label taken off node2 (so the device plugin leaves it too), a
     // second default class, coredns-custom emptied by hand, a system pod whose image
     // cannot be pulled.
@@ -772,6 +800,14 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     );
     let (code, broken) = doctor_cluster(&lab);
     assert_eq!(code, 1, "{broken:?}");
+    // The smoke pod finds no GPU to run on.
+    let (_, smoke) = doctor_smoke(&lab);
+    assert!(
+        smoke
+            .iter()
+            .any(|(i, h, s)| i == "R8" && h == "node2" && s == "error"),
+        "{smoke:?}"
+    );
     for (id, host) in [
         ("K8", "node2"),
         ("K7", "cluster"),
