@@ -153,3 +153,33 @@ impl List<StorageClass> {
             .collect()
     }
 }
+
+/// A pod as `kubectl get pods -o json` lists it, as far as doctor judges it.
+#[derive(Debug, Deserialize)]
+pub struct Pod {
+    pub metadata: Meta,
+    #[serde(default)]
+    pub status: PodStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub container_statuses: Vec<ContainerStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContainerStatus {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub ready: bool,
+    /// `running`, `waiting` or `terminated`, with its reason, message, exit code.
+    #[serde(default)]
+    pub state: BTreeMap<String, serde_json::Value>,
+}

@@ -620,7 +620,7 @@ fn addresses(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
 /// container's waiting reason (`ImagePullBackOff` points at the mirror).
 fn system_pods(ev: &Evidence) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
-    let list: kube::List<Pod> = match parse(ev, "system_pods") {
+    let list: kube::List<kube::Pod> = match parse(ev, "system_pods") {
         Ok(l) => l,
         Err(why) => {
             f.add("K7", Severity::Error, "cannot read kube-system's pods")
@@ -701,33 +701,6 @@ fn system_pods(ev: &Evidence) -> Vec<Finding> {
         .fix(fix);
     }
     f.list
-}
-
-#[derive(Deserialize)]
-struct Pod {
-    metadata: kube::Meta,
-    #[serde(default)]
-    status: PodStatus,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodStatus {
-    #[serde(default)]
-    phase: String,
-    #[serde(default)]
-    conditions: Vec<Condition>,
-    #[serde(default)]
-    container_statuses: Vec<ContainerStatus>,
-}
-
-#[derive(Deserialize)]
-struct ContainerStatus {
-    name: String,
-    #[serde(default)]
-    ready: bool,
-    #[serde(default)]
-    state: BTreeMap<String, serde_json::Value>,
 }
 
 /// How long a claim may stay Pending before S4 calls it stuck: provisioning takes seconds,

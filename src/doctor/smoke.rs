@@ -6,8 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use super::{Finding, Findings, Severity};
 use crate::fleet::HostCtx;
 use crate::inventory::Inventory;
@@ -111,7 +109,7 @@ async fn wait(ctx: &HostCtx, pods: usize, timeout: Duration) -> anyhow::Result<S
             )
             .await?;
         let text = out.stdout_str();
-        let done = serde_json::from_str::<kube::List<Pod>>(&text).is_ok_and(|l| {
+        let done = serde_json::from_str::<kube::List<kube::Pod>>(&text).is_ok_and(|l| {
             l.items.len() >= pods
                 && l.items
                     .iter()
@@ -124,35 +122,11 @@ async fn wait(ctx: &HostCtx, pods: usize, timeout: Duration) -> anyhow::Result<S
     }
 }
 
-#[derive(Deserialize)]
-struct Pod {
-    metadata: kube::Meta,
-    #[serde(default)]
-    status: PodStatus,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodStatus {
-    #[serde(default)]
-    phase: String,
-    #[serde(default)]
-    conditions: Vec<Condition>,
-    #[serde(default)]
-    container_statuses: Vec<ContainerStatus>,
-}
-
-#[derive(Deserialize)]
-struct ContainerStatus {
-    #[serde(default)]
-    state: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
 /// R8 per GPU node, from the pods' last listing (or why there is none).
 pub fn judge(nodes: &[String], listed: Result<&str, String>, image: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     let pods = listed.and_then(|t| {
-        serde_json::from_str::<kube::List<Pod>>(t)
+        serde_json::from_str::<kube::List<kube::Pod>>(t)
             .map_err(|e| format!("kubectl's answer is not a pod list ({e})"))
     });
     for node in nodes {

@@ -50,18 +50,15 @@ pub(crate) fn k3s_bundle(lab: &Lab) {
             b"not really an image tarball\n".to_vec(),
         ),
     ];
-    let mut yaml = String::from("name: lab-k3s\nversions: { k3s: v1.30.6+k3s1 }\nfiles:\n");
-    for (path, bytes) in &files {
-        let local = dir.join(path);
-        std::fs::create_dir_all(local.parent().unwrap_or(&dir)).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(&local, bytes).unwrap_or_else(|e| panic!("{e}"));
-        yaml.push_str(&format!(
-            "  - path: {path}\n    sha256: {}\n    size: {}\n",
-            hex::encode(Sha256::digest(bytes)),
-            bytes.len()
-        ));
-    }
-    std::fs::write(dir.join("bundle.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.join("bundle.yaml"),
+        "name: lab-k3s\nversions: { k3s: v1.30.6+k3s1 }\nfiles:\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let files: Vec<(String, Vec<u8>)> =
+        files.into_iter().map(|(p, b)| (p.to_string(), b)).collect();
+    add_to_bundle(lab, &files);
     let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
     std::fs::write(&lab.inventory, format!("bundle: ./bundle\n{text}"))
         .unwrap_or_else(|e| panic!("{e}"));
