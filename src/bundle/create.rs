@@ -414,14 +414,15 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Renders a kustomize target with the `kubectl` (`kubectl kustomize`) or `kustomize`
-/// (`kustomize build`) on PATH. Local targets are relative to the spec's directory.
+/// (`kustomize build`) on PATH. A directory relative to the spec's is a local target; a
+/// path written as one (`./`, `../`, `/`) must be that directory; anything else is handed
+/// to kustomize as a remote target (`github.com/org/repo/dir?ref=v1`, a URL).
 async fn kustomize(target: &str, spec_dir: &Path) -> anyhow::Result<String> {
     let local = spec_dir.join(target);
-    let target = if !target.contains("://") && !target.starts_with("github.com/") {
-        if !local.is_dir() {
-            bail!("{} is not a directory", local.display());
-        }
+    let target = if local.is_dir() {
         local.display().to_string()
+    } else if target.starts_with("./") || target.starts_with("../") || target.starts_with('/') {
+        bail!("{} is not a directory", local.display());
     } else {
         target.to_string()
     };
