@@ -382,8 +382,17 @@ pub enum ExportFormat {
 pub struct MirrorTargetArgs {
     /// The mirror registry, `host[:port]`. docker.io/library/nginx goes to
     /// REGISTRY/library/nginx (the upstream path is kept)
-    #[arg(long, value_name = "REGISTRY")]
-    pub to: String,
+    #[arg(long, value_name = "REGISTRY", required_unless_present = "inventory")]
+    pub to: Option<String>,
+    /// Take the registry from this inventory instead: `registry.mirror`, its CA and
+    /// login (for the registry gpuctl runs on a `registry` host, the CA and password
+    /// gpuctl made, made now if the install has not run yet)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["to", "insecure", "ca_file", "username"]
+    )]
+    pub inventory: Option<PathBuf>,
     /// Put every repository under this path: REGISTRY/PREFIX/library/nginx
     #[arg(long, value_name = "PATH")]
     pub prefix: Option<String>,

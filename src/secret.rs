@@ -18,6 +18,10 @@ pub enum SecretSource {
     Env { env: String },
     /// `{ prompt: true }`: asked for once on the terminal, never echoed.
     Prompt { prompt: bool },
+    /// A file gpuctl wrote itself (the password of the registry it runs); never written
+    /// in an inventory.
+    #[serde(skip_deserializing)]
+    File { file: std::path::PathBuf },
 }
 
 impl SecretSource {
@@ -26,6 +30,7 @@ impl SecretSource {
         match self {
             SecretSource::Env { env } => format!("environment variable {env}"),
             SecretSource::Prompt { .. } => "a terminal prompt".to_string(),
+            SecretSource::File { file } => format!("the file {}", file.display()),
         }
     }
 }
@@ -67,6 +72,13 @@ impl Secret {
                         reason: e.to_string(),
                     })
             }
+            SecretSource::File { file } => match std::fs::read_to_string(file) {
+                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim_end_matches('\n'))),
+                _ => Err(SecretError::MissingFile {
+                    what: what.to_string(),
+                    file: file.clone(),
+                }),
+            },
         }
     }
 }
@@ -88,6 +100,14 @@ pub enum SecretError {
         "{what}: could not read it from the terminal ({reason}); set it through an environment variable instead"
     )]
     Prompt { what: String, reason: String },
+    #[error(
+        "{what}: {} is missing or empty; gpuctl install makes it (stage registry) — run it, or restore the file from a backup",
+        file.display()
+    )]
+    MissingFile {
+        what: String,
+        file: std::path::PathBuf,
+    },
 }
 
 fn registry() -> &'static Mutex<Vec<String>> {

@@ -236,6 +236,17 @@ impl Bundle {
         dirs
     }
 
+    /// Whether `packages/<os_dir>/` or one of its role directories holds a package for
+    /// dpkg architecture `arch`.
+    pub fn has_debs_for(&self, os_dir: &str, arch: &str) -> bool {
+        let prefix = format!("{PACKAGES_DIR}/{os_dir}/");
+        self.files
+            .iter()
+            .filter(|f| f.path.starts_with(&prefix))
+            .filter_map(|f| Deb::parse(f).ok())
+            .any(|d| d.arch == "all" || d.arch == arch)
+    }
+
     /// The packages in `packages/<os_dir>/` for a host of dpkg architecture `arch`
     /// (`amd64`, `arm64`; `all` packages always), in manifest order.
     pub fn debs(&self, os_dir: &str, arch: &str) -> Vec<Deb> {

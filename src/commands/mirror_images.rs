@@ -70,10 +70,10 @@ pub async fn pull(args: &MirrorPullArgs) -> anyhow::Result<()> {
 }
 
 pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
-    let client = target_client(&args.target)?;
+    let (client, to) = target_client(&args.target)?;
     let report = crate::mirror::push(PushOptions {
         bundle: args.bundle.clone(),
-        registry: args.target.to.clone(),
+        registry: to.clone(),
         prefix: args.target.prefix.clone(),
         client,
         concurrency: usize::from(args.target.concurrency),
@@ -84,7 +84,7 @@ pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
     for (reference, digest) in &report.pushed {
         println!("{reference} {digest}");
     }
-    println!("pushed {}", report.summary(&args.target.to));
+    println!("pushed {}", report.summary(&to));
     if report.failures.is_empty() {
         return Ok(());
     }
@@ -99,7 +99,7 @@ pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
 }
 
 pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
-    let client = target_client(&args.target)?;
+    let (client, to) = target_client(&args.target)?;
     let lock_path = match (&args.lock, &args.bundle) {
         (Some(lock), _) => lock.clone(),
         (None, Some(bundle)) => Bundle::open(bundle).map_err(BadInput)?.lock_path(),
@@ -117,7 +117,7 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
     let results = crate::mirror::check(CheckOptions {
         lock,
         only,
-        registry: args.target.to.clone(),
+        registry: to.clone(),
         prefix: args.target.prefix.clone(),
         client,
         concurrency: usize::from(args.target.concurrency),
@@ -137,13 +137,13 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
     }
     print!("{}", table.render());
     if incomplete == 0 {
-        println!("all {} images are in {}", results.len(), args.target.to);
+        println!("all {} images are in {}", results.len(), to);
         return Ok(());
     }
     Err(anyhow!(
         "{incomplete} of {} images are incomplete in {}; run `gpuctl mirror-images push` with the bundle",
         results.len(),
-        args.target.to
+        to
     ))
 }
 
@@ -171,12 +171,18 @@ pub fn export(args: &MirrorExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks the registry flags and loads the password from its environment variable.
-fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
-    check_registry("--to", &target.to)?;
+/// Checks the registry flags and loads the password from its environment variable; with
+/// `--inventory`, takes all of it from the inventory's `registry`. Returns the client's
+/// options and the registry.
+fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<(ClientOptions, String)> {
     if let Some(prefix) = &target.prefix {
         check_prefix(prefix).map_err(|e| BadInput(format!("--prefix: {e}")))?;
     }
+    if let Some(path) = &target.inventory {
+        return inventory_client(path, target.verbose);
+    }
+    let to = target.to.clone().unwrap_or_default();
+    check_registry("--to", &to)?;
     let flags = match (&target.username, &target.password_env) {
         (Some(username), Some(var)) => {
             let source = SecretSource::Env { env: var.clone() };
@@ -189,13 +195,71 @@ fn target_client(target: &MirrorTargetArgs) -> anyhow::Result<ClientOptions> {
         }
         _ => None,
     };
-    let credentials = lookup(&target.to, flags, target.verbose)?;
-    Ok(ClientOptions {
-        insecure: target.insecure,
-        ca_file: target.ca_file.clone(),
-        credentials,
-        ..ClientOptions::default()
-    })
+    let credentials = lookup(&to, flags, target.verbose)?;
+    Ok((
+        ClientOptions {
+            insecure: target.insecure,
+            ca_file: target.ca_file.clone(),
+            credentials,
+            ..ClientOptions::default()
+        },
+        to,
+    ))
+}
+
+/// The inventory's mirror with its CA and login. For the registry gpuctl runs, the CA and
+/// password are made here when the install has not made them yet, so images can be
+/// pushed before the install needs them.
+fn inventory_client(
+    path: &std::path::Path,
+    verbose: bool,
+) -> anyhow::Result<(ClientOptions, String)> {
+    let inv = super::connect::load_inventory(path)?;
+    let Some(r) = &inv.registry else {
+        return Err(BadInput(format!(
+            "{}: no registry to push to: add `registry: {{ mirror: HOST:PORT }}`, give a host \
+             the role registry, or use --to",
+            path.display()
+        ))
+        .into());
+    };
+    let password = match crate::stages::registry::prepare(&inv, None)
+        .map_err(|e| BadInput(format!("the registry gpuctl runs: {e:#}")))?
+    {
+        Some((_, password)) => Some(password),
+        None => match &r.password {
+            Some(source) => Some(
+                Secret::load(source, "registry password (registry.credentials.password)")
+                    .map_err(|e| BadInput(e.to_string()))?,
+            ),
+            None => None,
+        },
+    };
+    let flags = match (&r.username, password) {
+        (Some(username), Some(password)) => Some(Credentials {
+            username: username.clone(),
+            password,
+        }),
+        _ => None,
+    };
+    if verbose && let Some(c) = &flags {
+        eprintln!(
+            "credentials for {}: user {} from {}",
+            r.mirror,
+            c.username,
+            path.display()
+        );
+    }
+    let credentials = lookup(&r.mirror, flags, verbose)?;
+    Ok((
+        ClientOptions {
+            insecure: r.insecure,
+            ca_file: r.ca_file.clone(),
+            credentials,
+            ..ClientOptions::default()
+        },
+        r.mirror.clone(),
+    ))
 }
 
 /// The credentials for one registry: the command-line flags when given, else the docker

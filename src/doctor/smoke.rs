@@ -230,6 +230,7 @@ mod tests {
             ca_file: None,
             username: None,
             password: None,
+            served_by: None,
         });
         let m = manifest(&inv, &["gpu1".into()]);
         let docs = crate::mirror::discover::parse_yaml("smoke", &m).unwrap();

@@ -114,6 +114,27 @@ fn registry_password(
         .map_err(|e| BadInput(e.to_string()).into())
 }
 
+/// The password, and for the registry gpuctl runs its certificate and login (made here on
+/// first use), when a selected stage needs them: `registry` puts them on the registry host,
+/// `runtime` installs the CA on every node, `kubernetes` writes the login.
+#[allow(clippy::type_complexity)]
+fn registry_inputs(
+    inv: &Inventory,
+    selected: &[select::Selected],
+) -> anyhow::Result<(
+    Option<Arc<crate::stages::registry::site::Materials>>,
+    Option<crate::secret::Secret>,
+)> {
+    let needs = |names: &[&str]| selected.iter().any(|s| names.contains(&s.name));
+    if needs(&["registry", "runtime", "kubernetes"])
+        && let Some((site, password)) = crate::stages::registry::prepare(inv, None)
+            .map_err(|e| BadInput(format!("the registry gpuctl runs: {e:#}")))?
+    {
+        return Ok((Some(site), Some(password)));
+    }
+    Ok((None, registry_password(inv, selected)?))
+}
+
 /// One host's row of the result.
 #[derive(Debug)]
 pub struct HostRow {
@@ -150,9 +171,11 @@ pub async fn run(
 ) -> anyhow::Result<RunResult> {
     let names = crate::stages::names();
     let selected = select::select(&names, &opts.selection)?;
+    let (registry_site, registry_password) = registry_inputs(&inv, &selected)?;
     let all = crate::stages::all(&crate::stages::Inputs {
         bundle: opts.bundle.clone(),
-        registry_password: registry_password(&inv, &selected)?,
+        registry_password,
+        registry_site,
     });
     let state_dir = inv.state_dir();
     let journal_path = state_dir.join("state.json");

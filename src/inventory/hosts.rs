@@ -317,7 +317,6 @@ fn roles(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>], c: &Clust
         );
     }
     let has_nfs_storage = raw.storage.nfs.is_some();
-    let has_registry = raw.registry.is_some();
     for (h, resolved) in raw.hosts.iter().zip(hosts) {
         let Some(host) = resolved else { continue };
         if host.roles.contains(&Role::Nfs) && !has_nfs_storage {
@@ -329,9 +328,6 @@ fn roles(p: &mut Problems, raw: &RawInventory, hosts: &[Option<Host>], c: &Clust
                 ),
                 Some("add `storage: { nfs: { server: NAME, export: /path } }`".into()),
             );
-        }
-        if host.roles.contains(&Role::Registry) && !has_registry {
-            p.warn(&h.at, format!("host {} has role registry but registry.mirror is not set; nodes will not pull from it", host.name), Some("add `registry: { mirror: HOST:5000 }`".into()));
         }
         if is_local(h) && hosts.len() > 1 {
             p.warn(&h.at, format!("host {} is this machine; the others must be able to reach it at its internal address", host.name), None);

@@ -171,6 +171,24 @@ pub struct Registry {
     pub ca_file: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<SecretSource>,
+    /// The host with role `registry`, on which gpuctl runs the registry itself (stage
+    /// `registry`); `None` when the site runs its own.
+    pub served_by: Option<String>,
+}
+
+impl Registry {
+    /// The mirror's host without its port.
+    pub fn mirror_host(&self) -> &str {
+        crate::inventory::syntax::split_host_port(&self.mirror).0
+    }
+    /// The mirror's port: the one written, else 443 with TLS and 80 without.
+    pub fn mirror_port(&self) -> u16 {
+        match crate::inventory::syntax::split_host_port(&self.mirror).1 {
+            Some(p) => p.parse().unwrap_or(443),
+            None if self.insecure => 80,
+            None => 443,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]

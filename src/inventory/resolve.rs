@@ -15,6 +15,7 @@ use super::model::*;
 use super::problem::{At, Problems, did_you_mean};
 use super::raw::*;
 use super::syntax;
+use crate::secret::SecretSource;
 
 pub const K3S_VERSION: &str = "v1.30.6+k3s1";
 pub const KUBEADM_VERSION: &str = "v1.30.6";
@@ -96,6 +97,12 @@ pub fn resolve(
     if !known_hosts.contains(&personal) {
         known_hosts.push(personal);
     }
+    let state_dir = env.base_dir.join(".gpuctl").join(
+        cluster
+            .as_ref()
+            .map_or("", |c: &crate::inventory::model::Cluster| c.name.as_str()),
+    );
+    let registry = serve_registry(p, raw, registry, &hosts, &state_dir);
     if p.has_errors() {
         return None;
     }
@@ -345,7 +352,115 @@ fn registry(p: &mut Problems, r: &RawRegistry, env: &SshEnv<'_>) -> Option<Regis
         ca_file,
         username: r.username.as_ref().map(|u| u.v.clone()),
         password: r.password.as_ref().map(|s| s.v.clone()),
+        served_by: None,
     })
+}
+
+/// With a host of role `registry`, gpuctl runs the registry there (stage `registry`): the
+/// mirror defaults to that host's address on port 5000, its CA and login are gpuctl's own
+/// (`.gpuctl/<cluster>/registry/`) unless the inventory names credentials, and a CA file
+/// of the site's cannot be used (gpuctl signs the registry's certificate with its CA).
+fn serve_registry(
+    p: &mut Problems,
+    raw: &RawInventory,
+    registry: Option<Registry>,
+    hosts: &[Option<Host>],
+    state_dir: &std::path::Path,
+) -> Option<Registry> {
+    let served: Vec<&Host> = hosts
+        .iter()
+        .flatten()
+        .filter(|h| h.roles.contains(&Role::Registry))
+        .collect();
+    let Some(host) = served.first() else {
+        return registry;
+    };
+    if served.len() > 1 {
+        p.error_hint(
+            &raw.hosts_at,
+            format!(
+                "{} hosts have role registry ({}); gpuctl runs one registry",
+                served.len(),
+                served
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "keep the role on one host",
+        );
+    }
+    let mut r = match registry {
+        Some(r) => r,
+        None => {
+            let Some(address) = host.node_address() else {
+                p.error_hint(
+                    &raw.hosts_at,
+                    format!(
+                        "host {} has role registry, and the nodes cannot reach it at its SSH \
+                         address; say where they pull from",
+                        host.name
+                    ),
+                    "add `registry: { mirror: HOST:5000 }`, or `internal_address:` to the host",
+                );
+                return None;
+            };
+            let mirror = if address.contains(':') {
+                format!("[{address}]:5000")
+            } else {
+                format!("{address}:5000")
+            };
+            Registry {
+                mirror,
+                insecure: false,
+                ca_file: None,
+                username: None,
+                password: None,
+                served_by: None,
+            }
+        }
+    };
+    let port = syntax::split_host_port(&r.mirror)
+        .1
+        .and_then(|p| p.parse::<u16>().ok());
+    if port.is_none_or(|p| p < 1024) {
+        p.error_hint(
+            raw.registry
+                .as_ref()
+                .and_then(|r| r.mirror.as_ref())
+                .map_or(&raw.hosts_at, |m| &m.at),
+            format!(
+                "registry.mirror {:?}: the registry gpuctl runs on {} listens on the mirror's \
+                 port, as an unprivileged user, so the port must be written and at least 1024",
+                r.mirror, host.name
+            ),
+            "write e.g. `mirror: registry.lab:5000`",
+        );
+    }
+    let paths = crate::stages::registry::site::Paths::new(state_dir);
+    if let Some(ca) = raw.registry.as_ref().and_then(|r| r.ca_file.as_ref()) {
+        p.error_hint(
+            &ca.at,
+            format!(
+                "registry.ca_file with a host of role registry ({}): gpuctl runs that registry \
+                 and signs its certificate with a CA of its own ({})",
+                host.name,
+                paths.ca().display()
+            ),
+            "remove ca_file; or, for a registry the site runs itself, remove the role registry",
+        );
+    }
+    if !r.insecure {
+        r.ca_file = Some(paths.ca());
+    }
+    if r.username.is_none() {
+        r.username = Some(crate::stages::registry::site::USERNAME.to_string());
+        r.password = Some(SecretSource::File {
+            file: paths.password(),
+        });
+    }
+    r.served_by = Some(host.name.clone());
+    Some(r)
 }
 
 fn dns(p: &mut Problems, raw: &[RawDnsHost]) -> Dns {

@@ -120,7 +120,6 @@ pub const ROLE_ALIASES: &[(&str, &str)] = &[
     ("agent", "worker"),
     ("kube_node", "worker"),
     ("nas", "nfs"),
-    ("harbor", "registry"),
 ];
 
 /// Keys written by habit from other tools, with what to write instead.

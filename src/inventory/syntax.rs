@@ -138,6 +138,15 @@ pub fn quantity(s: &str) -> Result<(), String> {
     }
 }
 
+/// `host[:port]` split into the host (without IPv6 brackets) and the port, unchecked.
+pub fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || s.starts_with('[') => (host, Some(port)),
+        _ => (s, None),
+    };
+    (host.trim_start_matches('[').trim_end_matches(']'), port)
+}
+
 /// A registry address: `host[:port]`, without scheme or path.
 pub fn registry_address(s: &str) -> Result<(), String> {
     if s.contains("://") {
@@ -146,16 +155,12 @@ pub fn registry_address(s: &str) -> Result<(), String> {
     if s.contains('/') {
         return Err("write only host[:port], without a path".into());
     }
-    let host = match s.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || s.starts_with('[') => {
-            if port.parse::<u16>().is_err() {
-                return Err(format!("{port:?} is not a port number"));
-            }
-            host
-        }
-        _ => s,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (host, port) = split_host_port(s);
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{port:?} is not a port number"));
+    }
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }

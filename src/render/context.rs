@@ -105,7 +105,13 @@ pub fn context(inv: &Inventory) -> Result<Value, TemplateError> {
             "pod_cidr": inv.cluster.pod_cidr.to_string(),
             "service_cidr": inv.cluster.service_cidr.to_string(),
         },
-        "registry": inv.registry.as_ref().map(|r| json!({ "mirror": r.mirror, "insecure": r.insecure })),
+        "registry": inv.registry.as_ref().map(|r| json!({
+            "mirror": r.mirror,
+            "insecure": r.insecure,
+            "served_by": r.served_by,
+            "port": r.mirror_port(),
+            "tls": !r.insecure,
+        })),
         "nodes": nodes,
         "gpu": {
             "device_plugin": inv.gpu.device_plugin,

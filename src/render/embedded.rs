@@ -15,6 +15,7 @@ pub const TEMPLATES: &[(&str, &str)] = templates![
     "gpu/dcgm-exporter.yaml.hbs",
     "gpu/device-plugin.yaml.hbs",
     "gpu/runtimeclass.yaml.hbs",
+    "registry/config.yml.hbs",
     "storage/exports.hbs",
     "storage/local-path.yaml.hbs",
     "storage/nfs-provisioner.yaml.hbs",

@@ -430,6 +430,7 @@ mod tests {
             ca_file: None,
             username: None,
             password: None,
+            served_by: None,
         });
         let ops = ops(&inv, &["gpu/device-plugin.yaml"], "kubectl").unwrap();
         let Op::File { content, .. } = &ops[0] else {
@@ -494,6 +495,7 @@ mod tests {
                     ca_file: None,
                     username: None,
                     password: None,
+                    served_by: None,
                 });
             }
             let mirror = inv.registry.as_ref().map(|r| r.mirror.clone()).unwrap();

@@ -17,6 +17,7 @@ pub mod os;
 pub mod packages;
 pub mod preflight;
 pub mod ready;
+pub mod registry;
 pub mod runtime;
 pub mod stack;
 pub mod storage;
@@ -38,6 +39,9 @@ pub struct Inputs {
     pub bundle: Option<Arc<Bundle>>,
     /// `registry.credentials.password`, for the `kubernetes` stage's `registries.yaml`.
     pub registry_password: Option<Secret>,
+    /// The certificate and login of the registry gpuctl runs (a `registry` host), made on
+    /// this machine before any host is touched.
+    pub registry_site: Option<Arc<registry::site::Materials>>,
 }
 
 /// Every stage, in order.
@@ -49,6 +53,9 @@ pub fn all(inputs: &Inputs) -> Vec<Box<dyn Stage>> {
         Box::new(os::Os),
         Box::new(packages::Packages {
             bundle: bundle.clone(),
+        }),
+        Box::new(registry::RegistryStage {
+            site: inputs.registry_site.clone(),
         }),
         Box::new(runtime::Runtime),
         Box::new(nfs::Nfs),

@@ -75,6 +75,14 @@ impl Stage for Packages {
         let os_dir = bundle::os_dir(&f.os_id, &f.os_version);
         let arch = bundle::dpkg_arch(&f.arch);
         let mut debs = bundle.debs(&os_dir, arch);
+        for role in roles(inv, &hf.host) {
+            debs.extend(bundle.debs(&format!("{os_dir}/{role}"), arch));
+        }
+        // A bundle for another OS or architecture is refused; one whose packages for this
+        // OS are all for other roles' hosts leaves this host nothing to install.
+        if debs.is_empty() && bundle.has_debs_for(&os_dir, arch) {
+            return Ok(Vec::new());
+        }
         if debs.is_empty() {
             bail!(
                 "the bundle {} has no packages for {os_dir} ({arch}); it has packages for {}. \
@@ -83,9 +91,6 @@ impl Stage for Packages {
                 bundle.dir.display(),
                 have.join(", ")
             );
-        }
-        for role in roles(inv, &hf.host) {
-            debs.extend(bundle.debs(&format!("{os_dir}/{role}"), arch));
         }
         let mut ops: Vec<Op> = debs
             .iter()

@@ -230,6 +230,7 @@ mod tests {
             ca_file: None,
             username: None,
             password: None,
+            served_by: None,
         });
         inv
     }

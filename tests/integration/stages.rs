@@ -205,21 +205,30 @@ fn real_debs(names: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Writes `bundle.yaml` for every file under `dir/packages`.
+/// Writes `bundle.yaml` for every file under `dir/packages` (role directories too).
 fn write_manifest(dir: &Path) {
     let mut yaml = String::from("name: lab-test\nfiles:\n");
-    let pkgs = dir.join("packages/debian-12");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&pkgs)
-        .unwrap_or_else(|e| panic!("{}: {e}", pkgs.display()))
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let mut files = Vec::new();
+    let mut todo = vec![dir.join("packages")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+            .flatten()
+        {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     for f in files {
         let bytes = std::fs::read(&f).unwrap_or_else(|e| panic!("{e}"));
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = f.strip_prefix(dir).unwrap_or(&f).display();
         yaml.push_str(&format!(
-            "  - path: packages/debian-12/{name}\n    sha256: {}\n    size: {}\n",
+            "  - path: {name}\n    sha256: {}\n    size: {}\n",
             hex::encode(Sha256::digest(&bytes)),
             bytes.len()
         ));
@@ -445,4 +454,152 @@ fn reset_undoes_what_install_wrote_and_a_second_reset_finds_nothing() {
     let redo = install(&lab, &["--only", "runtime"]).success();
     assert!(!redo.stdout.contains("skipped"), "{}", redo.stdout);
     assert_eq!(daemon_json(&lab, "node1")["log-driver"], "json-file");
+}
+
+/// The HTTP status of `url` through curl, trusting `ca`, logging in with the `user = ...`
+/// line of `config` when given (so no password is on a command line or in a message).
+fn http_status(url: &str, ca: &Path, config: Option<&Path>) -> String {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+    ])
+    .arg("--cacert")
+    .arg(ca);
+    if let Some(c) = config {
+        cmd.arg("-K").arg(c);
+    }
+    let out = cmd.arg(url).output().unwrap_or_else(|e| {
+        panic!("curl could not run ({e}); apt-get install -y curl, as .ci/run does")
+    });
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_registry_host_serves_the_mirror_with_tls_and_a_login_from_gpuctls_own_ca() {
+    let debs = real_debs(&["docker-registry", "lsb-base"]);
+    let lab = Lab::up(&LabSpec::new(2));
+    let bundle = lab.dir().join("bundle");
+    let pkgs = bundle.join("packages/debian-12/registry");
+    std::fs::create_dir_all(&pkgs).unwrap_or_else(|e| panic!("{e}"));
+    for deb in &debs {
+        std::fs::copy(deb, pkgs.join(deb.file_name().unwrap_or_default()))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    write_manifest(&bundle);
+    edit_inventory(&lab, "", "bundle: ./bundle\n");
+    // node2 (the first worker) becomes the registry host; nothing else is said about it.
+    let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
+    let text = text.replacen("roles: [worker]", "roles: [registry]", 1);
+    std::fs::write(&lab.inventory, &text).unwrap_or_else(|e| panic!("{e}"));
+    let ip = text
+        .split("name: node2")
+        .nth(1)
+        .and_then(|s| s.split("internal_address: ").nth(1))
+        .and_then(|s| s.lines().next())
+        .unwrap_or_else(|| panic!("no internal address for node2:\n{text}"))
+        .trim()
+        .to_string();
+
+    let out = install(&lab, &["--only", "packages,registry"]).success();
+    let state = std::fs::read_dir(lab.dir().join(".gpuctl"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .next()
+        .unwrap_or_else(|| panic!("no .gpuctl/<cluster>"))
+        .path()
+        .join("registry");
+    let ca = state.join("ca.pem");
+    let password = std::fs::read_to_string(state.join("password"))
+        .unwrap_or_else(|e| panic!("{}: {e}", state.display()));
+    let password = password.trim_end();
+    assert!(password.len() >= 32);
+    assert!(!out.stdout.contains(password) && !out.stderr.contains(password));
+    assert!(
+        host_part(&out, "node2").contains("registry"),
+        "{}",
+        out.stdout
+    );
+
+    // TLS from gpuctl's CA for the node's address; no login, no entry.
+    let v2 = format!("https://{ip}:5000/v2/");
+    let login = lab.dir().join("curl-login");
+    std::fs::write(&login, format!("user = \"gpuctl:{password}\"\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(http_status(&v2, &ca, Some(&login)), "200");
+    assert_eq!(http_status(&v2, &ca, None), "401");
+    // The key and the logins are for the service's user only.
+    assert_eq!(
+        lab.exec(
+            "node2",
+            "stat -c '%a %U:%G' /etc/docker/registry/tls/server.key /etc/docker/registry/htpasswd"
+        )
+        .trim(),
+        "640 root:docker-registry\n640 root:docker-registry"
+    );
+
+    // `mirror-images push --inventory` finds the registry, its CA and login by itself.
+    let work = lab.dir().join("images");
+    let upstream = crate::support::registry::TestRegistry::plain();
+    let layout = crate::support::images::single_arch(&work.join("layout"), "1", 2, 16 * 1024);
+    upstream.copy_layout(&layout, "1", "team/app", None);
+    let images = work.join("images.txt");
+    std::fs::write(&images, format!("{}/team/app:1\n", upstream.addr))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let images_bundle = work.join("bundle");
+    Gpuctl::new()
+        .args([
+            "mirror-images",
+            "pull",
+            "--insecure-registry",
+            &upstream.addr,
+        ])
+        .args([
+            "--images".to_string(),
+            images.display().to_string(),
+            "--bundle".to_string(),
+            images_bundle.display().to_string(),
+        ])
+        .spawn()
+        .wait(RUN_DEADLINE)
+        .success();
+    for verb in ["push", "check"] {
+        let out = Gpuctl::new()
+            .args(["mirror-images", verb])
+            .args([
+                "--bundle".to_string(),
+                images_bundle.display().to_string(),
+                "--inventory".to_string(),
+                lab.inventory.display().to_string(),
+            ])
+            .spawn()
+            .wait(RUN_DEADLINE)
+            .success();
+        assert!(!out.stdout.contains(password) && !out.stderr.contains(password));
+    }
+
+    // A second run changes nothing on the host: the same CA, certificate and login.
+    let before = lab.exec(
+        "node2",
+        "sha256sum /etc/docker/registry/tls/* /etc/docker/registry/htpasswd",
+    );
+    install(
+        &lab,
+        &["--only", "packages,registry", "--force", "registry"],
+    )
+    .success()
+    .stdout_has("registry   in sync");
+    assert_eq!(
+        lab.exec(
+            "node2",
+            "sha256sum /etc/docker/registry/tls/* /etc/docker/registry/htpasswd"
+        ),
+        before
+    );
+    assert_eq!(http_status(&v2, &ca, Some(&login)), "200");
 }

@@ -26,7 +26,9 @@ pub(crate) const SERVER_GROUPS: &[&str] = &[
 ];
 pub(crate) const WORKER_GROUPS: &[&str] = &["kube_node", "kube-node", "nodes", "workers"];
 pub(crate) const NFS_GROUPS: &[&str] = &["nfs"];
-pub(crate) const REGISTRY_GROUPS: &[&str] = &["registry", "harbor"];
+/// Hosts on which gpuctl runs the registry itself. A `harbor` group is the site's own
+/// registry, which gpuctl must not touch: it is noted, and the mirror is written commented.
+pub(crate) const REGISTRY_GROUPS: &[&str] = &["registry"];
 pub(crate) const GPU_GROUPS: &[&str] = &["gpu", "gpus"];
 /// Groups that only gather others; their variables still apply to their hosts.
 pub(crate) const PARENT_GROUPS: &[&str] = &[
@@ -145,7 +147,9 @@ pub fn emit(inv: &Ansible, file: &str) -> Converted {
         ]
         .iter()
         .any(|list| list.contains(&lower.as_str()));
-        if lower == "etcd" && !g.hosts.is_empty() {
+        if lower == "harbor" && !g.hosts.is_empty() {
+            notes.insert("group harbor: the site's own registry, which gpuctl leaves alone; point registry.mirror (and ca_file, credentials) at it".into(), g.hosts.clone());
+        } else if lower == "etcd" && !g.hosts.is_empty() {
             notes.insert("group etcd: gpuctl runs etcd on the servers (k3s embedded etcd, kubeadm stacked etcd)".into(), g.hosts.clone());
         } else if !known && lower != "etcd" && !g.hosts.is_empty() {
             notes.insert(format!("group {group}: no gpuctl role"), g.hosts.clone());
@@ -171,6 +175,9 @@ pub fn emit(inv: &Ansible, file: &str) -> Converted {
             }
         }
         if roles.is_empty() {
+            if groups.iter().any(|g| g == "harbor") {
+                continue;
+            }
             let why = if groups.iter().any(|g| g == "etcd") {
                 "host only in etcd: gpuctl runs etcd on the servers; not converted".to_string()
             } else {
@@ -376,8 +383,9 @@ fn write(
     if let Some(r) = hosts.iter().find(|h| h.roles.contains(&"registry")) {
         let at = r.address.clone().unwrap_or_else(|| r.name.clone());
         y.push_str(&format!(
-            "\n# {} has role registry; point every node's image pulls at it:\n# registry: {{ mirror: {}:5000 }}\n",
+            "\n# {} has role registry: gpuctl runs the image mirror there, at {}:5000, with its own CA\n# and login (docs/mirror.md). To give it another name:\n# registry: {{ mirror: {}:5000 }}\n",
             r.name,
+            at,
             q(&at)
         ));
     }

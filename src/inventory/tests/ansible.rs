@@ -65,9 +65,11 @@ fn deepops_ini_with_ranges_children_and_become_password() {
 fn kubespray_yaml_with_per_host_overrides_and_ssh_password() {
     let (yaml, inv) = convert("kubespray.yaml");
     insta::assert_snapshot!("kubespray_yaml", yaml);
-    assert_eq!(inv.hosts.len(), 4);
+    assert_eq!(inv.hosts.len(), 3);
     assert!(yaml.contains("password: { env: GPUCTL_SSH_PASSWORD }"));
-    assert!(yaml.contains("harbor_admin_password (value not copied)"));
+    // Harbor is the site's registry: gpuctl must not run its own on it.
+    assert!(yaml.contains("group harbor: the site's own registry, which gpuctl leaves alone"));
+    assert!(!inv.hosts.iter().any(|h| h.name == "harbor"));
 }
 
 #[test]

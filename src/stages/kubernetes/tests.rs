@@ -84,7 +84,7 @@ fn ha_bastion_lab_first_server_joining_server_agent_and_non_nodes() {
     let agent = plan(&inv, "gpu01");
     insta::assert_yaml_snapshot!("ha_gpu_agent", masked(&agent));
     assert!(plan(&inv, "nas1").is_empty());
-    assert!(plan(&inv, "harbor").is_empty());
+    assert!(plan(&inv, "registry").is_empty());
 
     // The token is only in the agent's env file, and that file is a secret Op.
     let with_token: Vec<&Op> = agent
