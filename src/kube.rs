@@ -30,6 +30,8 @@ pub fn list<T: DeserializeOwned>(output: &str, what: &str) -> Result<List<T>, St
 pub struct Meta {
     pub name: String,
     #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
@@ -74,6 +76,8 @@ pub struct NodeStatus {
 pub struct NodeInfo {
     #[serde(default, rename = "kubeletVersion")]
     pub kubelet_version: String,
+    #[serde(default, rename = "containerRuntimeVersion")]
+    pub container_runtime_version: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +163,24 @@ impl List<StorageClass> {
 pub struct Pod {
     pub metadata: Meta,
     #[serde(default)]
+    pub spec: PodSpec,
+    #[serde(default)]
     pub status: PodStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub init_containers: Vec<Container>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Container {
+    #[serde(default)]
+    pub image: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

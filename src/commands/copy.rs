@@ -33,6 +33,11 @@ pub async fn run(args: &CopyArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    // Every put starts by hashing the file (once per process, see transport::sha256_file):
+    // begun now, the hash runs while the SSH handshakes do instead of after them. Its
+    // result is read through the same cache, so an error here surfaces there.
+    let early = args.src.clone();
+    tokio::spawn(async move { crate::transport::sha256_file(&early).await });
     let (_inv, fleet) = open_fleet(&args.connect, Progress::detect())?;
     let src = Arc::new(args.src.clone());
     let dest = Arc::new(args.dest.clone());

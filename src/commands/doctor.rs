@@ -112,13 +112,14 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     findings.extend(compare::check(&facts));
     findings.extend(network::check(&plan.probes, &views));
     // The cluster, once, through the first server, when a cluster layer is asked for.
-    if layers.iter().any(|l| Layer::CLUSTER.contains(l))
+    if layers.iter().any(|l| l.reads_cluster())
         && let Some(first) = inv.servers().next()
     {
         let label = format!("cluster@{}", first.name);
         let nonce = nonce.clone();
+        let data_dir = crate::stages::kubernetes::k3s::data_dir(&inv);
         let result = fleet
-            .run_on(first, &label, |ctx| gather_cluster(ctx, nonce))
+            .run_on(first, &label, |ctx| gather_cluster(ctx, nonce, data_dir))
             .await;
         let ev = result
             .outcome
@@ -301,7 +302,7 @@ async fn gather(
 }
 
 /// The cluster script on the first server, as root (k3s's admin kubeconfig is 0600).
-async fn gather_cluster(ctx: HostCtx, nonce: String) -> anyhow::Result<Evidence> {
+async fn gather_cluster(ctx: HostCtx, nonce: String, data_dir: String) -> anyhow::Result<Evidence> {
     if ctx.conn.sudo_mode() == SudoMode::Unavailable {
         anyhow::bail!(
             "reading the cluster needs root on {} (k3s's admin kubeconfig is root's): give the \
@@ -312,7 +313,7 @@ async fn gather_cluster(ctx: HostCtx, nonce: String) -> anyhow::Result<Evidence>
     ctx.progress.step("reading the cluster");
     let out = ctx
         .run(
-            Command::new(dr::cluster::script(&nonce))
+            Command::new(dr::cluster::script(&nonce, &data_dir))
                 .sudo(true)
                 .timeout(SCRIPT_TIMEOUT),
         )

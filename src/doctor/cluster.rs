@@ -7,7 +7,12 @@
 //! `coredns-custom`, not from edits k3s overwrites (N5), and the stack's CRDs are
 //! Established and its workloads ready (A5), kube-system's pods running (K7), no volume
 //! claim Lost or long Pending (S4), every kubelet within the supported skew of the API
-//! server (K1), and every node registered with the address the inventory gives it (N2).
+//! server (K1), the server's certificates not expired nor near their end (K6,
+//! [`super::certificates`]), the GPU pods' RuntimeClass (R6, [`super::runtime_class`]),
+//! each kubelet's runtime the inventory's (R1, [`super::node_runtime`]), local-path volumes
+//! under the inventory's path (S2, [`super::local_path`]), every image the pods run pulled through the mirror (M4, [`super::pod_images`]), and
+//! every node registered with the address the inventory
+//! gives it (N2).
 //!
 //! The chain is judged from its first broken link: without k3s on the first server no
 //! cluster check applies yet (each says so); with an API that does not answer, K5 is the
@@ -31,14 +36,15 @@ use crate::stages::{gpu, labels, storage};
 
 /// The checks of this family, in report order.
 pub const IDS: &[&str] = &[
-    "K5", "K3", "K8", "K1", "N2", "K7", "A1", "A2", "A5", "S1", "S4", "N5",
+    "K5", "K3", "K8", "K1", "K6", "N2", "R1", "K7", "R6", "A1", "A2", "A5", "S1", "S2", "S4", "N5",
+    "M4",
 ];
 
 /// The device plugin's DaemonSet, as the `gpu` stage's template names it.
 pub const DEVICE_PLUGIN: &str = "nvidia-device-plugin-daemonset";
 
-/// The read-only script for the first server; run as root.
-pub fn script(nonce: &str) -> String {
+/// The read-only script for the first server; run as root. `data_dir` is k3s's.
+pub fn script(nonce: &str, data_dir: &str) -> String {
     let q = |args: &str| format!("{KUBECTL} {args} --request-timeout=10s");
     format!(
         "M='@@{nonce}'\n{prelude}\n\
@@ -49,14 +55,19 @@ pub fn script(nonce: &str) -> String {
          c coredns_custom {custom}\n\
          c coredns {coredns}\n\
          c device_plugin {plugin}\n\
+         c runtimeclasses {runtimeclasses}\n\
+         c pods {pods}\n\
+         c local_path_config sh -c {local_path_config}\n\
          c version {version}\n\
          c system_pods {system_pods}\n\
          c claims {claims}\n\
          c stack_crds {stack_crds}\n\
          c stack_workloads sh -c {stack_workloads}\n\
+         {certs}\
          else kv k3s absent; fi\n\
          kv end 1\n",
         prelude = super::evidence::PRELUDE,
+        certs = super::certificates::script_line(data_dir),
         // `ok` comes without a newline, which would glue the status marker to it.
         readyz = crate::transport::shell::quote(&format!(
             "{}; r=$?; echo; exit $r",
@@ -70,6 +81,14 @@ pub fn script(nonce: &str) -> String {
             "-n kube-system get daemonset {DEVICE_PLUGIN} -o json"
         )),
         version = q("version -o json"),
+        runtimeclasses = q("get runtimeclass -o json"),
+        pods = q("get pods --all-namespaces -o json"),
+        // gpuctl's provisioner lives in local-path-storage, k3s's own in kube-system.
+        local_path_config = crate::transport::shell::quote(&format!(
+            "{} || {}",
+            q("-n local-path-storage get configmap local-path-config -o json"),
+            q("-n kube-system get configmap local-path-config -o json")
+        )),
         system_pods = q("-n kube-system get pods -o json"),
         claims = q("get persistentvolumeclaims --all-namespaces -o json"),
         stack_crds = q(&format!(
@@ -142,6 +161,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
             out.extend(nodes(input, &list));
             out.extend(skew(ev, &list));
             out.extend(addresses(input, &list));
+            out.extend(super::node_runtime::check(input.inv, &list));
             out.extend(gpus(input, &list));
         }
         Err(why) => {
@@ -154,12 +174,16 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
             out.extend(f.list);
         }
     }
+    out.extend(super::certificates::check(ev, input.first));
+    out.extend(super::runtime_class::check(input.inv, ev, input.facts));
     out.extend(device_plugin(input, ev));
     out.extend(system_pods(ev));
     out.extend(stack(input.inv, ev));
     out.extend(claims(ev, chrono::Utc::now()));
     out.extend(classes(input.inv, ev));
+    out.extend(super::local_path::check(input.inv, ev));
     out.extend(dns(input.inv, ev));
+    out.extend(super::pod_images::check(input.inv, ev));
     out
 }
 

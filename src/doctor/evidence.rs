@@ -422,6 +422,20 @@ impl Evidence {
         }
     }
 
+    /// The evidence of a cluster script that ran `cmds` as `(name, status, output)`, with
+    /// k3s present.
+    #[cfg(test)]
+    pub fn for_test(cmds: &[(&str, i32, &str)]) -> Evidence {
+        let mut text = String::from("@@t kv k3s=present\n");
+        for (name, status, out) in cmds {
+            text.push_str(&format!(
+                "@@t cmd {name}\n{out}\n@@t status {name} {status}\n"
+            ));
+        }
+        text.push_str("@@t kv end=1\n");
+        Evidence::parse("t", &text)
+    }
+
     pub fn cmd(&self, name: &str) -> Option<&CmdOut> {
         self.cmds.get(name)
     }

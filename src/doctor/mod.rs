@@ -11,6 +11,7 @@
 
 pub mod boot;
 pub mod bundle;
+pub mod certificates;
 pub mod cluster;
 pub mod compare;
 pub mod containerd;
@@ -19,11 +20,15 @@ pub mod gpu;
 pub mod gpu_health;
 pub mod host;
 pub mod host_net;
+pub mod local_path;
 pub mod mirror;
 pub mod network;
+pub mod node_runtime;
+pub mod pod_images;
 pub mod reads;
 pub mod render;
 pub mod runtime;
+pub mod runtime_class;
 pub mod services;
 pub mod smoke;
 
@@ -86,13 +91,12 @@ impl Layer {
         Layer::Storage,
         Layer::Stack,
     ];
-    /// Layers whose checks read the cluster through the first server.
-    pub const CLUSTER: &[Layer] = &[
-        Layer::Kubernetes,
-        Layer::Network,
-        Layer::Storage,
-        Layer::Stack,
-    ];
+    /// Whether a check of this layer reads the cluster through the first server.
+    pub fn reads_cluster(self) -> bool {
+        cluster::IDS
+            .iter()
+            .any(|id| catalog(id).is_some_and(|c| c.layer == self))
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -232,11 +236,26 @@ pub const CHECKS: &[Check] = &[
         "every kubelet within the version skew of the API server",
     ),
     check(
+        "K6",
+        Layer::Kubernetes,
+        "the server's certificates valid, none within 30 days of its end",
+    ),
+    check(
         "N2",
         Layer::Network,
         "each node registered with the inventory's address",
     ),
+    check(
+        "R1",
+        Layer::Runtime,
+        "each kubelet uses the inventory's container runtime",
+    ),
     check("K7", Layer::Kubernetes, "kube-system's pods running"),
+    check(
+        "R6",
+        Layer::Runtime,
+        "the GPU pods' RuntimeClass, with the nvidia handler",
+    ),
     check(
         "A1",
         Layer::Stack,
@@ -258,6 +277,11 @@ pub const CHECKS: &[Check] = &[
         "exactly one default StorageClass, the inventory's",
     ),
     check(
+        "S2",
+        Layer::Storage,
+        "local-path volumes under the inventory's path",
+    ),
+    check(
         "S4",
         Layer::Storage,
         "no volume claim Lost or stuck Pending",
@@ -266,6 +290,11 @@ pub const CHECKS: &[Check] = &[
         "N5",
         Layer::Network,
         "CoreDNS answers dns.hosts from coredns-custom",
+    ),
+    check(
+        "M4",
+        Layer::Mirror,
+        "every image the cluster runs comes through the mirror",
     ),
     check(
         "R8",

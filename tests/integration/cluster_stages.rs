@@ -751,11 +751,13 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         ("K8", "node2"),
         ("K7", "cluster"),
         ("K1", "cluster"),
+        ("K6", "cluster"),
         ("N2", "node1"),
         ("N2", "node2"),
         ("A1", "cluster"),
         ("A2", "node2"),
         ("S1", "cluster"),
+        ("S2", "cluster"),
         ("S4", "cluster"),
         ("N5", "cluster"),
     ];
@@ -767,6 +769,9 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
             "{id} on {host}: {healthy:?}"
         );
     }
+
+    // R1 and R6 are of the runtime layer, and read with the cluster all the same.
+    assert_eq!(runtime_checks(&lab), ["ok", "ok", "ok"]);
 
     // --smoke: a GPU pod on node2 runs to the end, and its namespace is gone afterwards.
     // (The gpu layer's other checks judge device nodes the lab's GPU node does not have.)
@@ -798,8 +803,31 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         "node1",
         "printf '%s\\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata:' '  name: coredns-custom' '  namespace: kube-system' | k3s kubectl apply -f -",
     );
+    // ... the GPU pods' RuntimeClass deleted ...
+    kubectl(&lab, "delete runtimeclass nvidia");
+    // ... local-path volumes sent back to k3s's default directory on the root disk ...
+    lab.exec(
+        "node1",
+        r#"k3s kubectl apply -f - <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: local-path-config
+  namespace: local-path-storage
+data:
+  config.json: |
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/var/lib/rancher/k3s/storage"]}]}
+EOF"#,
+    );
+    // ... and a certificate of k3s's that ended in 2021.
+    let expired = expired_certificate();
+    lab.exec(
+        "node1",
+        &format!("printf '%s' '{expired}' > /var/lib/rancher/k3s/server/tls/client-old.crt"),
+    );
     let (code, broken) = doctor_cluster(&lab);
     assert_eq!(code, 1, "{broken:?}");
+    assert_eq!(runtime_checks(&lab), ["ok", "ok", "error"]);
     // The smoke pod finds no GPU to run on.
     let (_, smoke) = doctor_smoke(&lab);
     assert!(
@@ -815,6 +843,8 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         ("A2", "node2"),
         ("S1", "cluster"),
         ("N5", "cluster"),
+        ("K6", "cluster"),
+        ("S2", "cluster"),
     ] {
         assert!(
             broken
@@ -828,14 +858,16 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     // the labels' guard sees the label gone, the dns manifest's guard the emptied ConfigMap.
     kubectl(&lab, "delete storageclass extra");
     kubectl(&lab, "-n kube-system delete pod stuck");
+    lab.exec("node1", "rm /var/lib/rancher/k3s/server/tls/client-old.crt");
     install(&lab, &["--verify"]).success();
     let (code, repaired) = doctor_cluster(&lab);
     assert_eq!(code, 0, "{repaired:?}");
+    assert_eq!(runtime_checks(&lab), ["ok", "ok", "ok"]);
     assert!(
         repaired
             .iter()
             .filter(|(i, _, _)| {
-                ["K2", "K7", "K8", "A1", "A2", "S1", "S4", "N5"].contains(&i.as_str())
+                ["K2", "K6", "K7", "K8", "A1", "A2", "S1", "S2", "S4", "N5"].contains(&i.as_str())
             })
             .all(|(_, _, s)| s == "ok"),
         "{repaired:?}"
@@ -913,4 +945,29 @@ fn the_nfs_server_exports_to_the_nodes_once_and_says_what_it_lacks() {
         "test ! -e /etc/exports || ! grep -q gpuctl /etc/exports",
     );
     assert_eq!(lab.exec("node2", "/usr/sbin/exportfs -s").trim(), "");
+}
+
+/// A real certificate (PEM) valid only in 2020.
+fn expired_certificate() -> String {
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut params = rcgen::CertificateParams::new(vec!["old.lab".to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    params
+        .self_signed(&key)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pem()
+}
+
+/// The severities of R1 on node1 and node2 and of R6, from `doctor --only runtime` (their
+/// layer; they are read with the cluster all the same).
+fn runtime_checks(lab: &Lab) -> [String; 3] {
+    let (_, findings) = doctor_json(lab, &["--only", "runtime"]);
+    [("R1", "node1"), ("R1", "node2"), ("R6", "cluster")].map(|(id, host)| {
+        findings
+            .iter()
+            .find(|(i, h, _)| i == id && h == host)
+            .map_or_else(|| "absent".into(), |(_, _, s)| s.clone())
+    })
 }

@@ -1,0 +1,251 @@
+//! K6: the first server's certificates (k3s keeps them in `<data-dir>/server/tls/`), read
+//! with openssl in the cluster script. An expired API server certificate stops every
+//! kubectl and every kubelet at once, usually a year after install, on a Sunday; k3s renews
+//! its certificates at start when fewer than 90 days remain, so a server that has not been
+//! restarted for a year is the usual cause, and a restart the usual fix. A certificate not
+//! yet valid by the server's own clock means that clock was set back (or the certificates
+//! came from a machine whose clock ran ahead): TLS then fails the same way.
+
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+
+use super::evidence::Evidence;
+use super::{CLUSTER, Finding, Findings, Severity};
+use crate::transport::shell::quote;
+
+/// Fewer days left than this is a warning.
+const WARN_DAYS: i64 = 30;
+
+/// The script line (run as root, in the cluster script) that prints, per certificate,
+/// `FILE|notBefore=...|notAfter=...`, then the server's clock as `now EPOCH`.
+pub fn script_line(data_dir: &str) -> String {
+    let tls = quote(&format!("{data_dir}/server/tls"));
+    let body = format!(
+        "command -v openssl >/dev/null 2>&1 || {{ echo no-openssl; exit 0; }}; \
+         for f in {tls}/*.crt; do [ -f \"$f\" ] || continue; \
+         printf '%s|%s\\n' \"$f\" \"$(openssl x509 -noout -startdate -enddate -in \"$f\" 2>&1 | tr '\\n' '|')\"; \
+         done; echo \"now $(date +%s)\""
+    );
+    format!("c certs sh -c {}\n", quote(&body))
+}
+
+/// One certificate's dates.
+#[derive(Debug, PartialEq)]
+struct Cert {
+    file: String,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+}
+
+/// openssl's dates: `Dec  3 22:00:00 2027 GMT`.
+fn openssl_date(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim().strip_suffix(" GMT")?;
+    let squeezed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    NaiveDateTime::parse_from_str(&squeezed, "%b %d %H:%M:%S %Y")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// The certificates, the server's clock, and the lines that could not be read.
+fn parse(lines: &[String]) -> (Vec<Cert>, Option<DateTime<Utc>>, Vec<String>) {
+    let (mut certs, mut now, mut bad) = (Vec::new(), None, Vec::new());
+    for line in lines {
+        if let Some(epoch) = line.strip_prefix("now ") {
+            now = epoch
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| DateTime::from_timestamp(s, 0));
+            continue;
+        }
+        let mut parts = line.split('|');
+        let file = parts.next().unwrap_or_default().to_string();
+        let (mut before, mut after) = (None, None);
+        for p in parts {
+            if let Some(d) = p.strip_prefix("notBefore=") {
+                before = openssl_date(d);
+            } else if let Some(d) = p.strip_prefix("notAfter=") {
+                after = openssl_date(d);
+            }
+        }
+        match (before, after) {
+            (Some(not_before), Some(not_after)) => certs.push(Cert {
+                file,
+                not_before,
+                not_after,
+            }),
+            _ => bad.push(line.clone()),
+        }
+    }
+    (certs, now, bad)
+}
+
+/// K6 from the cluster script's `certs` answer.
+pub fn check(ev: &Evidence, first: &str) -> Vec<Finding> {
+    let mut f = Findings::new(CLUSTER);
+    let Some(out) = ev.cmd("certs") else {
+        f.add("K6", Severity::Skip, "the certificates were not read");
+        return f.list;
+    };
+    if out.lines.iter().any(|l| l == "no-openssl") {
+        f.add(
+            "K6",
+            Severity::Skip,
+            format!("openssl is not installed on {first}, which reads the certificates' dates"),
+        )
+        .fix(format!("apt-get install openssl on {first}"));
+        return f.list;
+    }
+    let (certs, now, bad) = parse(&out.lines);
+    let now = now.unwrap_or_else(Utc::now);
+    if certs.is_empty() {
+        f.add(
+            "K6",
+            Severity::Skip,
+            format!("no certificates in k3s's server/tls/ on {first}"),
+        )
+        .evidence(bad);
+        return f.list;
+    }
+    let name = |c: &Cert| c.file.rsplit('/').next().unwrap_or(&c.file).to_string();
+    let day = |d: DateTime<Utc>| d.format("%Y-%m-%d %H:%M UTC").to_string();
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    for c in &certs {
+        if c.not_after <= now {
+            errors.push(format!("{} expired on {}", name(c), day(c.not_after)));
+        } else if c.not_before > now {
+            errors.push(format!(
+                "{} is valid only from {}, after {first}'s clock ({})",
+                name(c),
+                day(c.not_before),
+                day(now)
+            ));
+        } else if c.not_after - now < TimeDelta::days(WARN_DAYS) {
+            warnings.push(format!(
+                "{} expires on {} ({} days left)",
+                name(c),
+                day(c.not_after),
+                (c.not_after - now).num_days()
+            ));
+        }
+    }
+    let evidence: Vec<String> = certs
+        .iter()
+        .map(|c| format!("{}: {} → {}", c.file, day(c.not_before), day(c.not_after)))
+        .chain(bad)
+        .collect();
+    let renew = format!(
+        "on {first}: sudo systemctl restart k3s (k3s renews certificates within 90 days of \
+         their end when it starts); a CA (*-ca.crt) needs `k3s certificate rotate-ca`; a clock \
+         that is behind: fix the time (chrony/systemd-timesyncd) before anything else"
+    );
+    if !errors.is_empty() {
+        f.add("K6", Severity::Error, errors.join("; "))
+            .evidence(evidence)
+            .fix(renew);
+    } else if !warnings.is_empty() {
+        f.add("K6", Severity::Warn, warnings.join("; "))
+            .evidence(evidence)
+            .fix(renew);
+    } else {
+        let soonest = certs.iter().map(|c| c.not_after).min().unwrap_or(now);
+        f.add(
+            "K6",
+            Severity::Ok,
+            format!(
+                "{} certificates valid; the first ends {}",
+                certs.len(),
+                day(soonest)
+            ),
+        )
+        .evidence(evidence);
+    }
+    f.list
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn openssl_dates_with_padded_days_are_read() {
+        assert_eq!(
+            openssl_date("Dec  3 22:00:00 2027 GMT")
+                .unwrap()
+                .to_rfc3339(),
+            "2027-12-03T22:00:00+00:00"
+        );
+        assert_eq!(
+            openssl_date("Jan 15 01:02:03 2030 GMT")
+                .unwrap()
+                .to_rfc3339(),
+            "2030-01-15T01:02:03+00:00"
+        );
+        assert!(openssl_date("garbage").is_none());
+    }
+
+    #[test]
+    fn the_server_clock_judges_expired_soon_and_not_yet_valid() {
+        // now = 2026-12-03 00:00:00 UTC
+        let text = "/d/server/tls/server-ca.crt|notBefore=Dec  1 00:00:00 2026 GMT|notAfter=Nov 28 00:00:00 2036 GMT|\n\
+                    /d/server/tls/serving-kube-apiserver.crt|notBefore=Dec  1 00:00:00 2025 GMT|notAfter=Dec 20 00:00:00 2026 GMT|\n\
+                    /d/server/tls/client-admin.crt|notBefore=Dec  1 00:00:00 2025 GMT|notAfter=Dec  1 00:00:00 2026 GMT|\n\
+                    /d/server/tls/future.crt|notBefore=Jan  1 00:00:00 2027 GMT|notAfter=Jan  1 00:00:00 2028 GMT|\n\
+                    /d/server/tls/broken.crt|unable to load certificate|\n\
+                    now 1796256000\n";
+        let (certs, now, bad) = parse(&lines(text));
+        assert_eq!(certs.len(), 4);
+        assert_eq!(now.unwrap().to_rfc3339(), "2026-12-03T00:00:00+00:00");
+        assert_eq!(bad.len(), 1);
+
+        let ev = Evidence::for_test(&[("certs", 0, text)]);
+        let f = check(&ev, "cp1");
+        let [k6] = &f[..] else { panic!("{f:?}") };
+        assert_eq!(k6.severity, Severity::Error);
+        assert!(
+            k6.title.contains("client-admin.crt expired on 2026-12-01"),
+            "{}",
+            k6.title
+        );
+        assert!(
+            k6.title
+                .contains("future.crt is valid only from 2027-01-01"),
+            "{}",
+            k6.title
+        );
+        assert!(!k6.title.contains("serving-kube-apiserver"), "{}", k6.title);
+        assert!(k6.fix.as_deref().unwrap().contains("systemctl restart k3s"));
+
+        // Only the one within 30 days: a warning naming it.
+        let soon: String = text
+            .lines()
+            .filter(|l| !l.contains("client-admin") && !l.contains("future"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = check(&Evidence::for_test(&[("certs", 0, &soon)]), "cp1");
+        assert_eq!(f[0].severity, Severity::Warn);
+        assert!(
+            f[0].title.contains(
+                "serving-kube-apiserver.crt expires on 2026-12-20 00:00 UTC (17 days left)"
+            ),
+            "{}",
+            f[0].title
+        );
+    }
+
+    #[test]
+    fn no_certificates_or_no_openssl_is_a_skip_that_says_why() {
+        let f = check(
+            &Evidence::for_test(&[("certs", 0, "now 1796256000\n")]),
+            "cp1",
+        );
+        assert_eq!(f[0].severity, Severity::Skip);
+        let f = check(&Evidence::for_test(&[("certs", 0, "no-openssl\n")]), "cp1");
+        assert_eq!(f[0].severity, Severity::Skip);
+        assert!(f[0].title.contains("openssl is not installed on cp1"));
+    }
+}
