@@ -509,6 +509,7 @@ mod tests {
                 "n0nce",
                 &super::super::reads::ScriptPlan {
                     disk_paths: paths,
+                    local_path: None,
                     probes: vec![super::super::reads::Probe {
                         host: "self".into(),
                         addr: "127.0.0.1".into(),

@@ -3,6 +3,10 @@
 //! directory on every node, sized for data; a provisioner still on its default
 //! (`/var/lib/rancher/k3s/storage`, or an edit by hand) fills the root disk instead, which
 //! shows up as node DiskPressure and evicted pods long after the volumes were made.
+//!
+//! On each node (its own script), the same check's other half: once k3s runs there, the
+//! directory exists (the provisioner's helper pod creates volumes inside it, and fails on
+//! a node without it). Its space is H13's: the directory is one of the paths H13 measures.
 
 use serde::Deserialize;
 
@@ -29,6 +33,57 @@ struct NodePaths {
     node: String,
     #[serde(default)]
     paths: Vec<String>,
+}
+
+/// S2 on one node: `storage.local_path.path` exists once k3s is installed. The node script
+/// reports each measured path with its nearest existing parent (`disk` entries): the
+/// directory exists when the two are the same.
+pub fn host_check(input: &super::HostInput, out: &mut Findings) {
+    let Some(path) = &input.plan.local_path else {
+        return;
+    };
+    let roles = &input.host.roles;
+    if !roles.contains(&crate::inventory::Role::Server)
+        && !roles.contains(&crate::inventory::Role::Worker)
+    {
+        return;
+    }
+    if input.ev.get("svc.k3s").is_none() && input.ev.get("svc.k3s-agent").is_none() {
+        out.add(
+            "S2",
+            Severity::Skip,
+            format!("k3s is not installed here yet; the os stage makes {path}"),
+        );
+        return;
+    }
+    let entry = input
+        .ev
+        .all("disk")
+        .into_iter()
+        .find_map(|e| e.split_once('\t').filter(|(p, _)| p == path));
+    match entry {
+        Some((_, existing)) if existing == path => {
+            out.add("S2", Severity::Ok, format!("{path} exists"));
+        }
+        Some((_, existing)) => {
+            out.add(
+                "S2",
+                Severity::Error,
+                format!(
+                    "{path} (storage.local_path.path) is missing: local-path volumes for pods \
+                     on this node cannot be made"
+                ),
+            )
+            .evidence([format!("nearest existing parent: {existing}")])
+            .fix(format!(
+                "gpuctl install --inventory INVENTORY --only os --hosts {}",
+                input.host.name
+            ));
+        }
+        None => {
+            out.add("S2", Severity::Skip, format!("{path} was not looked at"));
+        }
+    }
 }
 
 /// S2 from the cluster script's `local_path_config` answer.
@@ -157,5 +212,35 @@ mod tests {
             "",
         ));
         assert_eq!(check(&inv, &ev)[0].severity, Severity::Skip);
+    }
+
+    fn node(disk: &str, k3s: bool) -> Vec<Finding> {
+        use crate::doctor::testing::Case;
+        let mut c = Case::healthy("n1", false).with(&format!("@@t kv disk={disk}"));
+        if k3s {
+            c = c.with("@@t kv svc.k3s=enabled active");
+        }
+        c.plan.local_path = Some("/data/k8s/lp".into());
+        c.findings().into_iter().filter(|f| f.id == "S2").collect()
+    }
+
+    #[test]
+    fn on_each_node_the_directory_exists_once_k3s_runs() {
+        let ok = node("/data/k8s/lp\t/data/k8s/lp", true);
+        assert_eq!(ok[0].severity, Severity::Ok, "{ok:?}");
+        let missing = node("/data/k8s/lp\t/data", true);
+        assert_eq!(missing[0].severity, Severity::Error);
+        assert_eq!(missing[0].host, "n1");
+        assert!(
+            missing[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("--only os --hosts n1")
+        );
+        assert_eq!(
+            node("/data/k8s/lp\t/data", false)[0].severity,
+            Severity::Skip
+        );
     }
 }

@@ -407,6 +407,7 @@ pub fn check_host(input: &HostInput) -> Vec<Finding> {
     containerd::check(input, &mut out);
     mirror::check(input, &mut out);
     services::check(input, &mut out);
+    local_path::host_check(input, &mut out);
     out.list
 }
 

@@ -39,6 +39,8 @@ pub struct MirrorProbe {
 #[derive(Clone, Debug, Default)]
 pub struct ScriptPlan {
     pub disk_paths: Vec<String>,
+    /// `storage.local_path.path`, one of `disk_paths` (S2 reads whether it exists).
+    pub local_path: Option<String>,
     pub probes: Vec<Probe>,
     pub mirror: Option<MirrorProbe>,
 }
@@ -81,6 +83,11 @@ pub fn probes(inv: &Inventory) -> Vec<Probe> {
 pub fn plan(inv: &Inventory, disk_paths: Vec<String>) -> ScriptPlan {
     ScriptPlan {
         disk_paths,
+        local_path: inv
+            .storage
+            .local_path
+            .as_ref()
+            .map(|l| l.path.display().to_string()),
         probes: probes(inv),
         mirror: inv.registry.as_ref().map(|r| MirrorProbe {
             mirror: r.mirror.clone(),

@@ -758,6 +758,8 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         ("A2", "node2"),
         ("S1", "cluster"),
         ("S2", "cluster"),
+        ("S2", "node1"),
+        ("S2", "node2"),
         ("S4", "cluster"),
         ("N5", "cluster"),
     ];
@@ -819,6 +821,8 @@ data:
     {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/var/lib/rancher/k3s/storage"]}]}
 EOF"#,
     );
+    // ... node2's local-path directory gone ...
+    lab.exec("node2", "rm -rf /data/k8s/lp");
     // ... and a certificate of k3s's that ended in 2021.
     let expired = expired_certificate();
     lab.exec(
@@ -845,6 +849,7 @@ EOF"#,
         ("N5", "cluster"),
         ("K6", "cluster"),
         ("S2", "cluster"),
+        ("S2", "node2"),
     ] {
         assert!(
             broken
