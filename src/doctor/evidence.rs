@@ -113,6 +113,8 @@ pub const BINARIES: &[&str] = &[
     "nvidia-ctk",
     "timedatectl",
     "chronyc",
+    "mount.nfs",
+    "exportfs",
 ];
 
 /// Modules whose load state and persistence doctor reads.
@@ -213,6 +215,7 @@ c ip_link ip -o link show
 c df df -P "$@"
 c df_inodes df -Pi "$@"
 if command -v lspci >/dev/null 2>&1; then c lspci lspci -nn -d 10de:; fi
+if command -v exportfs >/dev/null 2>&1; then c exportfs exportfs -s; fi
 if command -v nvidia-smi >/dev/null 2>&1; then
   c nvidia_smi_list $T nvidia-smi -L
   c nvidia_smi_driver $T nvidia-smi --query-gpu=driver_version --format=csv,noheader
@@ -510,6 +513,7 @@ mod tests {
                 &super::super::reads::ScriptPlan {
                     disk_paths: paths,
                     local_path: None,
+                    nfs: None,
                     probes: vec![super::super::reads::Probe {
                         host: "self".into(),
                         addr: "127.0.0.1".into(),

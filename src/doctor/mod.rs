@@ -23,6 +23,7 @@ pub mod host_net;
 pub mod local_path;
 pub mod mirror;
 pub mod network;
+pub mod nfs;
 pub mod node_runtime;
 pub mod pod_images;
 pub mod reads;
@@ -282,6 +283,11 @@ pub const CHECKS: &[Check] = &[
         "local-path volumes under the inventory's path",
     ),
     check(
+        "S3",
+        Layer::Storage,
+        "NFS: the client on every node, the export on the server",
+    ),
+    check(
         "S4",
         Layer::Storage,
         "no volume claim Lost or stuck Pending",
@@ -408,6 +414,7 @@ pub fn check_host(input: &HostInput) -> Vec<Finding> {
     mirror::check(input, &mut out);
     services::check(input, &mut out);
     local_path::host_check(input, &mut out);
+    nfs::host_check(input, &mut out);
     out.list
 }
 

@@ -41,6 +41,8 @@ pub struct ScriptPlan {
     pub disk_paths: Vec<String>,
     /// `storage.local_path.path`, one of `disk_paths` (S2 reads whether it exists).
     pub local_path: Option<String>,
+    /// `storage.nfs`: the export and the hosts that serve it (S3).
+    pub nfs: Option<NfsPlan>,
     pub probes: Vec<Probe>,
     pub mirror: Option<MirrorProbe>,
 }
@@ -80,6 +82,13 @@ pub fn probes(inv: &Inventory) -> Vec<Probe> {
     out
 }
 
+#[derive(Clone, Debug, Default)]
+pub struct NfsPlan {
+    pub export: String,
+    /// The inventory hosts that are the NFS server (none when it is outside).
+    pub servers: Vec<String>,
+}
+
 pub fn plan(inv: &Inventory, disk_paths: Vec<String>) -> ScriptPlan {
     ScriptPlan {
         disk_paths,
@@ -88,6 +97,15 @@ pub fn plan(inv: &Inventory, disk_paths: Vec<String>) -> ScriptPlan {
             .local_path
             .as_ref()
             .map(|l| l.path.display().to_string()),
+        nfs: inv.storage.nfs.as_ref().map(|n| NfsPlan {
+            export: n.export.display().to_string(),
+            servers: inv
+                .hosts
+                .iter()
+                .filter(|h| is_nfs_host(inv, h))
+                .map(|h| h.name.clone())
+                .collect(),
+        }),
         probes: probes(inv),
         mirror: inv.registry.as_ref().map(|r| MirrorProbe {
             mirror: r.mirror.clone(),

@@ -11,6 +11,7 @@ use crate::inventory::{Cluster, Cni, ContainerRuntime, Distribution, GpuPresence
 use crate::transport::{Endpoint, SudoMode};
 
 /// One host's case: inventory intent plus the script's output (nonce `t`).
+#[derive(Clone)]
 pub struct Case {
     pub host: Host,
     pub cluster: Cluster,

@@ -943,6 +943,21 @@ fn the_nfs_server_exports_to_the_nodes_once_and_says_what_it_lacks() {
         1
     );
 
+    // doctor S3: node2 serves the export; neither lab node has the NFS client
+    // (nfs-common is not in the lab image), which is what S3 must say on each.
+    let s3 = |host: &str| -> Vec<String> {
+        let (_, findings) = doctor_json(&lab, &["--only", "storage"]);
+        findings
+            .into_iter()
+            .filter(|(i, h, _)| i == "S3" && h == host)
+            .map(|(_, _, s)| s)
+            .collect()
+    };
+    assert_eq!(s3("node1"), ["error"]);
+    let mut on_server = s3("node2");
+    on_server.sort();
+    assert_eq!(on_server, ["error", "ok"]);
+
     // reset takes the block out and withdraws the export.
     gpuctl(&lab, &["reset", "--yes"]).success();
     lab.exec(
