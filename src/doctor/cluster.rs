@@ -5,7 +5,8 @@
 //! `nvidia-smi` lists on it (A2), exactly one default
 //! StorageClass, the inventory's (S1), CoreDNS answers `dns.hosts` from
 //! `coredns-custom`, not from edits k3s overwrites (N5), and the stack's CRDs are
-//! Established and its workloads ready (A5), kube-system's pods running (K7), no volume
+//! Established and its workloads ready, and every admission webhook has an endpoint (A5,
+//! [`super::webhooks`]), kube-system's pods running (K7), no volume
 //! claim Lost or long Pending (S4), every kubelet within the supported skew of the API
 //! server (K1), the server's certificates not expired nor near their end (K6,
 //! [`super::certificates`]), the GPU pods' RuntimeClass (R6, [`super::runtime_class`]),
@@ -58,6 +59,8 @@ pub fn script(nonce: &str, data_dir: &str) -> String {
          c runtimeclasses {runtimeclasses}\n\
          c pods {pods}\n\
          c local_path_config sh -c {local_path_config}\n\
+         c webhooks sh -c {webhooks}\n\
+         c endpoints {endpoints}\n\
          c version {version}\n\
          c system_pods {system_pods}\n\
          c claims {claims}\n\
@@ -82,6 +85,12 @@ pub fn script(nonce: &str, data_dir: &str) -> String {
         )),
         version = q("version -o json"),
         runtimeclasses = q("get runtimeclass -o json"),
+        webhooks = crate::transport::shell::quote(&format!(
+            "{} && {}",
+            q("get validatingwebhookconfigurations -o json"),
+            q("get mutatingwebhookconfigurations -o json")
+        )),
+        endpoints = q("get endpoints --all-namespaces -o json"),
         pods = q("get pods --all-namespaces -o json"),
         // gpuctl's provisioner lives in local-path-storage, k3s's own in kube-system.
         local_path_config = crate::transport::shell::quote(&format!(
@@ -179,6 +188,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
     out.extend(device_plugin(input, ev));
     out.extend(system_pods(ev));
     out.extend(stack(input.inv, ev));
+    out.extend(super::webhooks::check(ev));
     out.extend(claims(ev, chrono::Utc::now()));
     out.extend(classes(input.inv, ev));
     out.extend(super::local_path::check(input.inv, ev));

@@ -762,6 +762,8 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
         ("S2", "node2"),
         ("S4", "cluster"),
         ("N5", "cluster"),
+        // No stack here; the webhook half of A5 is judged all the same.
+        ("A5", "cluster"),
     ];
     for (id, host) in want {
         assert!(
@@ -821,6 +823,23 @@ data:
     {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/var/lib/rancher/k3s/storage"]}]}
 EOF"#,
     );
+    // ... a webhook whose service has no pods behind it ...
+    lab.exec(
+        "node1",
+        r#"k3s kubectl apply -f - <<'EOF'
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: gone-webhook
+webhooks:
+- name: check.gone.example
+  clientConfig:
+    service: { namespace: kube-system, name: gone }
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  rules: []
+EOF"#,
+    );
     // ... node2's local-path directory gone ...
     lab.exec("node2", "rm -rf /data/k8s/lp");
     // ... and a certificate of k3s's that ended in 2021.
@@ -850,6 +869,7 @@ EOF"#,
         ("K6", "cluster"),
         ("S2", "cluster"),
         ("S2", "node2"),
+        ("A5", "cluster"),
     ] {
         assert!(
             broken
@@ -864,9 +884,16 @@ EOF"#,
     kubectl(&lab, "delete storageclass extra");
     kubectl(&lab, "-n kube-system delete pod stuck");
     lab.exec("node1", "rm /var/lib/rancher/k3s/server/tls/client-old.crt");
+    kubectl(&lab, "delete validatingwebhookconfiguration gone-webhook");
     install(&lab, &["--verify"]).success();
     let (code, repaired) = doctor_cluster(&lab);
     assert_eq!(code, 0, "{repaired:?}");
+    // A5's webhook half is ok again (its stack half skips: no stack here).
+    assert!(
+        repaired.iter().any(|(i, _, s)| i == "A5" && s == "ok")
+            && !repaired.iter().any(|(i, _, s)| i == "A5" && s == "error"),
+        "{repaired:?}"
+    );
     assert_eq!(runtime_checks(&lab), ["ok", "ok", "ok"]);
     assert!(
         repaired
