@@ -4,7 +4,8 @@
 //! the device plugin runs ready on every GPU node (A1), every GPU node advertises the GPUs
 //! `nvidia-smi` lists on it (A2), exactly one default
 //! StorageClass, the inventory's (S1), CoreDNS answers `dns.hosts` from
-//! `coredns-custom`, not from edits k3s overwrites (N5), and the stack's CRDs are
+//! `coredns-custom`, not from edits k3s overwrites (N5), kube-system's DaemonSets not kept
+//! off a node by its taints (K7, [`super::taints`]), and the stack's CRDs are
 //! Established and its workloads ready, and every admission webhook has an endpoint (A5,
 //! [`super::webhooks`]), kube-system's pods running (K7), no volume
 //! claim Lost or long Pending (S4), every kubelet within the supported skew of the API
@@ -63,6 +64,7 @@ pub fn script(nonce: &str, data_dir: &str) -> String {
          c endpoints {endpoints}\n\
          c version {version}\n\
          c system_pods {system_pods}\n\
+         c system_daemonsets {system_daemonsets}\n\
          c claims {claims}\n\
          c stack_crds {stack_crds}\n\
          c stack_workloads sh -c {stack_workloads}\n\
@@ -99,6 +101,7 @@ pub fn script(nonce: &str, data_dir: &str) -> String {
             q("-n kube-system get configmap local-path-config -o json")
         )),
         system_pods = q("-n kube-system get pods -o json"),
+        system_daemonsets = q("-n kube-system get daemonsets -o json"),
         claims = q("get persistentvolumeclaims --all-namespaces -o json"),
         stack_crds = q(&format!(
             "get customresourcedefinition -l {COMPONENT_LABEL} -o json"
@@ -165,13 +168,14 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
     cluster.add("K5", Severity::Ok, "the API server answers /readyz");
 
     let mut out = cluster.list;
-    match parse::<kube::List<Node>>(ev, "nodes") {
+    let listed = parse::<kube::List<Node>>(ev, "nodes");
+    match &listed {
         Ok(list) => {
-            out.extend(nodes(input, &list));
-            out.extend(skew(ev, &list));
-            out.extend(addresses(input, &list));
-            out.extend(super::node_runtime::check(input.inv, &list));
-            out.extend(gpus(input, &list));
+            out.extend(nodes(input, list));
+            out.extend(skew(ev, list));
+            out.extend(addresses(input, list));
+            out.extend(super::node_runtime::check(input.inv, list));
+            out.extend(gpus(input, list));
         }
         Err(why) => {
             let mut f = Findings::new(CLUSTER);
@@ -187,6 +191,9 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
     out.extend(super::runtime_class::check(input.inv, ev, input.facts));
     out.extend(device_plugin(input, ev));
     out.extend(system_pods(ev));
+    if let Ok(list) = &listed {
+        out.extend(super::taints::check(list, ev));
+    }
     out.extend(stack(input.inv, ev));
     out.extend(super::webhooks::check(ev));
     out.extend(claims(ev, chrono::Utc::now()));

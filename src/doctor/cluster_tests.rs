@@ -99,6 +99,7 @@ fn healthy() -> Vec<(&'static str, i32, String)> {
             json!({"data": {"config.json": json!({"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/data/k8s/local-path"]}]}).to_string()}})
             .to_string(),
         ),
+        ("system_daemonsets", 0, "{\"items\": []}".to_string()),
         ("webhooks", 0, "{\"items\": []}\n{\"items\": []}".to_string()),
         ("endpoints", 0, "{\"items\": []}".to_string()),
         (

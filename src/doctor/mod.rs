@@ -32,6 +32,7 @@ pub mod runtime;
 pub mod runtime_class;
 pub mod services;
 pub mod smoke;
+pub mod taints;
 pub mod webhooks;
 
 use serde::{Deserialize, Serialize};

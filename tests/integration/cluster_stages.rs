@@ -840,6 +840,24 @@ webhooks:
   rules: []
 EOF"#,
     );
+    // ... a system DaemonSet that does not tolerate a taint node2 gets ...
+    kubectl(&lab, "taint node node2 lab=x:NoSchedule");
+    lab.exec(
+        "node1",
+        r#"k3s kubectl apply -f - <<'EOF'
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: log-agent
+  namespace: kube-system
+spec:
+  selector: { matchLabels: { app: log-agent } }
+  template:
+    metadata: { labels: { app: log-agent } }
+    spec:
+      containers: [{ name: a, image: "docker.io/library/busybox:1.36" }]
+EOF"#,
+    );
     // ... node2's local-path directory gone ...
     lab.exec("node2", "rm -rf /data/k8s/lp");
     // ... and a certificate of k3s's that ended in 2021.
@@ -850,6 +868,12 @@ EOF"#,
     );
     let (code, broken) = doctor_cluster(&lab);
     assert_eq!(code, 1, "{broken:?}");
+    assert!(
+        broken
+            .iter()
+            .any(|(i, h, s)| i == "K7" && h == "cluster" && s == "warn"),
+        "the taint: {broken:?}"
+    );
     assert_eq!(runtime_checks(&lab), ["ok", "ok", "error"]);
     // The smoke pod finds no GPU to run on.
     let (_, smoke) = doctor_smoke(&lab);
@@ -885,6 +909,8 @@ EOF"#,
     kubectl(&lab, "-n kube-system delete pod stuck");
     lab.exec("node1", "rm /var/lib/rancher/k3s/server/tls/client-old.crt");
     kubectl(&lab, "delete validatingwebhookconfiguration gone-webhook");
+    kubectl(&lab, "-n kube-system delete daemonset log-agent");
+    kubectl(&lab, "taint node node2 lab=x:NoSchedule-");
     install(&lab, &["--verify"]).success();
     let (code, repaired) = doctor_cluster(&lab);
     assert_eq!(code, 0, "{repaired:?}");
