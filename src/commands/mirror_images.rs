@@ -223,7 +223,7 @@ fn inventory_client(
         ))
         .into());
     };
-    let password = match crate::stages::registry::prepare(&inv, None)
+    let password = match crate::stages::registry::prepare(&inv)
         .map_err(|e| BadInput(format!("the registry gpuctl runs: {e:#}")))?
     {
         Some((_, password)) => Some(password),

@@ -51,16 +51,6 @@ fn healthy() -> Vec<(&'static str, i32, String)> {
             json!({"status": {"desiredNumberScheduled": 1, "numberReady": 1}}).to_string(),
         ),
         (
-            "system_pods",
-            0,
-            json!({"items": [
-                {"metadata": {"name": "coredns-1"}, "status": {"phase": "Running",
-                  "containerStatuses": [{"name": "coredns", "ready": true, "state": {"running": {}}}]}},
-                {"metadata": {"name": "helm-install-x"}, "status": {"phase": "Succeeded"}}
-            ]})
-            .to_string(),
-        ),
-        (
             "claims",
             0,
             json!({"items": [
@@ -110,8 +100,15 @@ fn healthy() -> Vec<(&'static str, i32, String)> {
         (
             "pods",
             0,
-            json!({"items": [{"metadata": {"name": "coredns-1", "namespace": "kube-system"},
-                "spec": {"containers": [{"image": "rancher/mirrored-coredns-coredns:1.11"}]}}]})
+            json!({"items": [
+                {"metadata": {"name": "coredns-1", "namespace": "kube-system"},
+                 "spec": {"containers": [{"image": "rancher/mirrored-coredns-coredns:1.11"}]},
+                 "status": {"phase": "Running",
+                  "containerStatuses": [{"name": "coredns", "ready": true, "state": {"running": {}}}]}},
+                {"metadata": {"name": "helm-install-x", "namespace": "kube-system"}, "status": {"phase": "Succeeded"}},
+                // Another namespace's pod that does not run is not K7's.
+                {"metadata": {"name": "nb-0", "namespace": "alice"}, "status": {"phase": "Pending"}}
+            ]})
             .to_string(),
         ),
     ]
@@ -393,14 +390,14 @@ fn stack_crds_not_established_and_workloads_not_ready_are_named() {
 #[test]
 fn system_pods_that_do_not_run_are_named_with_what_holds_them() {
     let pods = json!({"items": [
-        {"metadata": {"name": "coredns-1"}, "status": {"phase": "Pending",
+        {"metadata": {"name": "coredns-1", "namespace": "kube-system"}, "status": {"phase": "Pending",
           "containerStatuses": [{"name": "coredns", "ready": false,
             "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}},
-        {"metadata": {"name": "metrics-1"}, "status": {"phase": "Pending", "conditions": [
+        {"metadata": {"name": "metrics-1", "namespace": "kube-system"}, "status": {"phase": "Pending", "conditions": [
           {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
            "message": "0/3 nodes are available"}]}}
     ]});
-    let f = run(&with("system_pods", 0, pods));
+    let f = run(&with("pods", 0, pods));
     let k7 = one(&f, "K7", CLUSTER);
     assert_eq!(k7.severity, Severity::Error);
     assert_eq!(

@@ -127,7 +127,7 @@ fn registry_inputs(
 )> {
     let needs = |names: &[&str]| selected.iter().any(|s| names.contains(&s.name));
     if needs(&["registry", "runtime", "kubernetes"])
-        && let Some((site, password)) = crate::stages::registry::prepare(inv, None)
+        && let Some((site, password)) = crate::stages::registry::prepare(inv)
             .map_err(|e| BadInput(format!("the registry gpuctl runs: {e:#}")))?
     {
         return Ok((Some(site), Some(password)));

@@ -37,10 +37,16 @@ pub struct Inventory {
     pub warnings: Vec<String>,
 }
 
+/// Where gpuctl keeps a cluster's state: `.gpuctl/<cluster>/` in `base_dir`, the
+/// inventory's directory.
+pub fn state_dir(base_dir: &std::path::Path, cluster: &str) -> PathBuf {
+    base_dir.join(".gpuctl").join(cluster)
+}
+
 impl Inventory {
     /// `.gpuctl/<cluster>/` beside the inventory file.
     pub fn state_dir(&self) -> PathBuf {
-        self.base_dir.join(".gpuctl").join(&self.cluster.name)
+        state_dir(&self.base_dir, &self.cluster.name)
     }
     pub fn servers(&self) -> impl Iterator<Item = &Host> {
         self.hosts

@@ -97,10 +97,9 @@ pub fn resolve(
     if !known_hosts.contains(&personal) {
         known_hosts.push(personal);
     }
-    let state_dir = env.base_dir.join(".gpuctl").join(
-        cluster
-            .as_ref()
-            .map_or("", |c: &crate::inventory::model::Cluster| c.name.as_str()),
+    let state_dir = state_dir(
+        env.base_dir,
+        cluster.as_ref().map_or("", |c| c.name.as_str()),
     );
     let registry = serve_registry(p, raw, registry, &hosts, &state_dir);
     if p.has_errors() {
@@ -420,10 +419,8 @@ fn serve_registry(
             }
         }
     };
-    let port = syntax::split_host_port(&r.mirror)
-        .1
-        .and_then(|p| p.parse::<u16>().ok());
-    if port.is_none_or(|p| p < 1024) {
+    // A mirror without a port means 443 (or 80), which the service's user cannot bind.
+    if r.mirror_port() < 1024 {
         p.error_hint(
             raw.registry
                 .as_ref()
@@ -452,6 +449,18 @@ fn serve_registry(
     }
     if !r.insecure {
         r.ca_file = Some(paths.ca());
+    }
+    if r.username.is_some() && r.password.is_none() {
+        p.error_hint(
+            raw.registry.as_ref().map_or(&raw.hosts_at, |r| &r.at),
+            format!(
+                "registry.credentials has a username but no password, and the registry gpuctl \
+                 runs on {} logs that user in with it",
+                host.name
+            ),
+            "add `password: { env: REGISTRY_PASSWORD }` under credentials, or leave credentials \
+             out for a generated login",
+        );
     }
     if r.username.is_none() {
         r.username = Some(crate::stages::registry::site::USERNAME.to_string());

@@ -110,7 +110,6 @@ pub fn context(inv: &Inventory) -> Result<Value, TemplateError> {
             "insecure": r.insecure,
             "served_by": r.served_by,
             "port": r.mirror_port(),
-            "tls": !r.insecure,
         })),
         "nodes": nodes,
         "gpu": {

@@ -133,27 +133,19 @@ pub fn certificate_names(inv: &Inventory) -> Vec<String> {
 /// materials and the loaded password (the nodes' `registries.yaml` needs it too).
 pub fn prepare(
     inv: &Inventory,
-    password: Option<crate::secret::Secret>,
 ) -> anyhow::Result<Option<(Arc<site::Materials>, crate::secret::Secret)>> {
     let Some(r) = inv.registry.as_ref().filter(|r| r.served_by.is_some()) else {
         return Ok(None);
     };
     let paths = site::Paths::new(&inv.state_dir());
-    let password = match password {
-        Some(p) => p,
-        None => {
-            let source = r.password.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "registry.credentials has a username but no password: the registry gpuctl \
-                     runs needs one; add `password: {{ env: REGISTRY_PASSWORD }}`"
-                )
-            })?;
-            if matches!(source, crate::secret::SecretSource::File { .. }) {
-                site::ensure_password(&paths)?;
-            }
-            crate::secret::Secret::load(source, "registry password")?
-        }
+    // The inventory refuses a served registry whose credentials lack a password.
+    let Some(source) = &r.password else {
+        anyhow::bail!("registry.credentials has no password");
     };
+    if matches!(source, crate::secret::SecretSource::File { .. }) {
+        site::ensure_password(&paths)?;
+    }
+    let password = crate::secret::Secret::load(source, "registry password")?;
     let materials = site::ensure(
         &paths,
         &inv.cluster.name,
