@@ -217,11 +217,11 @@ pub enum MirrorImagesCommand {
     )]
     Pull(MirrorPullArgs),
     /// Push every image of the bundle's lock file into a registry, digests unchanged;
-    /// every blob is verified first, nothing is sent if one is damaged
+    /// every blob to send is verified first, nothing is sent if one is damaged
     #[command(
         after_help = "Example:\n  REGISTRY_PASSWORD=... gpuctl mirror-images push --bundle ./bundle --to registry.lab:5000 \\\n      --username admin --password-env REGISTRY_PASSWORD --ca-file ca.pem\n\n\
         What the registry already holds is skipped, so an interrupted push is finished by\n\
-        running it again."
+        running it again; images it holds whole are not read from the bundle again."
     )]
     Push(MirrorPushArgs),
     /// Check that a registry serves every locked image, for every locked platform (manifests
@@ -333,12 +333,18 @@ pub struct MirrorPushArgs {
     /// Blobs larger than this are uploaded in chunks of this size (suffix K, M or G)
     #[arg(long, default_value = "64M", value_parser = parse_size, value_name = "BYTES")]
     pub chunk_size: u64,
+    /// The registry is Harbor: create the projects the push needs (the first path
+    /// component of each repository) that do not exist yet, as private projects, with the
+    /// push's login. Harbor refuses a push into a missing project
+    #[arg(long)]
+    pub create_projects: bool,
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("lock_source").required(true).args(["bundle", "lock"])))]
+#[command(group(ArgGroup::new("lock_source").args(["bundle", "lock"])))]
 pub struct MirrorCheckArgs {
-    /// The bundle whose lock file says what the mirror must hold
+    /// The bundle whose lock file says what the mirror must hold (with --inventory, the
+    /// default is the inventory's `bundle`)
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
     /// The lock file itself (`images.lock.yaml`), instead of --bundle
@@ -347,6 +353,11 @@ pub struct MirrorCheckArgs {
     /// Check only the images of this images file (each must be in the lock); default: all
     #[arg(long, value_name = "FILE")]
     pub images: Option<PathBuf>,
+    /// Every image must offer these platforms, comma-separated (e.g. linux/amd64,linux/arm64).
+    /// With --inventory and no --platform: the platforms of the inventory's hosts, each
+    /// asked over SSH (`uname -m`)
+    #[arg(long, value_delimiter = ',', value_name = "OS/ARCH")]
+    pub platform: Vec<String>,
     #[command(flatten)]
     pub target: MirrorTargetArgs,
 }

@@ -376,6 +376,8 @@ async fn mirror_images(inv: &Inventory) -> MirrorState {
             ..crate::registry::ClientOptions::default()
         },
         concurrency: 8,
+        // Read while the hosts are still being asked: their architectures are not known yet.
+        platforms: Vec::new(),
     };
     match tokio::time::timeout(MIRROR_TIMEOUT, crate::mirror::check(options)).await {
         Ok(Ok(results)) => MirrorState::Checked(results),

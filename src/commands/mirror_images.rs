@@ -8,11 +8,16 @@ use std::collections::HashMap;
 use anyhow::anyhow;
 
 use crate::cli::{
-    ExportFormat, MirrorCheckArgs, MirrorExportArgs, MirrorPullArgs, MirrorPushArgs,
-    MirrorTargetArgs,
+    ConnectArgs, ExportFormat, InventoryArgs, MirrorCheckArgs, MirrorExportArgs, MirrorPullArgs,
+    MirrorPushArgs, MirrorTargetArgs,
 };
 use crate::exit::BadInput;
+use crate::fleet::Progress;
+use crate::mirror::check::node_platform;
 use crate::mirror::naming::check_prefix;
+use crate::transport::Command;
+
+use super::connect::open_fleet;
 use crate::mirror::{
     Bundle, CheckOptions, ExportOptions, LockFile, PullOptions, PushOptions, images_file,
 };
@@ -78,9 +83,22 @@ pub async fn push(args: &MirrorPushArgs) -> anyhow::Result<()> {
         client,
         concurrency: usize::from(args.target.concurrency),
         chunk_size: args.chunk_size,
+        create_projects: args.create_projects,
     })
     .await
     .map_err(|e| with_hint(e, "--insecure"))?;
+    if let Some(harbor) = &report.harbor {
+        let list = |v: &[String]| match v.is_empty() {
+            true => "none".to_string(),
+            false => v.join(", "),
+        };
+        println!(
+            "Harbor {}: projects created: {}; already there: {}",
+            harbor.version,
+            list(&harbor.created),
+            list(&harbor.existing)
+        );
+    }
     for (reference, digest) in &report.pushed {
         println!("{reference} {digest}");
     }
@@ -103,7 +121,7 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
     let lock_path = match (&args.lock, &args.bundle) {
         (Some(lock), _) => lock.clone(),
         (None, Some(bundle)) => Bundle::open(bundle).map_err(BadInput)?.lock_path(),
-        (None, None) => return Err(BadInput("give --bundle or --lock".to_string()).into()),
+        (None, None) => inventory_lock(args.target.inventory.as_deref())?,
     };
     let lock = LockFile::read(&lock_path).map_err(BadInput)?;
     let only = match &args.images {
@@ -114,6 +132,7 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    let platforms = wanted_platforms(args).await?;
     let results = crate::mirror::check(CheckOptions {
         lock,
         only,
@@ -121,6 +140,7 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
         prefix: args.target.prefix.clone(),
         client,
         concurrency: usize::from(args.target.concurrency),
+        platforms,
     })
     .await
     .map_err(|e| with_hint(e, "--insecure"))?;
@@ -145,6 +165,97 @@ pub async fn check(args: &MirrorCheckArgs) -> anyhow::Result<()> {
         results.len(),
         to
     ))
+}
+
+/// Without --bundle or --lock: the lock file of the inventory's bundle.
+fn inventory_lock(inventory: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    let Some(path) = inventory else {
+        return Err(BadInput(
+            "give --bundle DIR or --lock FILE (or --inventory FILE, whose bundle holds the lock)"
+                .to_string(),
+        )
+        .into());
+    };
+    let inv = super::connect::load_inventory(path)?;
+    let Some(bundle) = &inv.bundle else {
+        return Err(BadInput(format!(
+            "{}: no `bundle` to find the lock file in; give --bundle DIR or --lock FILE",
+            path.display()
+        ))
+        .into());
+    };
+    crate::mirror::lock::in_bundle(bundle).ok_or_else(|| {
+        BadInput(format!(
+            "no {} in the inventory's bundle {} or its images/; run `gpuctl mirror-images pull --bundle {}/images` on the connected side",
+            crate::mirror::lock::LOCK_FILE,
+            bundle.display(),
+            bundle.display()
+        ))
+        .into()
+    })
+}
+
+/// The platforms every image must offer: `--platform`, else (with `--inventory`) the
+/// distinct platforms of the inventory's hosts, each asked for its `uname -m`.
+async fn wanted_platforms(args: &MirrorCheckArgs) -> anyhow::Result<Vec<Platform>> {
+    if !args.platform.is_empty() {
+        return args
+            .platform
+            .iter()
+            .map(|p| Platform::parse(p).map_err(|e| BadInput(format!("--platform: {e}")).into()))
+            .collect();
+    }
+    let Some(inventory) = &args.target.inventory else {
+        return Ok(Vec::new());
+    };
+    let connect = ConnectArgs {
+        inventory: InventoryArgs {
+            inventory: inventory.clone(),
+        },
+        hosts: None,
+        concurrency: 32,
+        accept_new_host_keys: false,
+        connect_timeout: 15,
+    };
+    let (_inv, fleet) = open_fleet(&connect, Progress::detect())?;
+    let report = fleet
+        .run(|ctx| async move {
+            let out = ctx.run(Command::new("uname -m")).await?;
+            let machine = out.stdout_str();
+            match out.success() {
+                true => node_platform(&machine).ok_or_else(|| {
+                    anyhow!(
+                        "`uname -m` says {:?}, which gpuctl cannot map to an image platform; give --platform",
+                        machine.trim()
+                    )
+                }),
+                false => Err(anyhow!("`uname -m` failed: {}", out.stderr_str().trim())),
+            }
+        })
+        .await;
+    if report.failure_count() > 0 {
+        return Err(anyhow!(
+            "cannot learn the nodes' platforms:\n{}name them with --platform (e.g. --platform linux/amd64) to check without asking the hosts",
+            report.failure_summary()
+        ));
+    }
+    let mut platforms: Vec<Platform> = Vec::new();
+    for result in report.results {
+        if let Ok(p) = result.outcome
+            && !platforms.contains(&p)
+        {
+            platforms.push(p);
+        }
+    }
+    println!(
+        "the nodes run {}",
+        platforms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(platforms)
 }
 
 pub fn export(args: &MirrorExportArgs) -> anyhow::Result<()> {
@@ -342,6 +453,11 @@ fn hint_text(failure: &str, insecure_flag: &str) -> String {
         format!("{failure} (pass the CA certificate with --ca-file FILE)")
     } else if failure.contains("answered in plain HTTP") {
         format!("{failure} (pass {insecure_flag} if it really has no TLS)")
+    } else if failure.contains("NOT_FOUND: project ") {
+        // Harbor's answer to a push into a project that does not exist.
+        format!(
+            "{failure} (Harbor needs the project first: push with --create-projects, or create it in Harbor)"
+        )
     } else {
         failure.to_string()
     }

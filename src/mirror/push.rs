@@ -1,11 +1,16 @@
 //! `mirror-images push`: every locked image of a bundle into a registry.
 //!
-//! 1. verify: every manifest and blob the lock needs is re-hashed; any problem is reported
+//! 1. read: every image's manifests come from the bundle, each re-hashed;
+//! 2. skip what is whole: an image whose tag already names our digest in the mirror, with
+//!    every platform manifest there by digest, is complete (a registry accepts a manifest
+//!    only once every blob it lists is in the repository), so none of its blobs is read or
+//!    asked for again: a no-op re-push of a large bundle costs a few requests per image;
+//! 3. verify: every blob of the images still to push is re-hashed; any problem is reported
 //!    (all of them) and nothing is sent;
-//! 2. blobs: each distinct blob once per target repository, under one concurrency budget:
+//! 4. blobs: each distinct blob once per target repository, under one concurrency budget:
 //!    `HEAD` skips what is there, a blob already pushed to another repository of the set is
 //!    mounted from it, the rest is uploaded (monolithic, or chunked above the chunk size);
-//! 3. manifests: per image, platform manifests by digest, then the index (or the single
+//! 5. manifests: per image, platform manifests by digest, then the index (or the single
 //!    manifest) by tag, each with its original bytes; the registry's digest must be ours.
 //!
 //! Nothing here talks to the upstream registry: what is pushed is what the lock pinned.
@@ -20,7 +25,9 @@ use tokio::task::JoinSet;
 
 use crate::exit::BadInput;
 use crate::registry::descriptor::image_blobs;
-use crate::registry::{BlobFile, ClientOptions, Digest, Manifest, Mount, RegistryClient};
+use crate::registry::{
+    BlobFile, ClientOptions, Digest, HarborProjects, Manifest, Mount, RegistryClient, projects_of,
+};
 
 use super::layout::{BlobProblem, Bundle};
 use super::lock::{LockFile, LockedImage};
@@ -37,12 +44,16 @@ pub struct PushOptions {
     pub concurrency: usize,
     /// Blobs larger than this are sent in chunks of this size.
     pub chunk_size: u64,
+    /// The registry is Harbor: create the projects the push needs that do not exist.
+    pub create_projects: bool,
 }
 
 /// What a push did. Blob counts are per (blob, repository) pair.
 #[derive(Debug, Default)]
 pub struct PushReport {
     pub images: usize,
+    /// Images the mirror already held whole: nothing of them was read or sent.
+    pub images_complete: usize,
     pub blobs_uploaded: usize,
     pub bytes_uploaded: u64,
     pub blobs_mounted: usize,
@@ -52,6 +63,8 @@ pub struct PushReport {
     /// `mirror reference → digest` for every image pushed.
     pub pushed: Vec<(String, Digest)>,
     pub failures: Vec<String>,
+    /// With `create_projects`: what Harbor had and what was made.
+    pub harbor: Option<HarborProjects>,
 }
 
 /// One image, ready to push: everything read from the bundle and verified.
@@ -80,7 +93,11 @@ pub async fn push(options: PushOptions) -> anyhow::Result<PushReport> {
         ))
     })?;
     let budget = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let (images, blobs) = plan(&bundle, &lock, options.prefix.as_deref(), &budget).await?;
+    let (images, problems) = read_images(&bundle, &lock, options.prefix.as_deref())?;
+    if !problems.is_empty() {
+        // The registry is not asked anything: list every damaged blob at once.
+        return Err(damaged(&bundle, problems, &images, &budget).await?);
+    }
     check_collisions(&images, &options.registry)?;
 
     let client = Arc::new(RegistryClient::new(
@@ -89,15 +106,30 @@ pub async fn push(options: PushOptions) -> anyhow::Result<PushReport> {
     )?);
     client.ping().await?;
 
-    // Blobs: each distinct digest once, into every repository that needs it.
     let mut report = PushReport {
         images: images.len(),
         ..PushReport::default()
     };
+    if options.create_projects {
+        let projects = projects_of(images.iter().map(|i| i.repository.as_str()))
+            .map_err(|e| BadInput(format!("--create-projects: {e}")))?;
+        report.harbor = Some(client.ensure_harbor_projects(&projects).await?);
+    }
+    let images = skip_complete(&client, &options.registry, images, &budget, &mut report).await?;
+    let blobs = blobs_of(&images)?;
+    let problems = verify(&bundle, &blobs, &budget).await?;
+    if !problems.is_empty() {
+        return Err(damaged(&bundle, problems, &[], &budget).await?);
+    }
+
+    // Blobs: each distinct digest once, into every repository that needs it.
     let total: u64 = blobs.values().map(|(size, _)| size).sum();
     let progress = Transfer::start("checking, then pushing as needed,", total, blobs.len());
     let mut tasks = JoinSet::new();
-    for (digest, (size, repositories)) in blobs {
+    // Largest first: the longest upload starts at once and the small ones fill the other
+    // slots around it, instead of one huge blob running alone at the end. (The budget's
+    // semaphore is fair, so tasks take their turns in this order.)
+    for (digest, (size, repositories)) in largest_first(blobs) {
         let blob = BlobFile {
             path: bundle.blob_path(&digest),
             digest,
@@ -150,17 +182,15 @@ pub async fn push(options: PushOptions) -> anyhow::Result<PushReport> {
     Ok(report)
 }
 
-/// Reads every image's manifests from the bundle and verifies every blob they need; on
-/// any problem nothing is returned, so nothing is pushed.
-async fn plan(
+/// Reads every image's manifests from the bundle, each re-hashed; the problems are
+/// returned beside the images that could be read.
+fn read_images(
     bundle: &Bundle,
     lock: &LockFile,
     prefix: Option<&str>,
-    budget: &Arc<Semaphore>,
-) -> anyhow::Result<(Vec<Planned>, BTreeMap<Digest, (u64, BTreeSet<String>)>)> {
+) -> anyhow::Result<(Vec<Planned>, Vec<BlobProblem>)> {
     let mut problems: Vec<BlobProblem> = Vec::new();
     let mut images = Vec::new();
-    let mut blobs: BTreeMap<Digest, (u64, BTreeSet<String>)> = BTreeMap::new();
     for locked in &lock.images {
         let reference = locked.reference().map_err(BadInput)?;
         let repository = target_repository(&reference, prefix);
@@ -178,19 +208,6 @@ async fn plan(
                 Err(p) => problems.push(p),
             }
         }
-        let manifests = if locked.platforms.is_empty() {
-            std::slice::from_ref(&top)
-        } else {
-            children.as_slice()
-        };
-        for m in manifests {
-            for blob in image_blobs(m).map_err(|e| anyhow!("{}: {e}", locked.reference))? {
-                let entry = blobs
-                    .entry(blob.digest)
-                    .or_insert_with(|| (blob.size, BTreeSet::new()));
-                entry.1.insert(repository.clone());
-            }
-        }
         images.push(Planned {
             locked: locked.clone(),
             tag: reference.tag.clone(),
@@ -199,9 +216,40 @@ async fn plan(
             children,
         });
     }
+    Ok((images, problems))
+}
+
+/// Every blob the images' manifests list: digest → (size, repositories that need it).
+fn blobs_of(images: &[Planned]) -> anyhow::Result<BTreeMap<Digest, (u64, BTreeSet<String>)>> {
+    let mut blobs: BTreeMap<Digest, (u64, BTreeSet<String>)> = BTreeMap::new();
+    for image in images {
+        let manifests = if image.locked.platforms.is_empty() {
+            std::slice::from_ref(&image.top)
+        } else {
+            image.children.as_slice()
+        };
+        for m in manifests {
+            for blob in image_blobs(m).map_err(|e| anyhow!("{}: {e}", image.locked.reference))? {
+                let entry = blobs
+                    .entry(blob.digest)
+                    .or_insert_with(|| (blob.size, BTreeSet::new()));
+                entry.1.insert(image.repository.clone());
+            }
+        }
+    }
+    Ok(blobs)
+}
+
+/// Re-hashes every blob (on the blocking pool, under the budget); returns the problems.
+async fn verify(
+    bundle: &Bundle,
+    blobs: &BTreeMap<Digest, (u64, BTreeSet<String>)>,
+    budget: &Arc<Semaphore>,
+) -> anyhow::Result<Vec<BlobProblem>> {
+    let mut problems = Vec::new();
     let mut checks = JoinSet::new();
-    for (digest, (size, _)) in &blobs {
-        let (bundle, digest, size) = (bundle.clone(), digest.clone(), *size);
+    for (digest, (size, _)) in largest_first(blobs.clone()) {
+        let bundle = bundle.clone();
         let budget = budget.clone();
         checks.spawn(async move {
             let _permit = budget.acquire_owned().await;
@@ -216,26 +264,98 @@ async fn plan(
             problems.push(p);
         }
     }
-    if !problems.is_empty() {
-        problems.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut text = format!(
-            "the bundle {} has {} damaged or missing blob{}; nothing was pushed:",
-            bundle.root().display(),
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" }
-        );
-        for p in &problems {
-            text.push_str(&format!(
-                "\n  {} ({}): {}",
-                p.path.display(),
-                p.digest,
-                p.problem
-            ));
-        }
-        text.push_str("\nrun `gpuctl mirror-images pull` again on the connected side and carry the bundle over again");
-        return Err(anyhow!(text));
+    Ok(problems)
+}
+
+/// Blobs ordered by size, largest first.
+fn largest_first<T>(blobs: BTreeMap<Digest, (u64, T)>) -> Vec<(Digest, (u64, T))> {
+    let mut blobs: Vec<_> = blobs.into_iter().collect();
+    blobs.sort_by_key(|(_, (size, _))| std::cmp::Reverse(*size));
+    blobs
+}
+
+/// The error for a damaged bundle: these problems, plus those of the blobs of `readable`
+/// (images whose manifests were fine), so one run lists everything to fix.
+async fn damaged(
+    bundle: &Bundle,
+    mut problems: Vec<BlobProblem>,
+    readable: &[Planned],
+    budget: &Arc<Semaphore>,
+) -> anyhow::Result<anyhow::Error> {
+    problems.extend(verify(bundle, &blobs_of(readable)?, budget).await?);
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    problems.dedup_by(|a, b| a.path == b.path);
+    let mut text = format!(
+        "the bundle {} has {} damaged or missing blob{}; nothing was pushed:",
+        bundle.root().display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in &problems {
+        text.push_str(&format!(
+            "\n  {} ({}): {}",
+            p.path.display(),
+            p.digest,
+            p.problem
+        ));
     }
-    Ok((images, blobs))
+    text.push_str("\nrun `gpuctl mirror-images pull` again on the connected side and carry the bundle over again");
+    Ok(anyhow!(text))
+}
+
+/// Drops the images the mirror already holds whole (see the module comment), counting
+/// them in the report; returns the rest.
+async fn skip_complete(
+    client: &Arc<RegistryClient>,
+    registry: &str,
+    images: Vec<Planned>,
+    budget: &Arc<Semaphore>,
+    report: &mut PushReport,
+) -> anyhow::Result<Vec<Planned>> {
+    let mut tasks = JoinSet::new();
+    for (index, image) in images.iter().enumerate() {
+        let (client, budget) = (client.clone(), budget.clone());
+        let (repository, children, (reference, tagged)) = (
+            image.repository.clone(),
+            image
+                .children
+                .iter()
+                .map(|c| c.digest.to_string())
+                .collect::<Vec<_>>(),
+            tag_reference(image),
+        );
+        tasks.spawn(async move {
+            let _permit = budget.acquire_owned().await;
+            let there = client.head_manifest(&repository, &reference).await?;
+            if there.and_then(|h| h.digest).as_ref() != Some(&tagged) {
+                return anyhow::Ok((index, None));
+            }
+            for child in &children {
+                if client.head_manifest(&repository, child).await?.is_none() {
+                    return Ok((index, None));
+                }
+            }
+            Ok((index, Some(children.len() + 1)))
+        });
+    }
+    let mut complete = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let (index, Some(manifests)) = joined.context("a manifest check failed")?? {
+            complete.insert(index, manifests);
+        }
+    }
+    let mut rest = Vec::new();
+    for (index, image) in images.into_iter().enumerate() {
+        match complete.get(&index) {
+            Some(manifests) => {
+                report.images_complete += 1;
+                report.manifests_present += manifests;
+                report.pushed.push(mirror_reference(registry, &image));
+            }
+            None => rest.push(image),
+        }
+    }
+    Ok(rest)
 }
 
 /// Two upstream images that would land on the same mirror reference with different
@@ -327,16 +447,8 @@ async fn push_manifests(
             pushed += 1;
         }
     }
-    let target = tag_target(&image.locked);
-    let tagged = image
-        .children
-        .iter()
-        .find(|c| &c.digest == target)
-        .unwrap_or(&image.top);
-    let reference = image
-        .tag
-        .clone()
-        .unwrap_or_else(|| tagged.digest.to_string());
+    let tagged = tagged_manifest(image);
+    let (reference, _) = tag_reference(image);
     let there = client.head_manifest(repository, &reference).await?;
     if there.and_then(|h| h.digest).as_ref() == Some(&tagged.digest) {
         present += 1;
@@ -353,15 +465,35 @@ async fn push_manifests(
             })?;
         pushed += 1;
     }
+    Ok((pushed, present, mirror_reference(registry, image)))
+}
+
+/// The manifest the mirror's tag names (see [`tag_target`]).
+fn tagged_manifest(image: &Planned) -> &Manifest {
+    let target = tag_target(&image.locked);
+    image
+        .children
+        .iter()
+        .find(|c| &c.digest == target)
+        .unwrap_or(&image.top)
+}
+
+/// What the image is pushed as in its repository (its tag, else the digest), and the
+/// digest that reference must name.
+fn tag_reference(image: &Planned) -> (String, Digest) {
+    let tagged = tagged_manifest(image).digest.clone();
+    let reference = image.tag.clone().unwrap_or_else(|| tagged.to_string());
+    (reference, tagged)
+}
+
+/// The full mirror reference and its digest, as the push reports it.
+fn mirror_reference(registry: &str, image: &Planned) -> (String, Digest) {
+    let (reference, digest) = tag_reference(image);
     let sep = if image.tag.is_some() { ":" } else { "@" };
-    Ok((
-        pushed,
-        present,
-        (
-            format!("{registry}/{repository}{sep}{reference}"),
-            tagged.digest.clone(),
-        ),
-    ))
+    (
+        format!("{registry}/{}{sep}{reference}", image.repository),
+        digest,
+    )
 }
 
 /// What the mirror's tag names: the locked digest, except for an index filtered down to
@@ -377,8 +509,9 @@ pub fn tag_target(image: &LockedImage) -> &Digest {
 impl PushReport {
     pub fn summary(&self, registry: &str) -> String {
         format!(
-            "{} images to {registry}: {} blobs uploaded ({}), {} mounted, {} already present; {} manifests pushed, {} already present",
+            "{} images to {registry} ({} already complete there): {} blobs uploaded ({}), {} mounted, {} already present; {} manifests pushed, {} already present",
             self.images,
+            self.images_complete,
             self.blobs_uploaded,
             human_bytes(self.bytes_uploaded),
             self.blobs_mounted,

@@ -57,8 +57,8 @@ pub enum AuthKind {
 pub struct RegistryClient {
     registry: String,
     pub(super) base: String,
-    http: reqwest::Client,
-    credentials: Option<Credentials>,
+    pub(super) http: reqwest::Client,
+    pub(super) credentials: Option<Credentials>,
     pub(super) retry: RetryPolicy,
     state: Mutex<AuthState>,
 }

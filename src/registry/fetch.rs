@@ -122,6 +122,35 @@ impl RegistryClient {
         }))
     }
 
+    /// A small blob (an image config) in memory, capped like a manifest and checked
+    /// against its digest.
+    pub async fn get_small_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<bytes::Bytes, RegistryError> {
+        let reference = digest.to_string();
+        let target = self.target(Some(repository), Some(&reference));
+        let call = Call::new(
+            Method::GET,
+            "GET blob",
+            format!("{}/v2/{repository}/blobs/{reference}", self.base),
+            &target,
+        )
+        .scope(pull_scope(repository));
+        let resp = self.send(&call).await?;
+        let resp = Self::expect_success(&call, resp).await?;
+        let bytes = self.read_limited(&call, resp, MAX_MANIFEST_BYTES).await?;
+        if !digest.matches(&bytes) {
+            return Err(RegistryError::DigestMismatch {
+                target: Box::new(target),
+                expected: digest.clone(),
+                actual: Digest::sha256_of(&bytes),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// `HEAD /v2/<repository>/blobs/<digest>`: whether the registry already has the blob.
     pub async fn blob_exists(
         &self,

@@ -581,6 +581,10 @@ fn a_registry_host_serves_the_mirror_with_tls_and_a_login_from_gpuctls_own_ca() 
             .wait(RUN_DEADLINE)
             .success();
         assert!(!out.stdout.contains(password) && !out.stderr.contains(password));
+        if verb == "check" {
+            // The nodes were asked for their architecture, and the image offers it.
+            out.stdout_has("the nodes run linux/amd64");
+        }
     }
 
     // A second run changes nothing on the host: the same CA, certificate and login.

@@ -110,3 +110,124 @@ fn check_lists_missing_platforms_and_images() {
     .code(2)
     .stderr_has("is not in the lock file");
 }
+
+#[test]
+fn check_asks_every_image_for_every_node_platform() {
+    let work = Work::new();
+    let upstream = TestRegistry::plain();
+    let multi = multi_arch(&work.path("multi"), "1", 8 * 1024);
+    upstream.copy_layout(&multi, "1", "team/multi", None);
+    let app = single_arch(&work.path("app"), "1", 1, 8 * 1024);
+    upstream.copy_layout(&app, "1", "team/app", None);
+    let mirror = TestRegistry::plain();
+
+    // One bundle keeps both platforms of team/multi, the other only amd64.
+    let images = work.images_file(&[
+        format!("{}/team/multi:1", upstream.addr),
+        format!("{}/team/app:1", upstream.addr),
+    ]);
+    let full = work.path("full");
+    pull(&images, &full, &upstream.addr, &[]).success();
+    push(&full, &mirror.addr, &mirror, &[]).success();
+    let amd_only = work.path("amd-only");
+    pull(
+        &images,
+        &amd_only,
+        &upstream.addr,
+        &["--platform", "linux/amd64"],
+    )
+    .success();
+
+    check(&full, &mirror.addr, &["--platform", "linux/amd64"])
+        .success()
+        .stdout_has("all 2 images are in");
+    let out = check(
+        &full,
+        &mirror.addr,
+        &["--platform", "linux/amd64,linux/arm64"],
+    )
+    .code(1);
+    let line = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{}", out.stdout))
+            .to_string()
+    };
+    assert!(
+        line("team/multi").trim_end().ends_with("ok"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line("team/app").contains(
+            "linux/arm64: a node runs linux/arm64, the image is built for linux/amd64 only"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("1 of 2 images are incomplete"),
+        "{}",
+        out.stderr
+    );
+
+    let out = check(&amd_only, &mirror.addr, &["--platform", "linux/arm64"]).code(1);
+    assert!(
+        out.stdout
+            .contains("the pull's --platform left it out of the bundle"),
+        "{}",
+        out.stdout
+    );
+
+    check(&full, &mirror.addr, &["--platform", "linux"])
+        .code(2)
+        .stderr_has("--platform: platform \"linux\" is not os/architecture");
+}
+
+#[test]
+fn check_with_an_inventory_reads_its_bundle_and_registry() {
+    let work = Work::new();
+    let upstream = TestRegistry::plain();
+    let app = single_arch(&work.path("app"), "1", 1, 8 * 1024);
+    upstream.copy_layout(&app, "1", "team/app", None);
+    let images = work.images_file(&[format!("{}/team/app:1", upstream.addr)]);
+    // Where `bundle create` leaves images: <bundle>/images.
+    pull(
+        &images,
+        &work.path("site/bundle/images"),
+        &upstream.addr,
+        &[],
+    )
+    .success();
+    let mirror = TestRegistry::plain();
+    push(&work.path("site/bundle/images"), &mirror.addr, &mirror, &[]).success();
+    let inventory = work.path("site/lab.yaml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "cluster: {{ name: chk }}\nssh: {{ user: ops }}\nbundle: ./bundle\nregistry: {{ mirror: \"{}\", insecure: true }}\nhosts:\n  - {{ name: cp1, address: 10.0.0.1, roles: [server] }}\n",
+            mirror.addr
+        ),
+    )
+    .unwrap();
+    // --platform names the nodes' platform, so no host is asked.
+    let run = |platform: &str| {
+        Gpuctl::new()
+            .args([
+                "mirror-images",
+                "check",
+                "--platform",
+                platform,
+                "--inventory",
+            ])
+            .args([inventory.display().to_string()])
+            .run()
+    };
+    run("linux/amd64")
+        .success()
+        .stdout_has("all 1 images are in");
+    run("linux/arm64")
+        .code(1)
+        .stdout_has("the image is built for linux/amd64 only");
+}

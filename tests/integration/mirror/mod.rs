@@ -17,6 +17,7 @@ mod check;
 mod credentials;
 mod errors;
 mod export;
+mod harbor;
 mod list;
 mod resume;
 
@@ -251,6 +252,12 @@ fn pull_then_push_keeps_every_digest_and_a_second_run_moves_no_blob() {
         again.stdout
     );
     assert_eq!(count(&again.stdout, " mounted"), 0, "{}", again.stdout);
+    // Every image was whole in the mirror: none of its blobs was read or asked for again.
+    assert!(
+        again.stdout.contains("3 images to") && again.stdout.contains("(3 already complete there)"),
+        "{}",
+        again.stdout
+    );
     assert_eq!(
         count(&again.stdout, "manifests pushed"),
         0,

@@ -6,6 +6,7 @@
 
 pub mod fake_registry;
 pub mod gpuctl;
+pub mod harbor;
 pub mod images;
 pub mod lab;
 pub mod registry;

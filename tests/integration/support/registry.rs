@@ -252,7 +252,7 @@ impl Drop for TestRegistry {
 
 /// A port that was free a moment ago. The registry binds it right after; a collision
 /// shows up as the registry exiting, with its log in the panic message.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -260,7 +260,7 @@ fn free_port() -> u16 {
 }
 
 /// The status code of a plain-HTTP GET, or `None` when nothing answers yet.
-fn http_status(addr: &str, path: &str) -> Option<u16> {
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
