@@ -22,6 +22,7 @@
 
 pub mod components;
 pub mod overlay;
+pub mod unrewritable;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -116,6 +117,11 @@ impl Stage for StackStage {
         // After the components: the gateway's namespace comes with them.
         ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, KUBECTL)?);
         Ok(ops)
+    }
+    fn notes(&self, inv: &Inventory, _hf: &HostFacts) -> Vec<String> {
+        unrewritable::note(inv, self.bundle.as_deref())
+            .into_iter()
+            .collect()
     }
     fn finish(&self, inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
         if inv.stack.components.is_empty() {
