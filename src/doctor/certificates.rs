@@ -1,5 +1,7 @@
-//! K6: the first server's certificates (k3s keeps them in `<data-dir>/server/tls/`), read
-//! with openssl in the cluster script. An expired API server certificate stops every
+//! K6: every server's certificates (k3s keeps them in `<data-dir>/server/tls/`), read
+//! with openssl: the first server's in the cluster script (reported for the cluster), the
+//! other servers' in their own host script (reported for each of them: in an HA cluster
+//! each server has its own serving and client certificates, and each expires on its own). An expired API server certificate stops every
 //! kubectl and every kubelet at once, usually a year after install, on a Sunday; k3s renews
 //! its certificates at start when fewer than 90 days remain, so a server that has not been
 //! restarted for a year is the usual cause, and a restart the usual fix. A certificate not
@@ -9,23 +11,71 @@
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 
 use super::evidence::Evidence;
-use super::{CLUSTER, Finding, Findings, Severity};
+use super::{CLUSTER, Finding, Findings, HostInput, Severity};
+use crate::inventory::Role;
 use crate::transport::shell::quote;
 
 /// Fewer days left than this is a warning.
 const WARN_DAYS: i64 = 30;
 
-/// The script line (run as root, in the cluster script) that prints, per certificate,
+/// The shell command that prints, per certificate of `<data_dir>/server/tls`,
 /// `FILE|notBefore=...|notAfter=...`, then the server's clock as `now EPOCH`.
-pub fn script_line(data_dir: &str) -> String {
+fn body(data_dir: &str) -> String {
     let tls = quote(&format!("{data_dir}/server/tls"));
-    let body = format!(
+    format!(
         "command -v openssl >/dev/null 2>&1 || {{ echo no-openssl; exit 0; }}; \
          for f in {tls}/*.crt; do [ -f \"$f\" ] || continue; \
          printf '%s|%s\\n' \"$f\" \"$(openssl x509 -noout -startdate -enddate -in \"$f\" 2>&1 | tr '\\n' '|')\"; \
          done; echo \"now $(date +%s)\""
-    );
-    format!("c certs sh -c {}\n", quote(&body))
+    )
+}
+
+/// The cluster script's line (it runs as root).
+pub fn script_line(data_dir: &str) -> String {
+    format!("c certs sh -c {}\n", quote(&body(data_dir)))
+}
+
+/// The host script's lines: only where the directory exists (a server with k3s), read as
+/// the login user when it may, else through `sudo -n` (k3s keeps it root's); without
+/// either, `certs_unreadable`.
+pub fn host_script_lines(data_dir: &str) -> String {
+    let tls = quote(&format!("{data_dir}/server/tls"));
+    let body = quote(&body(data_dir));
+    format!(
+        "if [ -d {tls} ] || sudo -n test -d {tls} 2>/dev/null; then\n  \
+         if [ -r {tls} ] && [ -x {tls} ]; then c certs sh -c {body}; \
+         elif sudo -n true 2>/dev/null; then c certs sudo -n sh -c {body}; \
+         else kv certs_unreadable 1; fi\nfi\n"
+    )
+}
+
+/// K6 on a server other than the first, from its own script.
+pub fn host_check(input: &HostInput, out: &mut Findings) {
+    if !input.host.roles.contains(&Role::Server)
+        || input.plan.first_server.as_deref() == Some(input.host.name.as_str())
+        || input.plan.k3s_tls_of.is_none()
+    {
+        return;
+    }
+    let name = &input.host.name;
+    if input.ev.cmd("certs").is_none() {
+        if input.ev.get("certs_unreadable").is_some() {
+            out.add(
+                "K6",
+                Severity::Skip,
+                format!("k3s's server/tls/ on {name} is root's, and sudo asks for a password"),
+            )
+            .fix("give the login passwordless sudo, or log in as root, for doctor to read it");
+        } else {
+            out.add(
+                "K6",
+                Severity::Skip,
+                format!("no k3s certificates on {name} yet (k3s not installed there)"),
+            );
+        }
+        return;
+    }
+    judge(input.ev, name, out);
 }
 
 /// One certificate's dates.
@@ -79,12 +129,21 @@ fn parse(lines: &[String]) -> (Vec<Cert>, Option<DateTime<Utc>>, Vec<String>) {
     (certs, now, bad)
 }
 
-/// K6 from the cluster script's `certs` answer.
+/// K6 from the cluster script's `certs` answer (the first server's certificates).
 pub fn check(ev: &Evidence, first: &str) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
-    let Some(out) = ev.cmd("certs") else {
+    if ev.cmd("certs").is_none() {
         f.add("K6", Severity::Skip, "the certificates were not read");
         return f.list;
+    }
+    judge(ev, first, &mut f);
+    f.list
+}
+
+/// K6 from a `certs` answer read on server `first`, added to `f`.
+fn judge(ev: &Evidence, first: &str, f: &mut Findings) {
+    let Some(out) = ev.cmd("certs") else {
+        return;
     };
     if out.lines.iter().any(|l| l == "no-openssl") {
         f.add(
@@ -93,7 +152,7 @@ pub fn check(ev: &Evidence, first: &str) -> Vec<Finding> {
             format!("openssl is not installed on {first}, which reads the certificates' dates"),
         )
         .fix(format!("apt-get install openssl on {first}"));
-        return f.list;
+        return;
     }
     let (certs, now, bad) = parse(&out.lines);
     let now = now.unwrap_or_else(Utc::now);
@@ -104,7 +163,7 @@ pub fn check(ev: &Evidence, first: &str) -> Vec<Finding> {
             format!("no certificates in k3s's server/tls/ on {first}"),
         )
         .evidence(bad);
-        return f.list;
+        return;
     }
     let name = |c: &Cert| c.file.rsplit('/').next().unwrap_or(&c.file).to_string();
     let day = |d: DateTime<Utc>| d.format("%Y-%m-%d %H:%M UTC").to_string();
@@ -159,7 +218,6 @@ pub fn check(ev: &Evidence, first: &str) -> Vec<Finding> {
         )
         .evidence(evidence);
     }
-    f.list
 }
 
 #[cfg(test)]
@@ -247,5 +305,77 @@ mod tests {
         let f = check(&Evidence::for_test(&[("certs", 0, "no-openssl\n")]), "cp1");
         assert_eq!(f[0].severity, Severity::Skip);
         assert!(f[0].title.contains("openssl is not installed on cp1"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod host_tests {
+    use super::*;
+    use crate::doctor::reads::ScriptPlan;
+    use crate::doctor::testing::{Case, one};
+
+    /// `name`, a server (Case::healthy without GPUs is one), in a cluster whose first
+    /// server is cp1.
+    fn server(name: &str) -> Case {
+        let mut c = Case::healthy(name, false);
+        c.plan = ScriptPlan {
+            first_server: Some("cp1".into()),
+            k3s_tls_of: Some("/var/lib/rancher/k3s".into()),
+            ..ScriptPlan::default()
+        };
+        c
+    }
+
+    fn certs(case: Case, lines: &str) -> Case {
+        let mut c = case.with("@@t cmd certs");
+        for l in lines.lines() {
+            c = c.with(l);
+        }
+        c.with("@@t status certs 0")
+    }
+
+    #[test]
+    fn every_other_server_judges_its_own_certificates() {
+        // now = 2026-12-03 00:00:00 UTC
+        let expired = certs(
+            server("cp2"),
+            "/var/lib/rancher/k3s/server/tls/client-admin.crt|notBefore=Dec  1 00:00:00 2025 GMT|notAfter=Dec  1 00:00:00 2026 GMT|\nnow 1796256000",
+        );
+        let findings = expired.findings();
+        let f = one(&findings, "K6", Severity::Error);
+        assert_eq!(f.host, "cp2");
+        assert!(
+            f.title.contains("client-admin.crt expired on 2026-12-01"),
+            "{f:?}"
+        );
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("on cp2: sudo systemctl restart k3s"),
+            "{f:?}"
+        );
+
+        // The first server's are the cluster's K6; a worker has none.
+        let first = certs(server("cp1"), "now 1796256000");
+        assert!(first.findings().iter().all(|f| f.id != "K6"));
+        let mut worker = certs(server("w1"), "now 1796256000");
+        worker.host.roles = std::collections::BTreeSet::from([crate::inventory::Role::Worker]);
+        assert!(worker.findings().iter().all(|f| f.id != "K6"));
+
+        // Before k3s, or when only root may read them: said, not failed.
+        let findings = server("cp3").findings();
+        assert!(
+            one(&findings, "K6", Severity::Skip)
+                .title
+                .contains("k3s not installed there")
+        );
+        let findings = server("cp3").with("@@t kv certs_unreadable=1").findings();
+        assert!(
+            one(&findings, "K6", Severity::Skip)
+                .title
+                .contains("sudo asks for a password")
+        );
     }
 }

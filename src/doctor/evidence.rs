@@ -506,6 +506,17 @@ mod tests {
     #[test]
     fn the_script_runs_under_sh_and_its_output_parses() {
         let paths = vec!["/".to_string(), "/var/lib/no/such/dir".to_string()];
+        // A k3s data directory with one certificate, as a server other than the first has.
+        fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+            r.unwrap_or_else(|e| panic!("{e}"))
+        }
+        let k3s = ok(tempfile::tempdir());
+        ok(std::fs::create_dir_all(k3s.path().join("server/tls")));
+        let cert = ok(rcgen::generate_simple_self_signed(vec!["k3s".into()]));
+        ok(std::fs::write(
+            k3s.path().join("server/tls/server-ca.crt"),
+            cert.cert.pem(),
+        ));
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(script(
@@ -523,6 +534,8 @@ mod tests {
                         mirror: "127.0.0.1:1".into(),
                         insecure: true,
                     }),
+                    first_server: Some("cp1".into()),
+                    k3s_tls_of: Some(k3s.path().display().to_string()),
                 },
             ))
             .output()
@@ -535,6 +548,16 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!ev.get("uname_n").unwrap_or("").is_empty());
+        let certs = ev.cmd("certs").cloned().unwrap_or_default();
+        assert!(
+            certs
+                .lines
+                .iter()
+                .any(|l| l.contains("server-ca.crt|notBefore="))
+                && certs.lines.last().is_some_and(|l| l.starts_with("now ")),
+            "{:?}",
+            certs.lines
+        );
         assert!(
             ev.get("kernel")
                 .is_some_and(|k| k.chars().next().is_some_and(|c| c.is_ascii_digit()))

@@ -417,6 +417,7 @@ pub fn check_host(input: &HostInput) -> Vec<Finding> {
     services::check(input, &mut out);
     local_path::host_check(input, &mut out);
     nfs::host_check(input, &mut out);
+    certificates::host_check(input, &mut out);
     out.list
 }
 

@@ -1,5 +1,5 @@
 //! The second half of the evidence script: what the network, proxy, NVIDIA module and
-//! health, and mirror checks read (H8, H9, G3, G4, G8, G9, N4, M1). Part of the same
+//! health, mirror and server certificate checks read (H8, H9, G3, G4, G8, G9, N4, M1, K6). Part of the same
 //! single script per host (see [`super::evidence`]), so adding them costs no round trip.
 //!
 //! Two parts depend on the inventory and are the same for every host: the peer ports to
@@ -45,6 +45,10 @@ pub struct ScriptPlan {
     pub nfs: Option<NfsPlan>,
     pub probes: Vec<Probe>,
     pub mirror: Option<MirrorProbe>,
+    /// The first server (its certificates are read by the cluster script).
+    pub first_server: Option<String>,
+    /// k3s's data directory, whose `server/tls/` the other servers read (K6).
+    pub k3s_tls_of: Option<String>,
 }
 
 /// The address other nodes reach a host at (see [`crate::inventory::Host::node_address`]).
@@ -111,6 +115,9 @@ pub fn plan(inv: &Inventory, disk_paths: Vec<String>) -> ScriptPlan {
             mirror: r.mirror.clone(),
             insecure: r.insecure,
         }),
+        first_server: inv.servers().next().map(|h| h.name.clone()),
+        k3s_tls_of: (inv.cluster.distribution == crate::inventory::Distribution::K3s)
+            .then(|| crate::stages::kubernetes::k3s::data_dir(inv)),
     }
 }
 
@@ -209,6 +216,10 @@ kill $w 2>/dev/null; exit 0' probe "$M""#
             }
         }
         s.push_str("else kv mirror_tool none; fi\n");
+    }
+    // K6: a server's own certificates (where k3s keeps them; other hosts have none).
+    if let Some(data_dir) = &plan.k3s_tls_of {
+        s.push_str(&super::certificates::host_script_lines(data_dir));
     }
     s
 }

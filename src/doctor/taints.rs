@@ -2,9 +2,10 @@
 //! it only does where it tolerates the node's `NoSchedule`/`NoExecute` taints. A taint
 //! from the inventory (`gpu=true:NoSchedule` to keep CPU work off GPU nodes is the usual
 //! one) silently keeps a system DaemonSet off those nodes: no log collector, no load
-//! balancer pods, no device plugin there, and nothing fails loudly. Node selectors are
-//! honoured (a DaemonSet meant for GPU nodes only does not belong on the others); node
-//! affinity is not read.
+//! balancer pods, no device plugin there, and nothing fails loudly. Which nodes a
+//! DaemonSet is meant for is read as the scheduler reads it: its `nodeSelector` and its
+//! required node affinity (a DaemonSet meant for GPU nodes only does not belong on the
+//! others); preferred affinity does not restrict it.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,101 @@ struct PodSpec {
     node_selector: BTreeMap<String, String>,
     #[serde(default)]
     tolerations: Vec<Toleration>,
+    #[serde(default)]
+    affinity: Affinity,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Affinity {
+    #[serde(default)]
+    node_affinity: NodeAffinity,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeAffinity {
+    required_during_scheduling_ignored_during_execution: Option<NodeSelector>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeSelector {
+    #[serde(default)]
+    node_selector_terms: Vec<Term>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Term {
+    #[serde(default)]
+    match_expressions: Vec<Requirement>,
+    #[serde(default)]
+    match_fields: Vec<Requirement>,
+}
+
+#[derive(Default, Deserialize)]
+struct Requirement {
+    key: String,
+    operator: String,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+impl Requirement {
+    /// Kubernetes' node selector operators; `value` is the node's label (or field).
+    fn matches(&self, value: Option<&str>) -> bool {
+        let number = |v: &str| v.parse::<i64>().ok();
+        match self.operator.as_str() {
+            "In" => value.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            "NotIn" => !value.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            "Gt" | "Lt" => match (
+                value.and_then(number),
+                self.values.first().and_then(|v| number(v)),
+            ) {
+                (Some(v), Some(limit)) if self.operator == "Gt" => v > limit,
+                (Some(v), Some(limit)) => v < limit,
+                _ => false,
+            },
+            // An operator the API would refuse: it selects nothing.
+            _ => false,
+        }
+    }
+}
+
+impl PodSpec {
+    /// Whether the scheduler would place this pod on `node` if no taint were there: every
+    /// `nodeSelector` label, and one required affinity term (terms are ORed, the
+    /// requirements of a term ANDed; `matchFields` knows only `metadata.name`).
+    fn selects(&self, node: &Node) -> bool {
+        let labels = &node.metadata.labels;
+        if !self
+            .node_selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
+            return false;
+        }
+        let Some(required) = &self
+            .affinity
+            .node_affinity
+            .required_during_scheduling_ignored_during_execution
+        else {
+            return true;
+        };
+        required.node_selector_terms.iter().any(|term| {
+            (!term.match_expressions.is_empty() || !term.match_fields.is_empty())
+                && term
+                    .match_expressions
+                    .iter()
+                    .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+                && term.match_fields.iter().all(|r| {
+                    r.matches((r.key == "metadata.name").then_some(node.metadata.name.as_str()))
+                })
+        })
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -96,11 +192,7 @@ pub fn check(nodes: &List<Node>, ev: &Evidence) -> Vec<Finding> {
     for ds in &sets.items {
         let spec = &ds.spec.template.spec;
         for node in &nodes.items {
-            let selected = spec
-                .node_selector
-                .iter()
-                .all(|(k, v)| node.metadata.labels.get(k) == Some(v));
-            if !selected {
+            if !spec.selects(node) {
                 continue;
             }
             let blocking: Vec<String> = node
@@ -202,5 +294,42 @@ mod tests {
         // Selecting only nodes without the taint is fine.
         let sets = r#"{"items": [{"metadata": {"name": "a"}, "spec": {"template": {"spec": {"nodeSelector": {"gpu": "false"}}}}}]}"#;
         assert_eq!(judge(sets).severity, Severity::Ok);
+    }
+
+    fn with_affinity(terms: &str) -> String {
+        format!(
+            r#"{{"items": [{{"metadata": {{"name": "a"}}, "spec": {{"template": {{"spec": {{"affinity": {{"nodeAffinity": {{"requiredDuringSchedulingIgnoredDuringExecution": {{"nodeSelectorTerms": {terms}}}}}}}}}}}}}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn required_node_affinity_decides_which_nodes_a_daemonset_is_meant_for() {
+        // Meant for the other nodes only: the taint keeps it from nowhere it should be.
+        for terms in [
+            r#"[{"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}]"#,
+            r#"[{"matchExpressions": [{"key": "gpu", "operator": "NotIn", "values": ["true"]}]}]"#,
+            r#"[{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["cp1"]}]}]"#,
+        ] {
+            assert_eq!(
+                judge(&with_affinity(terms)).severity,
+                Severity::Ok,
+                "{terms}"
+            );
+        }
+        // Meant for GPU nodes (terms are ORed): the taint keeps it off.
+        for terms in [
+            r#"[{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["true"]}]}]"#,
+            r#"[{"matchExpressions": [{"key": "nope", "operator": "Exists"}]}, {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}]"#,
+        ] {
+            let f = judge(&with_affinity(terms));
+            assert_eq!(f.severity, Severity::Warn, "{terms}");
+            assert_eq!(
+                f.evidence,
+                ["daemonset a is kept off node gpu1 by gpu=true:NoSchedule"]
+            );
+        }
+        // Preferred affinity does not restrict where it belongs.
+        let sets = r#"{"items": [{"metadata": {"name": "a"}, "spec": {"template": {"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}}]}}}}}}]}"#;
+        assert_eq!(judge(sets).severity, Severity::Warn);
     }
 }
