@@ -420,7 +420,8 @@ pub struct MirrorTargetArgs {
     /// The environment variable that holds the password (it is never given on the command line)
     #[arg(long, requires = "username", value_name = "VAR")]
     pub password_env: Option<String>,
-    /// How many registry operations run at once, for all images together
+    /// How many registry operations run at once, for all images together (push sends at
+    /// most as many blobs of 32 MiB or more at once as this machine has cores)
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     /// Say which credentials the registry is used with, and where they came from (never

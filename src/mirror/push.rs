@@ -129,6 +129,7 @@ pub async fn push(options: PushOptions) -> anyhow::Result<PushReport> {
     // Largest first: the longest upload starts at once and the small ones fill the other
     // slots around it, instead of one huge blob running alone at the end. (The budget's
     // semaphore is fair, so tasks take their turns in this order.)
+    let large = Arc::new(Semaphore::new(large_streams(options.concurrency)));
     for (digest, (size, repositories)) in largest_first(blobs) {
         let blob = BlobFile {
             path: bundle.blob_path(&digest),
@@ -136,8 +137,15 @@ pub async fn push(options: PushOptions) -> anyhow::Result<PushReport> {
             size,
         };
         let (client, budget, progress) = (client.clone(), budget.clone(), progress.clone());
+        let large = (size >= LARGE_BLOB).then(|| large.clone());
         let chunk = options.chunk_size;
         tasks.spawn(async move {
+            // Always `large` before `budget`: a large blob waiting for its turn holds no
+            // budget permit, so the small ones go on meanwhile.
+            let _large = match large {
+                Some(l) => Some(l.acquire_owned().await),
+                None => None,
+            };
             let _permit = budget.acquire_owned().await;
             push_blob(&client, &blob, &repositories, chunk, &progress).await
         });
@@ -265,6 +273,20 @@ async fn verify(
         }
     }
     Ok(problems)
+}
+
+/// A blob this large is sent at the speed of a core (file reading, TLS, the registry's
+/// hashing of its one stream), not at the speed of a round trip.
+const LARGE_BLOB: u64 = 32 * 1024 * 1024;
+
+/// How many large blobs are in flight at once: no more than this machine has cores, and
+/// no more than the budget. More streams than cores do not move the bytes faster; they
+/// only share the cores, so every large blob finishes later (the biggest last of all, and
+/// an interrupted push has more half-sent blobs to start again). Small blobs, mounts and
+/// manifests, which wait on round trips, keep the whole `--concurrency`.
+fn large_streams(concurrency: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    cores.max(2).min(concurrency.max(1))
 }
 
 /// Blobs ordered by size, largest first.
@@ -519,5 +541,31 @@ impl PushReport {
             self.manifests_pushed,
             self.manifests_present
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_blobs_get_at_least_two_streams_and_never_more_than_the_budget() {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        assert_eq!(large_streams(64), cores.max(2));
+        assert_eq!(large_streams(1), 1);
+        assert_eq!(large_streams(2), 2);
+    }
+
+    #[test]
+    fn blobs_are_sent_largest_first() {
+        let blobs: BTreeMap<Digest, (u64, ())> = [10u64, 300, 20]
+            .into_iter()
+            .map(|size| (Digest::sha256_of(&size.to_le_bytes()), (size, ())))
+            .collect();
+        let sizes: Vec<u64> = largest_first(blobs)
+            .into_iter()
+            .map(|(_, (s, _))| s)
+            .collect();
+        assert_eq!(sizes, [300, 20, 10]);
     }
 }

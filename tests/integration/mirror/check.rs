@@ -25,14 +25,21 @@ fn check(bundle: &std::path::Path, to: &str, extra: &[&str]) -> Outcome {
         .run()
 }
 
-#[test]
-fn check_lists_missing_platforms_and_images() {
+/// An upstream registry with team/multi:1 (linux/amd64 and linux/arm64/v8) and team/app:1
+/// (linux/amd64 only).
+fn multi_and_app() -> (Work, TestRegistry) {
     let work = Work::new();
     let upstream = TestRegistry::plain();
     let multi = multi_arch(&work.path("multi"), "1", 8 * 1024);
     upstream.copy_layout(&multi, "1", "team/multi", None);
     let app = single_arch(&work.path("app"), "1", 1, 8 * 1024);
     upstream.copy_layout(&app, "1", "team/app", None);
+    (work, upstream)
+}
+
+#[test]
+fn check_lists_missing_platforms_and_images() {
+    let (work, upstream) = multi_and_app();
     let images = work.images_file(&[
         format!("{}/team/multi:1", upstream.addr),
         format!("{}/team/app:1", upstream.addr),
@@ -113,12 +120,7 @@ fn check_lists_missing_platforms_and_images() {
 
 #[test]
 fn check_asks_every_image_for_every_node_platform() {
-    let work = Work::new();
-    let upstream = TestRegistry::plain();
-    let multi = multi_arch(&work.path("multi"), "1", 8 * 1024);
-    upstream.copy_layout(&multi, "1", "team/multi", None);
-    let app = single_arch(&work.path("app"), "1", 1, 8 * 1024);
-    upstream.copy_layout(&app, "1", "team/app", None);
+    let (work, upstream) = multi_and_app();
     let mirror = TestRegistry::plain();
 
     // One bundle keeps both platforms of team/multi, the other only amd64.

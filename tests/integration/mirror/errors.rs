@@ -3,23 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::{PASSWORD_VAR, Work, count, pull, push};
+use super::{PASSWORD_VAR, Work, count, pull, push, small_bundle};
 use crate::support::gpuctl::Gpuctl;
 use crate::support::images::single_arch;
 use crate::support::registry::TestRegistry;
 use crate::support::tcp_proxy::TcpProxy;
-
-/// A bundle with one small image, pulled from a registry that is gone by the time it is
-/// used (as on the air-gapped side).
-fn small_bundle(work: &Work) -> std::path::PathBuf {
-    let upstream = TestRegistry::plain();
-    let layout = single_arch(&work.path("layout"), "1", 2, 16 * 1024);
-    upstream.copy_layout(&layout, "1", "team/app", None);
-    let images = work.images_file(&[format!("{}/team/app:1", upstream.addr)]);
-    let bundle = work.path("bundle");
-    pull(&images, &bundle, &upstream.addr, &[]).success();
-    bundle
-}
 
 #[test]
 fn a_corrupted_blob_is_reported_before_anything_is_pushed() {

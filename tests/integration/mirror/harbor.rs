@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::{PASSWORD_VAR, Work, assert_same_image, pull};
+use super::{PASSWORD_VAR, Work, assert_same_image, pull, small_bundle};
 use crate::support::gpuctl::{Gpuctl, Outcome};
 use crate::support::harbor::HarborFixture;
 use crate::support::images::single_arch;
@@ -73,12 +73,7 @@ fn create_projects_makes_the_missing_harbor_projects_once() {
 #[test]
 fn a_user_who_may_not_create_projects_is_told_what_to_ask_for() {
     let work = Work::new();
-    let upstream = TestRegistry::plain();
-    let app = single_arch(&work.path("app"), "1", 1, 8 * 1024);
-    upstream.copy_layout(&app, "1", "team/app", None);
-    let images = work.images_file(&[format!("{}/team/app:1", upstream.addr)]);
-    let bundle = work.path("bundle");
-    pull(&images, &bundle, &upstream.addr, &[]).success();
+    let bundle = small_bundle(&work);
     let backend = TestRegistry::plain();
     let harbor = HarborFixture::start(&backend, "admin", PASSWORD, false);
     let out = push_to(&bundle, &harbor.addr, &["--create-projects"]).code(1);

@@ -50,6 +50,18 @@ impl Work {
     }
 }
 
+/// A bundle with one small image, pulled from a registry that is gone by the time it is
+/// used (as on the air-gapped side).
+fn small_bundle(work: &Work) -> PathBuf {
+    let upstream = TestRegistry::plain();
+    let layout = single_arch(&work.path("layout"), "1", 2, 16 * 1024);
+    upstream.copy_layout(&layout, "1", "team/app", None);
+    let images = work.images_file(&[format!("{}/team/app:1", upstream.addr)]);
+    let bundle = work.path("bundle");
+    pull(&images, &bundle, &upstream.addr, &[]).success();
+    bundle
+}
+
 fn pull(images: &Path, bundle: &Path, upstream: &str, extra: &[&str]) -> Outcome {
     Gpuctl::new()
         .args(["mirror-images", "pull", "--images"])
