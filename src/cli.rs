@@ -652,8 +652,9 @@ pub struct DoctorArgs {
     /// redacted) to this .tar.gz, to carry out of an air-gapped site
     #[arg(long, value_name = "FILE.tar.gz")]
     pub support_bundle: Option<PathBuf>,
-    /// Also run the one check that writes (R8): a pod per GPU node with one GPU runs
-    /// nvidia-smi from the mirror's CUDA image; its namespace is deleted afterwards
+    /// Also run the checks that write (R8, N6): a pod per GPU node with one GPU runs
+    /// nvidia-smi from the mirror's CUDA image, and one pod looks up every dns.hosts name;
+    /// their namespace is deleted afterwards
     #[arg(long)]
     pub smoke: bool,
     /// How long the smoke pods get to finish

@@ -479,42 +479,63 @@ async fn smoke(
         .filter(|h| facts.iter().any(|x| x.host == h.name && x.gpu_host))
         .map(|h| h.name.clone())
         .collect();
-    let Some(timeout) = asked else {
+    let names = dr::smoke::dns_names(inv);
+    let not_run = match (asked, api_up) {
+        (None, _) => Some("writes to the cluster: opt in with --smoke"),
+        (Some(_), false) => Some("needs an installed cluster that answers (K5)"),
+        (Some(_), true) => None,
+    };
+    let (Some(timeout), None) = (asked, not_run) else {
+        for id in ["R8", "N6"] {
+            skip.add(id, dr::Severity::Skip, not_run.unwrap_or_default());
+        }
+        return skip.list;
+    };
+    if gpu_nodes.is_empty() {
         skip.add(
             "R8",
             dr::Severity::Skip,
-            "writes to the cluster: opt in with --smoke",
+            "no GPU node among the hosts doctor reached",
         );
-        return skip.list;
-    };
-    let why_not = if !api_up {
-        Some("needs an installed cluster that answers (K5)")
-    } else if gpu_nodes.is_empty() {
-        Some("no GPU node among the hosts doctor reached")
-    } else {
-        None
-    };
-    if let Some(why) = why_not {
-        skip.add("R8", dr::Severity::Skip, why);
+    }
+    if names.is_empty() {
+        skip.add(
+            "N6",
+            dr::Severity::Skip,
+            "no dns.hosts in the inventory to look up",
+        );
+    }
+    if gpu_nodes.is_empty() && names.is_empty() {
         return skip.list;
     }
     let manifest = dr::smoke::manifest(inv, &gpu_nodes);
-    let pods = gpu_nodes.len();
+    let pods = gpu_nodes.len() + usize::from(!names.is_empty());
     let label = format!("smoke@{}", first.name);
     let result = fleet
         .run_on(first, &label, |ctx| async move {
-            ctx.progress.step("running a GPU pod per GPU node");
+            ctx.progress.step("running the smoke pods");
             dr::smoke::run(&ctx, manifest, pods, timeout).await
         })
         .await;
     let listed = result
         .outcome
         .map_err(|e| crate::secret::redact(&format!("{e:#}")));
-    dr::smoke::judge(
-        &gpu_nodes,
-        listed.as_deref().map_err(Clone::clone),
-        &dr::smoke::image(inv),
-    )
+    let mut out = skip.list;
+    if !gpu_nodes.is_empty() {
+        out.extend(dr::smoke::judge(
+            &gpu_nodes,
+            listed.as_deref().map_err(Clone::clone),
+            &dr::smoke::image(inv),
+        ));
+    }
+    if !names.is_empty() {
+        out.extend(dr::smoke::judge_dns(
+            &names,
+            listed.as_deref().map_err(Clone::clone),
+            &dr::smoke::mirrored(inv, dr::smoke::DNS_IMAGE),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

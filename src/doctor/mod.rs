@@ -309,6 +309,11 @@ pub const CHECKS: &[Check] = &[
         Layer::Gpu,
         "a GPU pod runs nvidia-smi on every GPU node (--smoke)",
     ),
+    check(
+        "N6",
+        Layer::Network,
+        "a pod resolves every dns.hosts name (--smoke)",
+    ),
 ];
 
 /// The catalog entry of an id.

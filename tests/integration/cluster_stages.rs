@@ -675,7 +675,7 @@ fn doctor_cluster(lab: &Lab) -> (i32, Vec<(String, String, String)>) {
     doctor_json(lab, &["--only", "kubernetes,network,storage,stack"])
 }
 
-/// `doctor --smoke` with the cluster read and the GPU layer shown.
+/// `doctor --smoke` with the cluster read and the GPU and network layers shown.
 fn doctor_smoke(lab: &Lab) -> (i32, Vec<(String, String, String)>) {
     doctor_json(
         lab,
@@ -684,7 +684,7 @@ fn doctor_smoke(lab: &Lab) -> (i32, Vec<(String, String, String)>) {
             "--smoke-timeout",
             "20",
             "--only",
-            "kubernetes,gpu",
+            "kubernetes,gpu,network",
         ],
     )
 }
@@ -777,15 +777,18 @@ fn doctor_reads_the_installed_cluster_names_each_fault_and_install_repairs_them(
     // R1 and R6 are of the runtime layer, and read with the cluster all the same.
     assert_eq!(runtime_checks(&lab), ["ok", "ok", "ok"]);
 
-    // --smoke: a GPU pod on node2 runs to the end, and its namespace is gone afterwards.
-    // (The gpu layer's other checks judge device nodes the lab's GPU node does not have.)
+    // --smoke: a GPU pod on node2 and the dns.hosts lookup pod run to the end, and their
+    // namespace is gone afterwards. (The gpu layer's other checks judge device nodes the
+    // lab's GPU node does not have.)
     let (_, smoke) = doctor_smoke(&lab);
-    assert!(
-        smoke
-            .iter()
-            .any(|(i, h, s)| i == "R8" && h == "node2" && s == "ok"),
-        "{smoke:?}"
-    );
+    for (id, host) in [("R8", "node2"), ("N6", "cluster")] {
+        assert!(
+            smoke
+                .iter()
+                .any(|(i, h, s)| i == id && h == host && s == "ok"),
+            "{id}: {smoke:?}"
+        );
+    }
     assert!(
         !kubectl(&lab, "get namespaces -o name").contains("gpuctl-smoke"),
         "the smoke namespace stayed"
