@@ -552,9 +552,9 @@ pub struct CopyArgs {
 
 /// `gpuctl install`.
 ///
-/// Stages run in order on every host (facts, preflight, os, packages, runtime, nfs,
-/// kubernetes), then the cluster stages once on the first server (ready, kubeconfig, labels,
-/// gpu, dns, storage, users).
+/// Stages run in order on every host (facts, preflight, os, packages, registry, runtime, nfs,
+/// kubernetes: k3s or kubeadm), then the cluster stages once on the first server (cni,
+/// ready, kubeconfig, labels, gpu, dns, storage, stack, users).
 /// Joining nodes wait for the first server's kubernetes stage. A stage whose Ops are the same
 /// as when it last succeeded on a host is skipped; a changed inventory re-runs exactly the
 /// stages it changes. A host that fails stops there, the others carry on, and the run ends

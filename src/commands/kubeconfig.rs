@@ -9,7 +9,6 @@ use crate::cli::{ConnectArgs, KubeconfigArgs};
 use crate::exit::BadInput;
 use crate::fleet::Progress;
 use crate::stages::kubeconfig::{default_path, rewrite, save, server_url};
-use crate::stages::kubernetes::k3s::ADMIN_KUBECONFIG;
 
 use super::connect::open_fleet;
 
@@ -37,8 +36,9 @@ pub async fn run(args: &KubeconfigArgs) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
     };
     let (inv, fleet) = open_fleet(&connect, Progress::detect())?;
+    let admin = crate::stages::kubeconfig::admin_kubeconfig(&inv);
     let report = fleet
-        .run(|ctx| async move { Ok(ctx.get(ADMIN_KUBECONFIG, true).await?) })
+        .run(move |ctx| async move { Ok(ctx.get(admin, true).await?) })
         .await;
     report.check()?;
     let bytes = report

@@ -20,7 +20,7 @@ use crate::install::{self, RunOptions, Selection, report};
 use crate::inventory::edit::{self, NewUser};
 use crate::inventory::{self as inventory_mod, Inventory, LoadOptions};
 use crate::render::namespace_for;
-use crate::stages::ready::KUBECTL;
+use crate::stages::ready::kubectl;
 use crate::table::Table;
 use crate::transport::Command;
 use crate::transport::shell::quote;
@@ -68,6 +68,7 @@ pub async fn remove(args: &UsersRemoveArgs) -> anyhow::Result<()> {
     let path = &args.cluster.inventory.inventory;
     let inv = load_inventory(path)?;
     let ns = namespace_for(&args.user);
+    let kubectl = kubectl(&inv);
     if !args.yes {
         let keep = if args.purge {
             "and their data volume object (the files stay on the NFS server)"
@@ -83,16 +84,17 @@ pub async fn remove(args: &UsersRemoveArgs) -> anyhow::Result<()> {
     println!("removed {} from {}:{line}", args.user, path.display());
     let purge = args
         .purge
-        .then(|| format!("{KUBECTL} delete persistentvolume gpuctl-data-{ns} --ignore-not-found"));
+        .then(|| format!("{kubectl} delete persistentvolume gpuctl-data-{ns} --ignore-not-found"));
     converge(&args.cluster, purge).await
 }
 
 pub async fn list(args: &UsersListArgs) -> anyhow::Result<()> {
     let inv = load_inventory(&args.cluster.inventory.inventory)?;
     let (_, fleet) = open_fleet(&first_server(&inv, &args.cluster)?, Progress::Quiet)?;
+    let kubectl = kubectl(&inv);
     let script = format!(
-        "{KUBECTL} get namespaces -l gpuctl.io/user -o json --request-timeout=10s && echo '@@quotas' && \
-         {KUBECTL} get resourcequotas --all-namespaces -l app.kubernetes.io/managed-by=gpuctl -o json --request-timeout=10s"
+        "{kubectl} get namespaces -l gpuctl.io/user -o json --request-timeout=10s && echo '@@quotas' && \
+         {kubectl} get resourcequotas --all-namespaces -l app.kubernetes.io/managed-by=gpuctl -o json --request-timeout=10s"
     );
     let report = fleet
         .run(move |ctx| {

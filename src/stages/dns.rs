@@ -13,9 +13,10 @@
 //! finish.
 
 use super::manifests;
-use super::ready::KUBECTL;
+use super::ready::kubectl;
 use crate::inventory::{Distribution, Inventory};
 use crate::plan::{HostFacts, Op, Scope, Stage};
+use crate::transport::shell::quote;
 
 pub struct Dns;
 
@@ -33,17 +34,15 @@ impl Stage for Dns {
         &["kubernetes"]
     }
     fn plan(&self, inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
-        if inv.cluster.distribution != Distribution::K3s {
-            anyhow::bail!(
-                "cluster.distribution kubeadm is not supported by gpuctl yet: the CoreDNS \
-                 entries (a managed block in the Corefile) are not written"
-            );
+        if inv.cluster.distribution == Distribution::Kubeadm {
+            return corefile_ops(inv);
         }
-        let mut ops = manifests::ops(inv, &[TEMPLATE], KUBECTL)?;
+        let kubectl = kubectl(inv);
+        let mut ops = manifests::ops(inv, &[TEMPLATE], kubectl)?;
         ops.push(Op::Command {
             run: format!(
-                "{KUBECTL} -n kube-system rollout restart deployment/coredns && \
-                 {KUBECTL} -n kube-system rollout status deployment/coredns --timeout=120s"
+                "{kubectl} -n kube-system rollout restart deployment/coredns && \
+                 {kubectl} -n kube-system rollout status deployment/coredns --timeout=120s"
             ),
             // Nothing to probe: the restart is wanted only when the ConfigMap changed.
             guard: "true".into(),
@@ -52,6 +51,70 @@ impl Stage for Dns {
         });
         Ok(ops)
     }
+}
+
+/// The server block of `dns.hosts`, kept on the first server for kubeadm's Corefile.
+pub const BLOCK: &str = "dns/hosts.server";
+/// The lines around gpuctl's block in kubeadm's Corefile.
+const BEGIN: &str = "# BEGIN gpuctl dns.hosts";
+const END: &str = "# END gpuctl dns.hosts";
+
+/// kubeadm: the block rendered from `dns/hosts.server` kept as a file on the first server,
+/// and one command that makes the Corefile's managed block exactly that file (appended
+/// between [`BEGIN`] and [`END`] lines; removed when the file is empty) and restarts
+/// CoreDNS. It runs when the file changed, or when its guard (the block in the cluster
+/// compared with the file) finds that someone edited the block; never otherwise.
+fn corefile_ops(inv: &Inventory) -> anyhow::Result<Vec<Op>> {
+    let kubectl = kubectl(inv);
+    let set = crate::render::Templates::load(None)?;
+    let ctx = crate::render::context(inv)?;
+    let block = set
+        .render_one(BLOCK, &ctx)?
+        .map(|r| r.text)
+        .unwrap_or_default();
+    // Whole lines only: the block is cat between two marker lines.
+    let mut block = block.trim_matches('\n').to_string();
+    if !block.is_empty() {
+        block.push('\n');
+    }
+    let file = format!("{}/{BLOCK}", manifests::DIR);
+    let f = quote(&file);
+    let get = format!(
+        "{kubectl} -n kube-system get configmap coredns -o jsonpath='{{.data.Corefile}}' \
+         --request-timeout=10s"
+    );
+    let (begin, end) = (BEGIN, END);
+    let between = format!("sed -n '/^{begin}$/,/^{end}$/p' | sed '1d;$d'");
+    let run = format!(
+        "set -e; t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT; \
+         {get} > \"$t/old\"; \
+         sed '/^{begin}$/,/^{end}$/d' \"$t/old\" > \"$t/Corefile\"; \
+         if [ -n \"$(tail -c1 \"$t/Corefile\")\" ]; then echo >> \"$t/Corefile\"; fi; \
+         if [ -s {f} ]; then {{ echo '{begin}'; cat {f}; echo '{end}'; }} >> \"$t/Corefile\"; fi; \
+         {kubectl} -n kube-system create configmap coredns --from-file=Corefile=\"$t/Corefile\" \
+         --dry-run=client -o yaml | {kubectl} apply --server-side --force-conflicts \
+         --field-manager={fm} -f - >/dev/null; \
+         {kubectl} -n kube-system rollout restart deployment/coredns >/dev/null; \
+         {kubectl} -n kube-system rollout status deployment/coredns --timeout=120s",
+        fm = manifests::FIELD_MANAGER,
+    );
+    let guard = format!("{get} | {between} | cmp -s - {f}");
+    Ok(vec![
+        Op::File {
+            path: file.clone(),
+            content: block,
+            mode: 0o644,
+            owner: "root:root".into(),
+            secret: false,
+        },
+        Op::Command {
+            run,
+            guard,
+            undo: None,
+            // The guard is probed before the file is written: a new file runs it too.
+            rerun_on: vec![file],
+        },
+    ])
 }
 
 #[cfg(test)]
@@ -94,5 +157,46 @@ mod tests {
         };
         assert!(content.contains("name: coredns-custom"), "{content}");
         assert!(!content.contains("\ndata:"), "{content}");
+    }
+
+    #[test]
+    fn kubeadm_keeps_the_block_beside_the_corefile_and_replaces_it_there_on_change() {
+        let mut inv = sample::inventory();
+        inv.cluster.distribution = Distribution::Kubeadm;
+        let hf = sample::cluster_facts(&inv, "cp1");
+        let ops = Dns.plan(&inv, &hf).unwrap();
+        let [
+            Op::File { path, content, .. },
+            Op::Command {
+                run,
+                guard,
+                rerun_on,
+                ..
+            },
+        ] = &ops[..]
+        else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(path, "/var/lib/gpuctl/manifests/dns/hosts.server");
+        assert!(
+            content.contains("192.168.3.14 login.lab.example lab.example"),
+            "{content}"
+        );
+        assert!(
+            content.ends_with("}\n") && !content.starts_with('\n'),
+            "{content:?}"
+        );
+        assert!(run.contains("/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"));
+        assert!(run.contains("rollout restart deployment/coredns"), "{run}");
+        assert!(guard.contains("cmp -s - /var/lib/gpuctl/manifests/dns/hosts.server"));
+        assert_eq!(rerun_on, std::slice::from_ref(path));
+
+        // No entries: an empty file, which takes the block out.
+        inv.dns.hosts.clear();
+        let ops = Dns.plan(&inv, &hf).unwrap();
+        assert!(
+            matches!(&ops[0], Op::File { content, .. } if content.is_empty()),
+            "{ops:?}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::manifests;
-use super::ready::KUBECTL;
+use super::ready::kubectl;
 use super::runtime::gpu_node;
 use crate::inventory::Inventory;
 use crate::kube;
@@ -45,7 +45,7 @@ impl Stage for Gpu {
         &["runtime", "kubernetes"]
     }
     fn plan(&self, inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
-        manifests::ops(inv, &TEMPLATES, KUBECTL)
+        manifests::ops(inv, &TEMPLATES, kubectl(inv))
     }
     fn finish(&self, inv: &Inventory, hf: &HostFacts) -> Option<Finish> {
         if !inv.gpu.device_plugin {
@@ -56,6 +56,7 @@ impl Stage for Gpu {
             return None;
         }
         let names: Vec<String> = expected.keys().cloned().collect();
+        let kubectl = kubectl(inv);
         Some(Finish::Wait(Wait {
             what: format!(
                 "{RESOURCE} allocatable on every GPU node ({})",
@@ -68,13 +69,13 @@ impl Stage for Gpu {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            command: format!("{KUBECTL} get nodes -o json --request-timeout=10s"),
+            command: format!("{kubectl} get nodes -o json --request-timeout=10s"),
             timeout: TIMEOUT,
             interval: Duration::from_secs(3),
             judge: Arc::new(move |out| judge(&expected, out)),
             hint: format!(
-                "{KUBECTL} -n kube-system logs daemonset/nvidia-device-plugin-daemonset; \
-                 {KUBECTL} describe nodes {}",
+                "{kubectl} -n kube-system logs daemonset/nvidia-device-plugin-daemonset; \
+                 {kubectl} describe nodes {}",
                 names.join(" ")
             ),
         }))

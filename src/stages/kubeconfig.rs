@@ -1,6 +1,7 @@
 //! Stage `kubeconfig` (cluster, the last one) and `gpuctl kubeconfig`: the admin
-//! kubeconfig of the first server (`/etc/rancher/k3s/k3s.yaml`) fetched, its server
-//! rewritten from `https://127.0.0.1:6443` to `https://<api_endpoint, else the first
+//! kubeconfig of the first server (`/etc/rancher/k3s/k3s.yaml`, kubeadm's
+//! `/etc/kubernetes/admin.conf`) fetched, its server rewritten (k3s's
+//! `https://127.0.0.1:6443`) to `https://<api_endpoint, else the first
 //! server's address>:6443`, its cluster, context and user named after the cluster, and
 //! written here with mode 0600 (default `.gpuctl/<cluster>/kubeconfig`), atomically.
 //! `--merge` puts it into an existing kubeconfig, keeping the other contexts.
@@ -27,10 +28,7 @@ impl Stage for Kubeconfig {
     fn scope(&self) -> Scope {
         Scope::Cluster
     }
-    fn plan(&self, inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
-        if inv.cluster.distribution == Distribution::Kubeadm {
-            bail!("cluster.distribution kubeadm is not supported by gpuctl yet");
-        }
+    fn plan(&self, _inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
         Ok(Vec::new())
     }
     fn needs(&self) -> &'static [&'static str] {
@@ -43,13 +41,21 @@ impl Stage for Kubeconfig {
         let out = dest.clone();
         Some(Finish::Fetch(Fetch {
             what: format!("the admin kubeconfig, as {}", dest.display()),
-            path: k3s::ADMIN_KUBECONFIG.into(),
+            path: admin_kubeconfig(inv).into(),
             dest,
             write: Arc::new(move |bytes, apply| {
                 let ours = rewrite(&String::from_utf8_lossy(bytes), &name, &server)?;
                 save(&out, &ours, false, apply)
             }),
         }))
+    }
+}
+
+/// Where the first server keeps the admin kubeconfig.
+pub fn admin_kubeconfig(inv: &Inventory) -> &'static str {
+    match inv.cluster.distribution {
+        Distribution::K3s => k3s::ADMIN_KUBECONFIG,
+        Distribution::Kubeadm => super::kubernetes::kubeadm::ADMIN_KUBECONFIG,
     }
 }
 

@@ -22,6 +22,7 @@
 //! the stage fails saying so rather than install something else.
 
 pub mod k3s;
+pub mod kubeadm;
 
 use std::sync::Arc;
 
@@ -42,6 +43,8 @@ pub struct Kubernetes {
 
 /// The key under which the first server hands over its join token.
 pub const TOKEN: &str = "k3s-token";
+/// The key under which a kubeadm first server hands over its join material.
+pub const JOIN: &str = "kubeadm-join";
 
 pub const BIN: &str = "/usr/local/bin/k3s";
 /// The links the k3s install script makes to the k3s binary.
@@ -55,79 +58,28 @@ impl Stage for Kubernetes {
         Scope::Host
     }
     fn plan(&self, inv: &Inventory, hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
-        if inv.cluster.distribution == Distribution::Kubeadm {
-            bail!(
-                "cluster.distribution kubeadm is not supported by gpuctl yet (only k3s is); \
-                 nothing was installed. Use `distribution: k3s`, or install kubeadm yourself \
-                 and run the stages before this one (--only facts,preflight,os,packages,runtime,nfs)"
-            );
-        }
         let Some(role) = k3s::NodeRole::of(inv, &hf.host) else {
             return Ok(Vec::new());
         };
-        let mut ops = uploads(inv, self.bundle.as_deref(), &hf.facts.arch)?;
-        for link in LINKS {
-            ops.push(link_op(link));
+        match inv.cluster.distribution {
+            Distribution::K3s => self.k3s_ops(inv, hf, &role),
+            Distribution::Kubeadm => self.kubeadm_ops(inv, hf, &role),
         }
-        let token = match &role {
-            k3s::NodeRole::FirstServer { .. } => None,
-            _ => Some(join_token(inv, hf)?),
-        };
-        let unit = role.unit();
-        let env_path = format!("/etc/systemd/system/{unit}.service.env");
-        let mut watched = vec![BIN.to_string()];
-        ops.push(Op::File {
-            path: k3s::CONFIG.into(),
-            content: k3s::config_yaml(inv, &hf.host, &role),
-            mode: 0o600,
-            owner: "root:root".into(),
-            secret: false,
-        });
-        watched.push(k3s::CONFIG.into());
-        let wants_password = inv.registry.as_ref().is_some_and(|r| r.password.is_some());
-        if wants_password && self.registry_password.is_none() {
-            bail!("the registry password (registry.credentials.password) was not loaded");
-        }
-        if let Some(registries) = k3s::registries_yaml(inv, self.registry_password.as_ref()) {
-            ops.push(Op::File {
-                path: k3s::REGISTRIES.into(),
-                content: registries,
-                mode: 0o600,
-                owner: "root:root".into(),
-                // Compared by sha256, never shown in a diff, when it holds the password.
-                secret: wants_password,
-            });
-            watched.push(k3s::REGISTRIES.into());
-        }
-        let unit_path = format!("/etc/systemd/system/{unit}.service");
-        ops.push(Op::File {
-            path: unit_path.clone(),
-            content: k3s::unit_file(&role, &env_path),
-            mode: 0o644,
-            owner: "root:root".into(),
-            secret: false,
-        });
-        watched.push(unit_path);
-        ops.push(Op::File {
-            path: env_path.clone(),
-            content: k3s::env_file(&role, token.as_deref()),
-            mode: 0o600,
-            owner: "root:root".into(),
-            secret: token.is_some(),
-        });
-        watched.push(env_path);
-        ops.push(Op::Service {
-            name: unit.into(),
-            enabled: true,
-            running: true,
-            restart_on: watched,
-        });
-        Ok(ops)
     }
     fn notes(&self, inv: &Inventory, hf: &HostFacts) -> Vec<String> {
         let mut notes = Vec::new();
         if k3s::NodeRole::of(inv, &hf.host).is_none() {
             notes.push("neither server nor worker: not a Kubernetes node, nothing to do".into());
+        }
+        if let Some(r) = &inv.registry
+            && r.username.is_some()
+            && inv.cluster.distribution == Distribution::Kubeadm
+        {
+            notes.push(
+                "registry credentials are not given to kubeadm's containerd yet: give pods \
+                 an imagePullSecret, or let the nodes pull from the mirror without a login"
+                    .into(),
+            );
         }
         if let Some(r) = &inv.registry
             && r.username.is_some()
@@ -154,15 +106,32 @@ impl Stage for Kubernetes {
     }
     fn hands_over(&self, inv: &Inventory, host: &Host) -> Vec<(&'static str, String)> {
         match k3s::NodeRole::of(inv, host) {
-            Some(k3s::NodeRole::FirstServer { .. }) => {
-                vec![(TOKEN, format!("{}/server/token", k3s::data_dir(inv)))]
-            }
+            Some(k3s::NodeRole::FirstServer { .. }) => match inv.cluster.distribution {
+                Distribution::K3s => {
+                    vec![(TOKEN, format!("{}/server/token", k3s::data_dir(inv)))]
+                }
+                Distribution::Kubeadm => vec![(JOIN, kubeadm::JOIN_MATERIAL.to_string())],
+            },
             _ => Vec::new(),
         }
     }
     fn leaves(&self, inv: &Inventory, host: &Host) -> Vec<String> {
         if k3s::NodeRole::of(inv, host).is_none() {
             return Vec::new();
+        }
+        if inv.cluster.distribution == Distribution::Kubeadm {
+            // What kubeadm, the kubelet and the CNI make by themselves (`kubeadm reset`
+            // leaves the CNI configuration and the directories), gpuctl's own files under
+            // /etc/kubernetes with them.
+            return [
+                "/etc/kubernetes",
+                "/var/lib/kubelet",
+                "/var/lib/etcd",
+                "/etc/cni/net.d",
+                "/etc/systemd/system/kubelet.service.d",
+            ]
+            .map(String::from)
+            .to_vec();
         }
         // What k3s makes by itself (k3s-uninstall.sh removes the same).
         let mut paths = vec![
@@ -174,6 +143,157 @@ impl Stage for Kubernetes {
         ];
         paths.dedup();
         paths
+    }
+}
+
+impl Kubernetes {
+    fn k3s_ops(
+        &self,
+        inv: &Inventory,
+        hf: &HostFacts,
+        role: &k3s::NodeRole,
+    ) -> anyhow::Result<Vec<Op>> {
+        let mut ops = uploads(inv, self.bundle.as_deref(), &hf.facts.arch)?;
+        for link in LINKS {
+            ops.push(link_op(link));
+        }
+        let token = match role {
+            k3s::NodeRole::FirstServer { .. } => None,
+            _ => Some(join_token(inv, hf)?),
+        };
+        let unit = role.unit();
+        let env_path = format!("/etc/systemd/system/{unit}.service.env");
+        let mut watched = vec![BIN.to_string()];
+        ops.push(Op::File {
+            path: k3s::CONFIG.into(),
+            content: k3s::config_yaml(inv, &hf.host, role),
+            mode: 0o600,
+            owner: "root:root".into(),
+            secret: false,
+        });
+        watched.push(k3s::CONFIG.into());
+        let wants_password = inv.registry.as_ref().is_some_and(|r| r.password.is_some());
+        if wants_password && self.registry_password.is_none() {
+            bail!("the registry password (registry.credentials.password) was not loaded");
+        }
+        if let Some(registries) = k3s::registries_yaml(inv, self.registry_password.as_ref()) {
+            ops.push(Op::File {
+                path: k3s::REGISTRIES.into(),
+                content: registries,
+                mode: 0o600,
+                owner: "root:root".into(),
+                // Compared by sha256, never shown in a diff, when it holds the password.
+                secret: wants_password,
+            });
+            watched.push(k3s::REGISTRIES.into());
+        }
+        let unit_path = format!("/etc/systemd/system/{unit}.service");
+        ops.push(Op::File {
+            path: unit_path.clone(),
+            content: k3s::unit_file(role, &env_path),
+            mode: 0o644,
+            owner: "root:root".into(),
+            secret: false,
+        });
+        watched.push(unit_path);
+        ops.push(Op::File {
+            path: env_path.clone(),
+            content: k3s::env_file(role, token.as_deref()),
+            mode: 0o600,
+            owner: "root:root".into(),
+            secret: token.is_some(),
+        });
+        watched.push(env_path);
+        ops.push(Op::Service {
+            name: unit.into(),
+            enabled: true,
+            running: true,
+            restart_on: watched,
+        });
+        Ok(ops)
+    }
+
+    /// kubeadm: the binaries and the kubelet's unit, then `kubeadm init` on the first
+    /// server (which leaves the join material) or `kubeadm join` elsewhere, then the
+    /// kubelet enabled. See [`kubeadm`].
+    fn kubeadm_ops(
+        &self,
+        inv: &Inventory,
+        hf: &HostFacts,
+        role: &k3s::NodeRole,
+    ) -> anyhow::Result<Vec<Op>> {
+        let mut ops = kubeadm_uploads(self.bundle.as_deref(), &hf.facts.arch)?;
+        let mut watched = vec![format!("{}/kubelet", kubeadm::BIN_DIR)];
+        for (path, content) in [
+            (kubeadm::UNIT, kubeadm::unit_file()),
+            (kubeadm::DROP_IN, kubeadm::drop_in()),
+        ] {
+            ops.push(Op::File {
+                path: path.into(),
+                content,
+                mode: 0o644,
+                owner: "root:root".into(),
+                secret: false,
+            });
+            watched.push(path.into());
+        }
+        let (reset, unjoined) = kubeadm::reset_command();
+        let undo = Some(Undo {
+            run: reset,
+            guard: unjoined,
+        });
+        // A unit file new since systemd last read them: kubeadm restarts the kubelet
+        // before the Service Op below would reload them.
+        let reload = "systemctl daemon-reload && ";
+        match role {
+            k3s::NodeRole::FirstServer { .. } => {
+                ops.push(Op::File {
+                    path: kubeadm::INIT_CONFIG.into(),
+                    content: kubeadm::init_config(inv, &hf.host),
+                    mode: 0o600,
+                    owner: "root:root".into(),
+                    secret: false,
+                });
+                let (run, guard) = kubeadm::init_command();
+                ops.push(Op::Command {
+                    run: format!("{reload}{run}"),
+                    guard,
+                    undo,
+                    rerun_on: Vec::new(),
+                });
+                let (run, guard) = kubeadm::material_command(inv);
+                ops.push(Op::Command {
+                    run,
+                    guard,
+                    undo: None,
+                    rerun_on: Vec::new(),
+                });
+            }
+            k3s::NodeRole::Joiner { .. } => {
+                let material = join_material(inv, hf)?;
+                ops.push(Op::File {
+                    path: kubeadm::JOIN_CONFIG.into(),
+                    content: kubeadm::join_config(inv, &hf.host, role, &material),
+                    mode: 0o600,
+                    owner: "root:root".into(),
+                    secret: true,
+                });
+                let (run, guard) = kubeadm::join_command();
+                ops.push(Op::Command {
+                    run: format!("{reload}{run}"),
+                    guard,
+                    undo,
+                    rerun_on: Vec::new(),
+                });
+            }
+        }
+        ops.push(Op::Service {
+            name: "kubelet".into(),
+            enabled: true,
+            running: true,
+            restart_on: watched,
+        });
+        Ok(ops)
     }
 }
 
@@ -247,6 +367,62 @@ fn join_token(inv: &Inventory, hf: &HostFacts) -> anyhow::Result<String> {
         Some(Handed::Missing(why)) => bail!("{why}"),
         None => bail!(
             "the join token of {first} (the first server) is not known: its kubernetes \
+             stage is not part of this run; run it together with this host"
+        ),
+    }
+}
+
+/// kubeadm, kubelet and kubectl for a host of `uname -m` `arch`, from the bundle's `bin/`.
+/// Without a bundle (reset) only their destinations.
+fn kubeadm_uploads(bundle: Option<&Bundle>, arch: &str) -> anyhow::Result<Vec<Op>> {
+    let arch = crate::bundle::dpkg_arch(arch);
+    kubeadm::BINARIES
+        .iter()
+        .map(|name| {
+            let dest = format!("{}/{name}", kubeadm::BIN_DIR);
+            let Some(bundle) = bundle else {
+                return Ok(Op::Upload {
+                    src: String::new(),
+                    dest,
+                    sha256: String::new(),
+                    mode: 0o755,
+                });
+            };
+            let path = kubeadm::bundle_binary(name, arch);
+            let Some(file) = bundle.files.iter().find(|f| f.path == path) else {
+                bail!(
+                    "the bundle {} has no {path}, the {name} binary for this {arch} host; add \
+                     it (and its sha256 and size to bundle.yaml)",
+                    bundle.dir.display()
+                );
+            };
+            Ok(Op::Upload {
+                src: bundle.local_path(file).display().to_string(),
+                dest,
+                sha256: file.sha256.clone(),
+                mode: 0o755,
+            })
+        })
+        .collect()
+}
+
+/// The first server's join material, as the engine handed it over; in a dry run before
+/// the first server exists, placeholders that say so.
+fn join_material(inv: &Inventory, hf: &HostFacts) -> anyhow::Result<kubeadm::JoinMaterial> {
+    let first = inv.servers().next().map_or("?", |h| h.name.as_str());
+    match hf.handed.get(JOIN) {
+        Some(Handed::Value(secret)) => kubeadm::JoinMaterial::parse(secret.expose()),
+        Some(Handed::Later) => {
+            let later = |what: &str| format!("(the {what} {first} makes)");
+            Ok(kubeadm::JoinMaterial {
+                token: later("join token"),
+                hash: later("CA pin"),
+                key: later("certificate key"),
+            })
+        }
+        Some(Handed::Missing(why)) => bail!("{why}"),
+        None => bail!(
+            "the join material of {first} (the first server) is not known: its kubernetes \
              stage is not part of this run; run it together with this host"
         ),
     }

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ready::KUBECTL;
+use super::ready::kubectl;
 use super::runtime::gpu_node;
 use crate::inventory::{Host, Inventory};
 use crate::plan::{HostFacts, Op, Scope, Stage};
@@ -42,8 +42,8 @@ impl Stage for Labels {
             let listed = hf.nodes.get(&host.name).map(|f| f.gpus.len());
             let wanted = wanted(host, gpu_node(host, listed))?;
             ops.push(Op::Command {
-                run: apply_script(&host.name, &wanted),
-                guard: guard(&host.name, &wanted),
+                run: apply_script(&host.name, &wanted, kubectl(inv)),
+                guard: guard(&host.name, &wanted, kubectl(inv)),
                 undo: None,
                 rerun_on: Vec::new(),
             });
@@ -91,7 +91,7 @@ pub fn taint_spec(key: &str, value: &str, effect: &str) -> String {
 }
 
 /// `key[=value]:Effect` (validated with the inventory) → its parts.
-fn split_taint(taint: &str) -> (String, String, String) {
+pub(crate) fn split_taint(taint: &str) -> (String, String, String) {
     let (kv, effect) = taint.rsplit_once(':').unwrap_or((taint, ""));
     let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
     (key.into(), value.into(), effect.into())
@@ -119,7 +119,7 @@ const STATE: &str = "{.metadata.annotations.gpuctl\\.io/labels};\
 /// Sets the wanted labels and taints, removes the ones gpuctl set before that are no
 /// longer wanted (a taint only while the node has it: kubectl fails on a missing one), and
 /// records what gpuctl now manages.
-fn apply_script(node: &str, w: &Wanted) -> String {
+fn apply_script(node: &str, w: &Wanted, kubectl: &str) -> String {
     let n = quote(node);
     let labels: Vec<String> = w
         .labels
@@ -136,20 +136,20 @@ fn apply_script(node: &str, w: &Wanted) -> String {
     format!(
         "# {node}: labels and taints\n\
          set -e\n\
-         state=$({KUBECTL} get node {n} -o jsonpath={state})\n\
+         state=$({kubectl} get node {n} -o jsonpath={state})\n\
          old_labels=${{state%%;*}}; rest=${{state#*;}}; old_taints=${{rest%%;*}}; ids=${{rest##*;}}\n\
          set -- {labels}\n\
          for k in $(printf %s \"$old_labels\" | tr , ' '); do\n\
          \x20 case ,{keys_q}, in *,\"$k\",*) ;; *) set -- \"$@\" \"$k-\" ;; esac\n\
          done\n\
-         [ $# -eq 0 ] || {KUBECTL} label node {n} --overwrite \"$@\"\n\
+         [ $# -eq 0 ] || {kubectl} label node {n} --overwrite \"$@\"\n\
          set -- {taints}\n\
          for t in $(printf %s \"$old_taints\" | tr , ' '); do\n\
          \x20 case ,{ids_q}, in *,\"$t\",*) continue ;; esac\n\
          \x20 case \"$ids\" in *\"[$t]\"*) set -- \"$@\" \"$t-\" ;; esac\n\
          done\n\
-         [ $# -eq 0 ] || {KUBECTL} taint node {n} --overwrite \"$@\"\n\
-         {KUBECTL} annotate node {n} --overwrite {ann_l} {ann_t}\n",
+         [ $# -eq 0 ] || {kubectl} taint node {n} --overwrite \"$@\"\n\
+         {kubectl} annotate node {n} --overwrite {ann_l} {ann_t}\n",
         state = quote(STATE),
         labels = labels.join(" "),
         taints = taints.join(" "),
@@ -162,10 +162,10 @@ fn apply_script(node: &str, w: &Wanted) -> String {
 
 /// Holds when the node has every wanted label and taint and gpuctl's record matches (so
 /// nothing it set before is left to remove).
-fn guard(node: &str, w: &Wanted) -> String {
+fn guard(node: &str, w: &Wanted, kubectl: &str) -> String {
     let n = quote(node);
     let mut checks = vec![format!(
-        "state=$({KUBECTL} get node {n} -o jsonpath={state})",
+        "state=$({kubectl} get node {n} -o jsonpath={state})",
         state = quote(STATE)
     )];
     checks.push(format!(
@@ -181,7 +181,7 @@ fn guard(node: &str, w: &Wanted) -> String {
     if !w.labels.is_empty() {
         let selector: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         checks.push(format!(
-            "{KUBECTL} get nodes -l {} -o name | grep -qx {}",
+            "{kubectl} get nodes -l {} -o name | grep -qx {}",
             quote(&selector.join(",")),
             quote(&format!("node/{node}"))
         ));
@@ -284,7 +284,7 @@ mod tests {
         };
         w.taints
             .push(("new".into(), String::new(), "NoSchedule".into()));
-        let script = apply_script("n1", &w).replace(KUBECTL, "k3s_kubectl");
+        let script = apply_script("n1", &w, "k3s_kubectl");
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("{fake}{script}"))

@@ -1,10 +1,11 @@
 //! The stages of `gpuctl install`, one per file, in the order they run.
 //!
 //! Each is a [`Stage`]: a name, a scope and a pure `plan` from the inventory and one
-//! host's facts to Ops. Host stages run on every host; cluster stages (`ready`,
+//! host's facts to Ops. Host stages run on every host; cluster stages (`cni`, `ready`,
 //! `kubeconfig`, `labels`, `gpu`, `dns`, `storage`, `stack`, `users`) run once, over the first server's connection, after the
 //! host stages. Cluster stages that create Kubernetes objects share [`manifests`].
 
+pub mod cni;
 pub mod dns;
 pub mod facts;
 pub mod gpu;
@@ -63,6 +64,9 @@ pub fn all(inputs: &Inputs) -> Vec<Box<dyn Stage>> {
             bundle: bundle.clone(),
             registry_password: inputs.registry_password.clone(),
         }),
+        Box::new(cni::CniStage {
+            bundle: bundle.clone(),
+        }),
         Box::new(ready::Ready),
         Box::new(kubeconfig::Kubeconfig),
         Box::new(labels::Labels),
@@ -81,10 +85,12 @@ pub fn names() -> Vec<&'static str> {
 
 /// The stages that send files of the bundle, and the part of it each sends: the bundle is
 /// loaded and those files verified before any host is touched, when one of them runs.
-pub const BUNDLE_USERS: [(&str, &str); 4] = [
+pub const BUNDLE_USERS: [(&str, &str); 6] = [
     ("packages", "packages/"),
     ("kubernetes", "bin/k3s"),
+    ("kubernetes", "bin/kube"),
     ("kubernetes", "images/k3s-airgap-images-"),
+    ("cni", "manifests/"),
     ("stack", "manifests/"),
 ];
 
@@ -98,7 +104,19 @@ pub fn required_files(inv: &Inventory) -> Vec<(&'static str, &'static str, &'sta
             "bin/k3s",
             "the k3s binary (bin/k3s for amd64 hosts, bin/k3s-arm64 for arm64 ones)",
         )],
-        Distribution::Kubeadm => Vec::new(),
+        Distribution::Kubeadm => vec![
+            (
+                "kubernetes",
+                "bin/kubeadm",
+                "kubeadm, kubelet and kubectl (bin/kubeadm, bin/kubelet, bin/kubectl for amd64 \
+                 hosts, bin/kubeadm-arm64 … for arm64 ones)",
+            ),
+            (
+                "cni",
+                "manifests/",
+                "the pod network's manifests (manifests/<cluster.cni>/, e.g. manifests/calico/)",
+            ),
+        ],
     };
     if !inv.stack.components.is_empty() {
         required.push((

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::inventory::Inventory;
+use crate::inventory::{Distribution, Inventory};
 use crate::kube;
 use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
 
@@ -21,6 +21,17 @@ pub const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// kubectl of k3s, whatever the admin has on `PATH`, with the admin kubeconfig.
 pub const KUBECTL: &str = "/usr/local/bin/k3s kubectl";
+
+/// kubectl with the admin kubeconfig on the first server, for the inventory's
+/// distribution: k3s's own (above), or the one the `kubernetes` stage puts beside kubeadm
+/// with `/etc/kubernetes/admin.conf`. Never the admin's `kubectl` on `PATH`, whose version
+/// and default kubeconfig gpuctl does not know.
+pub fn kubectl(inv: &Inventory) -> &'static str {
+    match inv.cluster.distribution {
+        Distribution::K3s => KUBECTL,
+        Distribution::Kubeadm => super::kubernetes::kubeadm::KUBECTL,
+    }
+}
 
 impl Stage for Ready {
     fn name(&self) -> &'static str {
@@ -38,13 +49,14 @@ impl Stage for Ready {
     fn finish(&self, inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
         let nodes = node_names(inv);
         let judged = nodes.clone();
+        let kubectl = kubectl(inv);
         Some(Finish::Wait(Wait {
             what: format!("every node Ready ({})", nodes.join(", ")),
-            command: format!("{KUBECTL} get nodes -o json --request-timeout=10s"),
+            command: format!("{kubectl} get nodes -o json --request-timeout=10s"),
             timeout: TIMEOUT,
             interval: Duration::from_secs(2),
             judge: Arc::new(move |out| judge(&judged, out)),
-            hint: format!("{KUBECTL} describe nodes {}", nodes.join(" ")),
+            hint: format!("{kubectl} describe nodes {}", nodes.join(" ")),
         }))
     }
 }

@@ -15,10 +15,12 @@
 //! admin's own entries stay (an `exec-opts` entry with the same `name=` is replaced).
 //! Then `docker` is enabled and running, restarted only when daemon.json changed.
 //!
-//! **containerd** (the default: k3s's embedded containerd): nothing is written. k3s finds
-//! `nvidia-container-runtime` on `PATH` when it starts and adds the `nvidia` runtime to
-//! the containerd config it generates itself; the `gpu` stage's RuntimeClass selects it.
-//! So on GPU hosts this stage only requires that `nvidia-container-runtime` is there.
+//! **containerd** with k3s (the default: k3s's embedded containerd): nothing is written.
+//! k3s finds `nvidia-container-runtime` on `PATH` when it starts and adds the `nvidia`
+//! runtime to the containerd config it generates itself; the `gpu` stage's RuntimeClass
+//! selects it. So on GPU hosts this stage only requires that `nvidia-container-runtime` is
+//! there. With kubeadm, containerd is the system's, and this stage writes its whole
+//! configuration (see [`containerd`]).
 //!
 //! **The mirror's CA** (`registry.ca_file`, a TLS mirror): copied to
 //! `/etc/docker/certs.d/<mirror>/ca.crt` for docker, which reads that directory at every
@@ -29,6 +31,8 @@
 //! Requirements are `Require` Ops, checked on the host when the stage runs (after the
 //! `packages` stage may have installed them); an unmet one fails the stage before it
 //! writes anything.
+
+pub mod containerd;
 
 use serde_json::{Value, json};
 
@@ -69,6 +73,14 @@ impl Stage for Runtime {
                 DOCKER_MISSING,
             ));
         }
+        let kubeadm_containerd = inv.cluster.distribution == Distribution::Kubeadm
+            && inv.cluster.container_runtime == ContainerRuntime::Containerd;
+        if kubeadm_containerd {
+            ops.push(require(
+                "command -v containerd >/dev/null 2>&1",
+                containerd::MISSING,
+            ));
+        }
         if gpu {
             ops.push(require(
                 "command -v nvidia-container-runtime >/dev/null 2>&1",
@@ -84,6 +96,28 @@ impl Stage for Runtime {
                 mode: 0o644,
                 owner: "root:root".into(),
                 secret: false,
+            });
+        }
+        if kubeadm_containerd {
+            let file = |path: String, content: String| Op::File {
+                path,
+                content,
+                mode: 0o644,
+                owner: "root:root".into(),
+                secret: false,
+            };
+            ops.push(file(
+                containerd::CONFIG.into(),
+                containerd::config_toml(inv, gpu),
+            ));
+            for (path, text) in containerd::hosts_files(inv) {
+                ops.push(file(path, text));
+            }
+            ops.push(Op::Service {
+                name: "containerd".into(),
+                enabled: true,
+                running: true,
+                restart_on: vec![containerd::CONFIG.into()],
             });
         }
         if inv.cluster.container_runtime == ContainerRuntime::Docker {
@@ -110,15 +144,6 @@ impl Stage for Runtime {
                  installed?): configured as a host without GPUs",
                 f.pci_gpus.unwrap_or(0)
             ));
-        }
-        if inv.cluster.container_runtime == ContainerRuntime::Containerd
-            && inv.cluster.distribution == Distribution::Kubeadm
-        {
-            notes.push(
-                "containerd for kubeadm (/etc/containerd/config.toml: SystemdCgroup, the \
-                 nvidia runtime) is not written by gpuctl yet"
-                    .into(),
-            );
         }
         if inv
             .registry
@@ -240,6 +265,29 @@ mod tests {
         let inv = docker_inventory();
         let ops = Runtime.plan(&inv, &sample::facts(&inv, "gpu1")).unwrap();
         insta::assert_yaml_snapshot!(ops);
+    }
+
+    #[test]
+    fn kubeadm_containerd_on_a_gpu_host_with_the_mirror() {
+        let mut inv = docker_inventory();
+        inv.cluster.container_runtime = ContainerRuntime::Containerd;
+        inv.cluster.distribution = Distribution::Kubeadm;
+        let ops = Runtime.plan(&inv, &sample::facts(&inv, "gpu1")).unwrap();
+        let Op::File { content, .. } = &ops[2] else {
+            panic!("{ops:?}")
+        };
+        assert!(content.contains("SystemdCgroup = true"), "{content}");
+        assert!(
+            content.contains("sandbox_image = \"registry.lab:5000/pause:3.9\""),
+            "{content}"
+        );
+        assert!(content.contains("runtimes.nvidia.options]"), "{content}");
+        insta::assert_yaml_snapshot!(ops);
+        // A plain host: no nvidia runtime, and no requirement of it.
+        let plain = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("nvidia"), "{text}");
+        assert!(text.contains("command -v containerd"), "{text}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use anyhow::{Context as _, bail};
 use serde_yaml::Value;
 
 use super::manifests::{self, DIR};
-use super::ready::KUBECTL;
+use super::ready::kubectl;
 use crate::bundle::Bundle;
 use crate::inventory::Inventory;
 use crate::mirror::rewrite::Rewrite;
@@ -65,10 +65,11 @@ impl Stage for StackStage {
         &["kubernetes"]
     }
     fn plan(&self, inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
-        let mut ops = vec![prune(&inv.stack.components)];
+        let kubectl = kubectl(inv);
+        let mut ops = vec![prune(&inv.stack.components, kubectl)];
         let tls = inv.stack.tls.as_ref().map(tls_secret).transpose()?;
         if inv.stack.components.is_empty() {
-            ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, KUBECTL)?);
+            ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, kubectl)?);
             return Ok(ops);
         }
         let Some(bundle) = self.bundle.as_deref() else {
@@ -92,14 +93,14 @@ impl Stage for StackStage {
             prepare(inv, name, &mut docs, rewrite.as_ref());
             let (crds, rest) = split(docs);
             let wait_crds = format!(
-                "{KUBECTL} wait --for=condition=Established customresourcedefinition \
+                "{kubectl} wait --for=condition=Established customresourcedefinition \
                  -l {COMPONENT_LABEL}={name} --timeout={CRD_TIMEOUT_SECS}s"
             );
             ops.extend(
                 manifests::manifest(
                     &format!("stack/{name}/crds.yaml"),
                     to_yaml(&crds)?,
-                    KUBECTL,
+                    kubectl,
                     Some(&wait_crds),
                 )
                 .with_context(|| format!("stack component {name}: its CRDs"))?,
@@ -108,14 +109,14 @@ impl Stage for StackStage {
                 manifests::manifest(
                     &format!("stack/{name}/resources.yaml"),
                     to_yaml(&rest)?,
-                    KUBECTL,
+                    kubectl,
                     None,
                 )
                 .with_context(|| format!("stack component {name}"))?,
             );
         }
         // After the components: the gateway's namespace comes with them.
-        ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, KUBECTL)?);
+        ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, kubectl)?);
         Ok(ops)
     }
     fn notes(&self, inv: &Inventory, _hf: &HostFacts) -> Vec<String> {
@@ -127,9 +128,10 @@ impl Stage for StackStage {
         if inv.stack.components.is_empty() {
             return None;
         }
+        let kubectl = kubectl(inv);
         let get = |kind: &str| {
             format!(
-                "{KUBECTL} get {kind} --all-namespaces -l {COMPONENT_LABEL} -o json \
+                "{kubectl} get {kind} --all-namespaces -l {COMPONENT_LABEL} -o json \
                  --request-timeout=10s"
             )
         };
@@ -148,7 +150,7 @@ impl Stage for StackStage {
             interval: Duration::from_secs(5),
             judge: Arc::new(workloads::judge),
             hint: format!(
-                "{KUBECTL} get deployments,statefulsets,daemonsets,pods --all-namespaces -l \
+                "{kubectl} get deployments,statefulsets,daemonsets,pods --all-namespaces -l \
                  {COMPONENT_LABEL} -o wide"
             ),
         }))
@@ -326,7 +328,7 @@ fn set_env(doc: &mut Value, name: &str, value: &str) {
 
 /// CRDs, and everything else with Namespaces first (objects in a namespace are refused
 /// before it exists).
-fn split(docs: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
+pub fn split(docs: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
     let kind = |d: &Value| {
         d.get("kind")
             .and_then(Value::as_str)
@@ -343,7 +345,8 @@ fn split(docs: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
     (crds, namespaces)
 }
 
-fn to_yaml(docs: &[Value]) -> anyhow::Result<Option<String>> {
+/// The documents as one multi-document YAML text; `None` when there are none.
+pub fn to_yaml(docs: &[Value]) -> anyhow::Result<Option<String>> {
     if docs.is_empty() {
         return Ok(None);
     }
@@ -360,7 +363,7 @@ fn to_yaml(docs: &[Value]) -> anyhow::Result<Option<String>> {
 /// Deletes the components on the server that `keep` no longer names: what was applied for
 /// each (resources, then CRDs, by their `.applied` lists), then its directory. Undone
 /// (by `reset`) it deletes every component.
-fn prune(keep: &[String]) -> Op {
+fn prune(keep: &[String], kubectl: &str) -> Op {
     let dir = format!("{DIR}/stack");
     let kept = format!(" {} ", keep.join(" "));
     let delete = |skip: &str| {
@@ -370,7 +373,7 @@ fn prune(keep: &[String]) -> Op {
              for f in resources.yaml crds.yaml; do if [ -e \"$d$f.applied\" ]; then \
              while IFS= read -r o; do {delete}; \
              done < \"$d$f.applied\"; fi; done; rm -rf \"$d\"; done",
-            delete = manifests::delete_object(KUBECTL),
+            delete = manifests::delete_object(kubectl),
             q = quote(&dir),
             kept = quote(skip),
         )

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::manifests;
-use super::ready::KUBECTL;
+use super::ready::kubectl;
 use crate::inventory::Inventory;
 use crate::kube;
 use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
@@ -45,18 +45,19 @@ impl Stage for Storage {
         &["kubernetes"]
     }
     fn plan(&self, inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
-        manifests::ops(inv, &TEMPLATES, KUBECTL)
+        manifests::ops(inv, &TEMPLATES, kubectl(inv))
     }
     fn finish(&self, inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
         let want = default_class(inv)?.to_string();
         let judged = want.clone();
+        let kubectl = kubectl(inv);
         Some(Finish::Wait(Wait {
             what: format!("exactly one default StorageClass, {want}"),
-            command: format!("{KUBECTL} get storageclass -o json --request-timeout=10s"),
+            command: format!("{kubectl} get storageclass -o json --request-timeout=10s"),
             timeout: TIMEOUT,
             interval: Duration::from_secs(3),
             judge: Arc::new(move |out| judge(&judged, out)),
-            hint: format!("{KUBECTL} get storageclass"),
+            hint: format!("{kubectl} get storageclass"),
         }))
     }
 }

@@ -8,7 +8,7 @@
 //! data volume, which is marked to be kept: it names shared data, not the user's.
 
 use super::manifests;
-use super::ready::KUBECTL;
+use super::ready::kubectl;
 use crate::inventory::Inventory;
 use crate::plan::{HostFacts, Op, Scope, Stage};
 
@@ -28,7 +28,7 @@ impl Stage for Users {
         &["kubernetes"]
     }
     fn plan(&self, inv: &Inventory, _hf: &HostFacts) -> anyhow::Result<Vec<Op>> {
-        manifests::ops(inv, &[TEMPLATE], KUBECTL)
+        manifests::ops(inv, &[TEMPLATE], kubectl(inv))
     }
 }
 

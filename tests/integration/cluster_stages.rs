@@ -14,7 +14,7 @@ use crate::support::lab::{Lab, LabSpec};
 
 /// Sets the top-level inventory section `key` to `body` (its indented lines), replacing
 /// the section when the inventory has it.
-fn set_section(lab: &Lab, key: &str, body: &str) {
+pub(crate) fn set_section(lab: &Lab, key: &str, body: &str) {
     let text = std::fs::read_to_string(&lab.inventory).unwrap_or_default();
     let mut rest = String::new();
     let mut inside = false;

@@ -8,6 +8,7 @@ mod doctor;
 mod doctor_host;
 mod install;
 mod k3s_fixture;
+mod kubeadm;
 mod kubernetes;
 mod lab_smoke;
 mod mirror;

@@ -172,7 +172,7 @@ fn docker_gets_its_daemon_json_merged_and_restarts_only_when_it_changed() {
 /// Real Debian packages for the lab's Debian (bookworm, like this machine), fetched by
 /// `.ci/run` with `apt-get download` into the target directory: the tests themselves send
 /// no traffic beyond this machine and the lab.
-fn real_debs(names: &[&str]) -> Vec<PathBuf> {
+pub(crate) fn real_debs(names: &[&str]) -> Vec<PathBuf> {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debs");
     let find = |name: &str| {
         std::fs::read_dir(&cache)

@@ -108,17 +108,122 @@ fn ha_bastion_lab_first_server_joining_server_agent_and_non_nodes() {
     assert!(stage().hands_over(&inv, gpu01).is_empty());
 }
 
+const MATERIAL: &str = "token=abcdef.0123456789abcdef\nhash=sha256:\
+    1111111111111111111111111111111111111111111111111111111111111111\nkey=\
+    2222222222222222222222222222222222222222222222222222222222222222\n";
+
+fn kubeadm_stage() -> Kubernetes {
+    let mut s = stage();
+    if let Some(b) = s.bundle.as_mut() {
+        let b = Arc::make_mut(b);
+        for name in ["kubeadm", "kubelet", "kubectl"] {
+            b.files.push(file(&format!("bin/{name}")));
+        }
+    }
+    s
+}
+
+fn kubeadm_facts(inv: &Inventory, host: &str) -> HostFacts {
+    let mut hf = facts(inv, host);
+    hf.handed
+        .insert(JOIN.into(), Handed::Value(Secret::new(MATERIAL)));
+    hf
+}
+
 #[test]
-fn kubeadm_is_refused_as_not_supported_yet() {
+fn kubeadm_first_server_inits_and_leaves_the_join_material_workers_join_with_it() {
+    let inv = example("kubeadm-calico");
+    let stage = kubeadm_stage();
+    let cp1 = stage.plan(&inv, &kubeadm_facts(&inv, "cp1")).unwrap();
+    insta::assert_yaml_snapshot!("kubeadm_first_server", cp1);
+    let worker = stage.plan(&inv, &kubeadm_facts(&inv, "worker1")).unwrap();
+    let text = serde_json::to_string(&worker).unwrap();
+    let masked = text
+        .replace("abcdef.0123456789abcdef", "<token>")
+        .replace(&"2".repeat(64), "<key>");
+    let masked: Vec<Op> = serde_json::from_str(&masked).unwrap();
+    insta::assert_yaml_snapshot!("kubeadm_worker", masked);
+
+    // The token is only in the join configuration, a secret 0600 file; a worker gets no
+    // certificate key (that is for servers).
+    let with_token: Vec<&Op> = worker
+        .iter()
+        .filter(|op| {
+            serde_json::to_string(op)
+                .unwrap()
+                .contains("abcdef.0123456789abcdef")
+        })
+        .collect();
+    assert!(
+        matches!(with_token.as_slice(), [Op::File { path, secret: true, mode: 0o600, .. }]
+            if path == kubeadm::JOIN_CONFIG),
+        "{with_token:?}"
+    );
+    assert!(
+        !text.contains(&"2".repeat(64)),
+        "a worker got the certificate key"
+    );
+    // Nothing secret in the first server's Ops: kubeadm makes the token there.
+    assert!(!serde_json::to_string(&cp1).unwrap().contains("abcdef."));
+
+    let first = &inv.hosts[0];
+    assert_eq!(
+        stage.hands_over(&inv, first),
+        [(JOIN, kubeadm::JOIN_MATERIAL.to_string())]
+    );
+    assert!(
+        stage
+            .leaves(&inv, first)
+            .contains(&"/etc/kubernetes".to_string())
+    );
+}
+
+#[test]
+fn kubeadm_join_material_is_checked_and_a_joining_server_gets_the_key() {
+    assert!(
+        kubeadm::JoinMaterial::parse("token=a.b\nhash=sha256:c\n")
+            .unwrap_err()
+            .to_string()
+            .contains("no key= line")
+    );
+    let mut inv = example("kubeadm-calico");
+    inv.hosts[1].roles = [crate::inventory::Role::Server].into();
+    let ops = kubeadm_stage()
+        .plan(&inv, &kubeadm_facts(&inv, "worker1"))
+        .unwrap();
+    let join = ops
+        .iter()
+        .find_map(|op| match op {
+            Op::File { path, content, .. } if path == kubeadm::JOIN_CONFIG => Some(content),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        join.contains(&format!("certificateKey: '{}'", "2".repeat(64)))
+            || join.contains(&format!("certificateKey: \"{}\"", "2".repeat(64)))
+            || join.contains(&format!("certificateKey: {}", "2".repeat(64))),
+        "{join}"
+    );
+    assert!(
+        join.contains("key: node-role.kubernetes.io/control-plane"),
+        "{join}"
+    );
+    // Two servers: the material command uploads the certificates, and its guard asks for them.
+    let (run, guard) = kubeadm::material_command(&inv);
+    assert!(run.contains("upload-certs"), "{run}");
+    assert!(guard.contains("kubeadm-certs"), "{guard}");
+    let (run, _) = kubeadm::material_command(&example("kubeadm-calico"));
+    assert!(!run.contains("upload-certs"), "{run}");
+}
+
+#[test]
+fn kubeadm_without_its_binaries_in_the_bundle_fails_naming_them() {
     let inv = example("kubeadm-calico");
     let err = stage()
-        .plan(&inv, &facts(&inv, "cp1"))
+        .plan(&inv, &kubeadm_facts(&inv, "cp1"))
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("kubeadm is not supported by gpuctl yet"),
-        "{err}"
-    );
+    assert!(err.contains("has no bin/kubeadm"), "{err}");
 }
 
 #[test]

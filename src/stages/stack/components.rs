@@ -35,12 +35,18 @@ pub const KNOWN: &[Component] = &[
     },
     Component {
         name: "calico",
-        about: "the calico CNI (kubeadm clusters), its pool CIDR set to cluster.pod_cidr",
+        about: "the calico CNI, its pool CIDR set to cluster.pod_cidr (applied by the cni \
+                stage, not as a component)",
         parts: &[],
         conflict: |inv| {
-            (inv.cluster.cni != Cni::Calico).then(|| {
-                "calico is the cluster's network: it needs `cluster.cni: calico` (with \
-                 kubeadm; k3s brings flannel)"
+            Some(if inv.cluster.cni == Cni::Calico {
+                "calico is the cluster's network, which the cni stage applies from the same \
+                 manifests/calico/ (kubeadm with `cluster.cni: calico`): remove it from \
+                 stack.components"
+                    .to_string()
+            } else {
+                "calico is the cluster's network: it needs kubeadm with `cluster.cni: calico` \
+                 (k3s brings flannel), and then the cni stage applies it"
                     .to_string()
             })
         },
