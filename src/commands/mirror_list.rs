@@ -9,6 +9,8 @@ use crate::exit::BadInput;
 use crate::inventory::{self, LoadOptions};
 use crate::mirror::discover::{InMemory, discover, images_file_text};
 use crate::render::Templates;
+use crate::stages::cni;
+use crate::stages::kubernetes::kubeadm;
 
 pub fn list(args: &MirrorListArgs) -> anyhow::Result<()> {
     let mut manifests = args.manifests.clone();
@@ -29,6 +31,26 @@ pub fn list(args: &MirrorListArgs) -> anyhow::Result<()> {
             }
         }
         manifests.extend(stack_manifests(&inv)?);
+        if inv.cluster.distribution == inventory::Distribution::Kubeadm {
+            let version = &inv.cluster.version;
+            match kubeadm::images(version) {
+                Some(images) => rendered.push(InMemory {
+                    name: format!("kubeadm {version} (kubeadm config images list)"),
+                    text: format!(
+                        "images:\n{}",
+                        images
+                            .iter()
+                            .map(|i| format!("- {i}\n"))
+                            .collect::<String>()
+                    ),
+                }),
+                None => eprintln!(
+                    "warning: gpuctl does not know which etcd, CoreDNS and pause images kubeadm \
+                     {version} uses; add the output of `kubeadm config images list \
+                     --kubernetes-version {version}` to the --images file"
+                ),
+            }
+        }
     }
     let found = discover(args.images.as_deref(), &manifests, &rendered).map_err(BadInput)?;
     if args.output == ListOutput::Images {
@@ -73,24 +95,30 @@ pub fn list(args: &MirrorListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The manifest directory of every stack component the inventory names, from its bundle.
-/// A component whose manifests are missing is an error: install would fail on it too.
+/// The manifest directory of every stack component the inventory names, and of kubeadm's
+/// pod network, from its bundle. A directory that is missing is an error: install would
+/// fail on it too.
 fn stack_manifests(inv: &inventory::Inventory) -> anyhow::Result<Vec<PathBuf>> {
-    if inv.stack.components.is_empty() {
+    let mut names = inv.stack.components.clone();
+    if cni::applies(inv) {
+        names.push(cni::component(inv).to_string());
+    }
+    if names.is_empty() {
         return Ok(Vec::new());
     }
     let Some(bundle) = &inv.bundle else {
         return Err(BadInput(format!(
-            "{}: stack.components names {} but the inventory names no bundle; add `bundle: DIR` \
-             (the components' manifests are read from DIR/manifests/NAME/)",
+            "{}: the install applies {} from the bundle (stack.components, and kubeadm's \
+             cluster.cni) but the inventory names no bundle; add `bundle: DIR` (the manifests \
+             are read from DIR/manifests/NAME/)",
             inv.path.display(),
-            inv.stack.components.join(", ")
+            names.join(", ")
         ))
         .into());
     };
     let mut dirs = Vec::new();
     let mut missing = Vec::new();
-    for c in &inv.stack.components {
+    for c in &names {
         let dir = bundle.join("manifests").join(c);
         if dir.is_dir() {
             dirs.push(dir);
@@ -100,8 +128,8 @@ fn stack_manifests(inv: &inventory::Inventory) -> anyhow::Result<Vec<PathBuf>> {
     }
     if !missing.is_empty() {
         return Err(BadInput(format!(
-            "stack component manifests missing from the bundle: {}; put each component's \
-             rendered manifests there (or remove it from stack.components)",
+            "manifests missing from the bundle: {}; put each component's rendered manifests \
+             there (or remove it from stack.components)",
             missing.join(", ")
         ))
         .into());

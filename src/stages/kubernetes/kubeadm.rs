@@ -36,9 +36,14 @@ pub const UNIT: &str = "/etc/systemd/system/kubelet.service";
 pub const DROP_IN: &str = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
 /// The kubeadm API both 1.30 and 1.31 read (v1beta4 needs 1.31).
 const API: &str = "kubeadm.k8s.io/v1beta3";
-/// The pause image of Kubernetes 1.30, which kubeadm pulls from its image repository and
-/// containerd must use as the sandbox image too.
-pub const PAUSE: &str = "registry.k8s.io/pause:3.9";
+/// The images besides kube-apiserver, -controller-manager, -scheduler and -proxy (which
+/// carry the Kubernetes version) that kubeadm pulls, per minor version, as `kubeadm config
+/// images list` prints them for v1.30.6 and v1.31.1: (etcd, CoreDNS, pause). Early patch
+/// releases of a minor may name older ones.
+const COMPANIONS: [(&str, &str, &str, &str); 2] = [
+    ("v1.30.", "3.5.15-0", "v1.11.3", "3.9"),
+    ("v1.31.", "3.5.15-0", "v1.11.3", "3.10"),
+];
 /// How long a bootstrap token made for joining lives.
 const TOKEN_TTL: &str = "24h";
 
@@ -56,11 +61,35 @@ fn image_repository(inv: &Inventory) -> Option<String> {
     inv.registry.as_ref().map(|r| r.mirror.clone())
 }
 
-/// The pause image as the nodes pull it.
+/// Every image kubeadm `version` pulls, upstream names (`kubeadm config images list`);
+/// `None` for a minor version gpuctl has no table for.
+pub fn images(version: &str) -> Option<Vec<String>> {
+    let (_, etcd, coredns, pause) = COMPANIONS.iter().find(|c| version.starts_with(c.0))?;
+    let mut out: Vec<String> = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+    ]
+    .iter()
+    .map(|c| format!("registry.k8s.io/{c}:{version}"))
+    .collect();
+    out.push(format!("registry.k8s.io/coredns/coredns:{coredns}"));
+    out.push(format!("registry.k8s.io/pause:{pause}"));
+    out.push(format!("registry.k8s.io/etcd:{etcd}"));
+    Some(out)
+}
+
+/// The pause image (the pod sandbox) as the nodes pull it: kubeadm's for the inventory's
+/// version (1.30's, `3.9`, for versions gpuctl has no table for).
 pub fn pause_image(inv: &Inventory) -> String {
+    let pause = COMPANIONS
+        .iter()
+        .find(|c| inv.cluster.version.starts_with(c.0))
+        .map_or("3.9", |c| c.3);
     match image_repository(inv) {
-        Some(repo) => format!("{repo}/{}", PAUSE.trim_start_matches("registry.k8s.io/")),
-        None => PAUSE.to_string(),
+        Some(repo) => format!("{repo}/pause:{pause}"),
+        None => format!("registry.k8s.io/pause:{pause}"),
     }
 }
 

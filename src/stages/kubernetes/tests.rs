@@ -217,6 +217,27 @@ fn kubeadm_join_material_is_checked_and_a_joining_server_gets_the_key() {
 }
 
 #[test]
+fn kubeadm_images_follow_the_version() {
+    let images = kubeadm::images("v1.30.6").unwrap();
+    assert_eq!(
+        images,
+        [
+            "registry.k8s.io/kube-apiserver:v1.30.6",
+            "registry.k8s.io/kube-controller-manager:v1.30.6",
+            "registry.k8s.io/kube-scheduler:v1.30.6",
+            "registry.k8s.io/kube-proxy:v1.30.6",
+            "registry.k8s.io/coredns/coredns:v1.11.3",
+            "registry.k8s.io/pause:3.9",
+            "registry.k8s.io/etcd:3.5.15-0",
+        ]
+    );
+    assert!(kubeadm::images("v1.29.4").is_none());
+    let mut inv = example("kubeadm-calico");
+    inv.cluster.version = "v1.31.1".into();
+    assert_eq!(kubeadm::pause_image(&inv), "registry.k8s.io/pause:3.10");
+}
+
+#[test]
 fn kubeadm_without_its_binaries_in_the_bundle_fails_naming_them() {
     let inv = example("kubeadm-calico");
     let err = stage()
