@@ -133,6 +133,16 @@ pub struct ClusterInput<'a> {
 /// Every cluster finding.
 pub fn check(input: &ClusterInput) -> Vec<Finding> {
     let mut cluster = Findings::new(CLUSTER);
+    if input.inv.cluster.distribution == crate::inventory::Distribution::Kubeadm {
+        // The script reads k3s's kubectl, certificates and CoreDNS ConfigMap; judging a
+        // kubeadm cluster by them would report faults that are not there.
+        skip_all(
+            &mut cluster,
+            "doctor reads k3s clusters only so far; on kubeadm check with `kubectl \
+             --kubeconfig .gpuctl/<cluster>/kubeconfig get nodes,pods -A`",
+        );
+        return cluster.list;
+    }
     let ev = match &input.ev {
         Ok(ev) if ev.get("k3s") == Some("present") => *ev,
         Ok(_) => {

@@ -689,7 +689,7 @@ fn doctor_smoke(lab: &Lab) -> (i32, Vec<(String, String, String)>) {
     )
 }
 
-fn doctor_json(lab: &Lab, extra: &[&str]) -> (i32, Vec<(String, String, String)>) {
+pub(crate) fn doctor_json(lab: &Lab, extra: &[&str]) -> (i32, Vec<(String, String, String)>) {
     let out = Gpuctl::new()
         .args(["doctor", "--json"])
         .args(extra.iter().copied())

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::cluster_stages::set_section;
+use crate::cluster_stages::{doctor_json, set_section};
 use crate::kubernetes::{
     add_to_bundle, gpu_runtime, gpuctl, host_part, install, nothing_left, secret_never_leaked,
     state_dir,
@@ -223,6 +223,19 @@ fn kubeadm_inits_joins_brings_calico_then_skips_and_resets() {
         text.contains("# BEGIN gpuctl dns.hosts\n")
             && text.contains("10.9.0.5 registry.lab.example"),
         "{text}"
+    );
+
+    // doctor's cluster checks read k3s only so far: on kubeadm each says so instead of
+    // reporting faults that are not there; the host checks run as usual.
+    let (_, findings) = doctor_json(&lab, &["--only", "kubernetes"]);
+    let k5 = findings
+        .iter()
+        .find(|(id, host, _)| id == "K5" && host == "cluster")
+        .unwrap_or_else(|| panic!("no K5: {findings:?}"));
+    assert_eq!(k5.2, "skip", "{findings:?}");
+    assert!(
+        !findings.iter().any(|(_, _, s)| s == "error"),
+        "{findings:?}"
     );
 
     // The kubeconfig names the first server.
