@@ -40,6 +40,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     for (path, text) in crate::stages::kubernetes::k3s::containerd_hosts(&inv).unwrap_or_default() {
         overlays.push((format!("containerd/certs.d/{path}"), text));
     }
+    overlays.extend(kubeadm_files(&inv));
     for (path, text) in &overlays {
         let path = args.out.join(path);
         crate::state::atomic::write(&path, text.as_bytes())
@@ -60,6 +61,33 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// With kubeadm, the files the runtime and kubernetes stages generate rather than render
+/// from a template: the first server's `kubeadm/init.yaml` and containerd's
+/// `config.toml` for nodes without and with GPUs. (`join.yaml` holds the join token, which
+/// only the first server has: it is not rendered.)
+fn kubeadm_files(inv: &crate::inventory::Inventory) -> Vec<(String, String)> {
+    use crate::stages::kubernetes::kubeadm;
+    use crate::stages::runtime::containerd;
+    if inv.cluster.distribution != inventory::Distribution::Kubeadm {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if let Some(first) = inv.servers().next() {
+        out.push(("kubeadm/init.yaml".into(), kubeadm::init_config(inv, first)));
+    }
+    if inv.cluster.container_runtime == inventory::ContainerRuntime::Containerd {
+        out.push((
+            "containerd/config.toml".into(),
+            containerd::config_toml(inv, false),
+        ));
+        out.push((
+            "containerd/config-gpu-nodes.toml".into(),
+            containerd::config_toml(inv, true),
+        ));
+    }
+    out
 }
 
 /// Per stack component, `stack/<name>/kustomization.yaml` and the bundle's files under

@@ -159,6 +159,33 @@ fn list_with_an_inventory_finds_template_and_bundle_images() {
         .stderr_has("manifests/notebooks");
 }
 
+/// With kubeadm, render also writes what the stages generate in code: kubeadm's init
+/// configuration and containerd's, the GPU nodes' with the nvidia runtime.
+#[test]
+fn render_for_kubeadm_writes_the_init_configuration_and_containerds() {
+    let dir = setup();
+    write(
+        &dir.path().join("lab.yaml"),
+        &INVENTORY.replace(
+            "cluster: { name: tpl }",
+            "cluster: { name: tpl, distribution: kubeadm, version: v1.30.6 }",
+        ),
+    );
+    let out = dir.path().join("rendered");
+    Gpuctl::new()
+        .args(["render", "--out"])
+        .args([out.to_string_lossy().as_ref()])
+        .inventory(&dir.path().join("lab.yaml"))
+        .run()
+        .success();
+    let read = |p: &str| fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let init = read("kubeadm/init.yaml");
+    assert!(init.contains("kind: InitConfiguration"), "{init}");
+    assert!(init.contains("podSubnet: 10.244.0.0/16"), "{init}");
+    assert!(!read("containerd/config.toml").contains("nvidia"));
+    assert!(read("containerd/config-gpu-nodes.toml").contains("runtimes.nvidia"));
+}
+
 /// With kubeadm the list also holds kubeadm's own images for the inventory's version and
 /// the images of the pod network's manifests in the bundle.
 #[test]
