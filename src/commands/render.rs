@@ -80,11 +80,11 @@ fn kubeadm_files(inv: &crate::inventory::Inventory) -> Vec<(String, String)> {
     if inv.cluster.container_runtime == inventory::ContainerRuntime::Containerd {
         out.push((
             "containerd/config.toml".into(),
-            containerd::config_toml(inv, false),
+            containerd::config_toml(inv, false, None),
         ));
         out.push((
             "containerd/config-gpu-nodes.toml".into(),
-            containerd::config_toml(inv, true),
+            containerd::config_toml(inv, true, None),
         ));
     }
     out

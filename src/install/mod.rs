@@ -106,7 +106,13 @@ fn registry_password(
     let Some(source) = inv.registry.as_ref().and_then(|r| r.password.as_ref()) else {
         return Ok(None);
     };
-    if !selected.iter().any(|s| s.name == "kubernetes") {
+    // k3s gets the login in registries.yaml (kubernetes), kubeadm's containerd in its
+    // config.toml (runtime).
+    let writers: &[&str] = match inv.cluster.distribution {
+        crate::inventory::Distribution::K3s => &["kubernetes"],
+        crate::inventory::Distribution::Kubeadm => &["runtime"],
+    };
+    if !selected.iter().any(|s| writers.contains(&s.name)) {
         return Ok(None);
     }
     crate::secret::Secret::load(source, "registry password (registry.credentials.password)")

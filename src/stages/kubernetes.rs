@@ -73,16 +73,6 @@ impl Stage for Kubernetes {
         }
         if let Some(r) = &inv.registry
             && r.username.is_some()
-            && inv.cluster.distribution == Distribution::Kubeadm
-        {
-            notes.push(
-                "registry credentials are not given to kubeadm's containerd yet: give pods \
-                 an imagePullSecret, or let the nodes pull from the mirror without a login"
-                    .into(),
-            );
-        }
-        if let Some(r) = &inv.registry
-            && r.username.is_some()
             && inv.cluster.container_runtime == ContainerRuntime::Docker
         {
             notes.push(

@@ -58,7 +58,9 @@ pub fn all(inputs: &Inputs) -> Vec<Box<dyn Stage>> {
         Box::new(registry::RegistryStage {
             site: inputs.registry_site.clone(),
         }),
-        Box::new(runtime::Runtime),
+        Box::new(runtime::Runtime {
+            registry_password: inputs.registry_password.clone(),
+        }),
         Box::new(nfs::Nfs),
         Box::new(kubernetes::Kubernetes {
             bundle: bundle.clone(),

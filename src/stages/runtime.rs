@@ -38,8 +38,14 @@ use serde_json::{Value, json};
 
 use crate::inventory::{ContainerRuntime, Distribution, GpuPresence, Inventory};
 use crate::plan::{HostFacts, Op, Scope, Stage};
+use crate::secret::Secret;
 
-pub struct Runtime;
+#[derive(Default)]
+pub struct Runtime {
+    /// `registry.credentials.password`, loaded before any host is touched, for kubeadm's
+    /// containerd (k3s's gets it through the `kubernetes` stage's registries.yaml).
+    pub registry_password: Option<Secret>,
+}
 
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 
@@ -106,10 +112,20 @@ impl Stage for Runtime {
                 owner: "root:root".into(),
                 secret: false,
             };
-            ops.push(file(
-                containerd::CONFIG.into(),
-                containerd::config_toml(inv, gpu),
-            ));
+            let wants_password = inv.registry.as_ref().is_some_and(|r| r.password.is_some());
+            if wants_password && self.registry_password.is_none() {
+                anyhow::bail!(
+                    "the registry password (registry.credentials.password) was not loaded"
+                );
+            }
+            ops.push(Op::File {
+                path: containerd::CONFIG.into(),
+                content: containerd::config_toml(inv, gpu, self.registry_password.as_ref()),
+                // With the login in it: 0600, compared by sha256, never shown in a diff.
+                mode: if wants_password { 0o600 } else { 0o644 },
+                owner: "root:root".into(),
+                secret: wants_password,
+            });
             for (path, text) in containerd::hosts_files(inv) {
                 ops.push(file(path, text));
             }
@@ -263,7 +279,9 @@ mod tests {
     #[test]
     fn docker_on_a_gpu_host() {
         let inv = docker_inventory();
-        let ops = Runtime.plan(&inv, &sample::facts(&inv, "gpu1")).unwrap();
+        let ops = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "gpu1"))
+            .unwrap();
         insta::assert_yaml_snapshot!(ops);
     }
 
@@ -272,7 +290,9 @@ mod tests {
         let mut inv = docker_inventory();
         inv.cluster.container_runtime = ContainerRuntime::Containerd;
         inv.cluster.distribution = Distribution::Kubeadm;
-        let ops = Runtime.plan(&inv, &sample::facts(&inv, "gpu1")).unwrap();
+        let ops = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "gpu1"))
+            .unwrap();
         let Op::File { content, .. } = &ops[2] else {
             panic!("{ops:?}")
         };
@@ -284,10 +304,51 @@ mod tests {
         assert!(content.contains("runtimes.nvidia.options]"), "{content}");
         insta::assert_yaml_snapshot!(ops);
         // A plain host: no nvidia runtime, and no requirement of it.
-        let plain = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        let plain = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "cp1"))
+            .unwrap();
         let text = serde_json::to_string(&plain).unwrap();
         assert!(!text.contains("nvidia"), "{text}");
         assert!(text.contains("command -v containerd"), "{text}");
+    }
+
+    #[test]
+    fn kubeadm_containerd_gets_the_mirror_login_in_a_secret_config() {
+        let mut inv = docker_inventory();
+        inv.cluster.container_runtime = ContainerRuntime::Containerd;
+        inv.cluster.distribution = Distribution::Kubeadm;
+        if let Some(r) = inv.registry.as_mut() {
+            r.username = Some("puller".into());
+            r.password = Some(crate::secret::SecretSource::Env {
+                env: "GPUCTL_TEST_PW".into(),
+            });
+        }
+        let hf = sample::facts(&inv, "cp1");
+        let err = Runtime::default().plan(&inv, &hf).unwrap_err().to_string();
+        assert!(err.contains("was not loaded"), "{err}");
+        let stage = Runtime {
+            registry_password: Some(Secret::new("pa\"ss\\word")),
+        };
+        let ops = stage.plan(&inv, &hf).unwrap();
+        let Some(Op::File {
+            content,
+            secret,
+            mode,
+            ..
+        }) = ops
+            .iter()
+            .find(|op| matches!(op, Op::File { path, .. } if path == containerd::CONFIG))
+        else {
+            panic!("{ops:?}")
+        };
+        assert!(*secret);
+        assert_eq!(*mode, 0o600);
+        assert!(
+            content.contains(
+                "[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"registry.lab:5000\".auth]\n  username = \"puller\"\n  password = \"pa\\\"ss\\\\word\"\n"
+            ),
+            "{content}"
+        );
     }
 
     #[test]
@@ -296,7 +357,9 @@ mod tests {
         if let Some(r) = inv.registry.as_mut() {
             r.insecure = false;
         }
-        let ops = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        let ops = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "cp1"))
+            .unwrap();
         insta::assert_yaml_snapshot!(ops);
         let Op::JsonMerge { merge, .. } = &ops[1] else {
             panic!("{ops:?}")
@@ -313,9 +376,13 @@ mod tests {
     fn containerd_only_requires_the_nvidia_runtime_on_gpu_hosts() {
         let inv = sample::inventory();
         assert_eq!(inv.cluster.container_runtime, ContainerRuntime::Containerd);
-        let plain = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        let plain = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "cp1"))
+            .unwrap();
         assert!(plain.is_empty(), "{plain:?}");
-        let gpu = Runtime.plan(&inv, &sample::facts(&inv, "gpu1")).unwrap();
+        let gpu = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "gpu1"))
+            .unwrap();
         assert!(
             matches!(gpu.as_slice(), [Op::Require { check, message }]
                 if check.contains("nvidia-container-runtime") && message.contains("packages stage")),
@@ -330,13 +397,16 @@ mod tests {
         hf.host.gpu = GpuPresence::Auto;
         assert!(!has_gpus(&hf));
         hf.facts.pci_gpus = Some(2);
-        let notes = Runtime.notes(&inv, &hf);
+        let notes = Runtime::default().notes(&inv, &hf);
         assert!(notes[0].contains("nvidia-smi lists none"), "{notes:?}");
-        let without = digest(&Runtime.plan(&inv, &hf).unwrap());
+        let without = digest(&Runtime::default().plan(&inv, &hf).unwrap());
         hf.facts = crate::facts::Facts::parse("nvidia_gpu=Tesla T4, 15360, 535.183.01\n");
         assert!(has_gpus(&hf));
-        assert_ne!(without, digest(&Runtime.plan(&inv, &hf).unwrap()));
-        assert!(Runtime.notes(&inv, &hf).is_empty());
+        assert_ne!(
+            without,
+            digest(&Runtime::default().plan(&inv, &hf).unwrap())
+        );
+        assert!(Runtime::default().notes(&inv, &hf).is_empty());
     }
 
     #[test]
@@ -353,7 +423,9 @@ mod tests {
             r.insecure = false;
             r.ca_file = Some(ca.clone());
         }
-        let ops = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        let ops = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "cp1"))
+            .unwrap();
         assert!(
             ops.iter().any(|op| matches!(op, Op::File { path, content, mode: 0o644, .. }
                 if path == "/etc/docker/certs.d/registry.lab:5000/ca.crt" && content.contains("MIIB"))),
@@ -364,20 +436,22 @@ mod tests {
             mirror_ca_path(&inv).as_deref(),
             Some("/etc/containerd/certs.d/registry.lab:5000/ca.crt")
         );
-        let ops = Runtime.plan(&inv, &sample::facts(&inv, "cp1")).unwrap();
+        let ops = Runtime::default()
+            .plan(&inv, &sample::facts(&inv, "cp1"))
+            .unwrap();
         assert!(
             matches!(ops.as_slice(), [Op::File { path, .. }] if path.starts_with("/etc/containerd/certs.d/")),
             "{ops:?}"
         );
 
         std::fs::write(&ca, "not a certificate").unwrap();
-        let err = Runtime
+        let err = Runtime::default()
             .plan(&inv, &sample::facts(&inv, "cp1"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("no PEM certificate"), "{err}");
         std::fs::remove_file(&ca).unwrap();
-        let err = Runtime
+        let err = Runtime::default()
             .plan(&inv, &sample::facts(&inv, "cp1"))
             .unwrap_err()
             .to_string();
@@ -391,12 +465,12 @@ mod tests {
             r.insecure = true;
         }
         assert!(
-            Runtime
+            Runtime::default()
                 .plan(&inv, &sample::facts(&inv, "cp1"))
                 .unwrap()
                 .is_empty()
         );
-        let notes = Runtime.notes(&inv, &sample::facts(&inv, "cp1"));
+        let notes = Runtime::default().notes(&inv, &sample::facts(&inv, "cp1"));
         assert!(notes.iter().any(|n| n.contains("plain HTTP")), "{notes:?}");
     }
 }

@@ -9,11 +9,15 @@
 //! - `config_path = "/etc/containerd/certs.d"`: where the `hosts.toml` files send each
 //!   registry to the mirror (read at every pull, no restart);
 //! - on GPU hosts an `nvidia` runtime running `nvidia-container-runtime`, which the `gpu`
-//!   stage's RuntimeClass selects.
+//!   stage's RuntimeClass selects;
+//! - with `registry.credentials`, the mirror's login under `registry.configs."MIRROR".auth`:
+//!   the one registry setting containerd still reads from config.toml rather than
+//!   hosts.toml (the file is then a secret, mode 0600).
 //!
 //! containerd is restarted only when config.toml changed.
 
 use crate::inventory::Inventory;
+use crate::secret::Secret;
 use crate::stages::kubernetes::{k3s, kubeadm};
 
 pub const CONFIG: &str = "/etc/containerd/config.toml";
@@ -24,8 +28,9 @@ pub const MISSING: &str = "containerd is not installed (no containerd on PATH) b
     needs it: put containerd's packages (containerd, runc) for this OS in the bundle's \
     packages/<os-id>-<version>/ and run the packages stage, or install containerd yourself";
 
-/// The whole config.toml (containerd 1.6 and 1.7, config version 2).
-pub fn config_toml(inv: &Inventory, gpu: bool) -> String {
+/// The whole config.toml (containerd 1.6 and 1.7, config version 2). `password`: the loaded
+/// registry password, written with `registry.credentials.username` (without it, no login).
+pub fn config_toml(inv: &Inventory, gpu: bool, password: Option<&Secret>) -> String {
     let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
     let mut out = format!(
         "# Written by gpuctl for kubeadm from the inventory; changes here are overwritten.\n\
@@ -47,6 +52,18 @@ pub fn config_toml(inv: &Inventory, gpu: bool) -> String {
          \x20 SystemdCgroup = true\n",
         pause = kubeadm::pause_image(inv),
     );
+    if let (Some(r), Some(password)) = (&inv.registry, password)
+        && let Some(user) = &r.username
+    {
+        out.push_str(&format!(
+            "\n[{cri}.registry.configs.\"{mirror}\".auth]\n\
+             \x20 username = {user}\n\
+             \x20 password = {password}\n",
+            mirror = r.mirror,
+            user = toml_string(user),
+            password = toml_string(password.expose()),
+        ));
+    }
     if gpu {
         out.push_str(&format!(
             "\n[{cri}.containerd.runtimes.nvidia]\n\
@@ -57,6 +74,21 @@ pub fn config_toml(inv: &Inventory, gpu: bool) -> String {
              \x20 SystemdCgroup = true\n"
         ));
     }
+    out
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
     out
 }
 
