@@ -17,12 +17,12 @@ use anyhow::{Context as _, bail};
 
 use super::manifests;
 use super::ready::kubectl;
-use super::stack::{self, workloads};
+use super::stack;
 use crate::bundle::Bundle;
 use crate::inventory::{Cni, Distribution, Inventory};
 use crate::mirror::rewrite::Rewrite;
-use crate::plan::{Finish, HostFacts, Op, Scope, Stage, Wait};
-use workloads::COMPONENT_LABEL;
+use crate::plan::{Finish, HostFacts, Op, Scope, Stage};
+use stack::workloads::COMPONENT_LABEL;
 
 pub struct CniStage {
     /// Loaded and verified (its `manifests/` files) before any host is touched.
@@ -31,8 +31,6 @@ pub struct CniStage {
 
 /// How long the network's workloads get to become ready.
 const TIMEOUT: Duration = Duration::from_secs(300);
-/// How long the apply of the network's CRDs waits for them to be Established.
-const CRD_TIMEOUT_SECS: u64 = 120;
 
 /// The bundle directory of the inventory's pod network (`manifests/<name>/`).
 pub fn component(inv: &Inventory) -> &'static str {
@@ -68,67 +66,25 @@ impl Stage for CniStage {
                  and no bundle is loaded: add `bundle:` to the inventory"
             );
         };
-        let files = stack::documents(bundle, name)
-            .with_context(|| format!("cluster.cni {name} (kubeadm's pod network)"))?;
-        let mut docs: Vec<_> = files.into_iter().flat_map(|(_, docs)| docs).collect();
         let lock = manifests::lock(inv)?;
         let rewrite = inv.registry.as_ref().map(|r| Rewrite {
             mirror: &r.mirror,
             prefix: None,
             lock: lock.as_ref(),
         });
-        stack::prepare(inv, name, &mut docs, rewrite.as_ref());
-        let (crds, rest) = stack::split(docs);
-        let kubectl = kubectl(inv);
-        let wait_crds = format!(
-            "{kubectl} wait --for=condition=Established customresourcedefinition \
-             -l {COMPONENT_LABEL}={name} --timeout={CRD_TIMEOUT_SECS}s"
-        );
-        let mut ops = manifests::manifest(
-            &format!("cni/{name}/crds.yaml"),
-            stack::to_yaml(&crds)?,
-            kubectl,
-            Some(&wait_crds),
-        )
-        .with_context(|| format!("cluster.cni {name}: its CRDs"))?;
-        ops.extend(
-            manifests::manifest(
-                &format!("cni/{name}/resources.yaml"),
-                stack::to_yaml(&rest)?,
-                kubectl,
-                None,
-            )
-            .with_context(|| format!("cluster.cni {name}"))?,
-        );
-        Ok(ops)
+        stack::component_ops(inv, bundle, rewrite.as_ref(), ("cni", name), kubectl(inv))
+            .with_context(|| format!("cluster.cni {name} (kubeadm's pod network)"))
     }
     fn finish(&self, inv: &Inventory, _hf: &HostFacts) -> Option<Finish> {
         if !applies(inv) {
             return None;
         }
         let name = component(inv);
-        let kubectl = kubectl(inv);
-        let get = |kind: &str| {
-            format!(
-                "{kubectl} get {kind} --all-namespaces -l {COMPONENT_LABEL}={name} -o json \
-                 --request-timeout=10s"
-            )
-        };
-        Some(Finish::Wait(Wait {
-            what: format!("the pod network ({name}) ready"),
-            command: format!(
-                "{} && {} && {}",
-                get("deployments"),
-                get("statefulsets"),
-                get("daemonsets")
-            ),
-            timeout: TIMEOUT,
-            interval: Duration::from_secs(3),
-            judge: Arc::new(workloads::judge),
-            hint: format!(
-                "{kubectl} get daemonsets,deployments,pods --all-namespaces -l \
-                 {COMPONENT_LABEL}={name} -o wide"
-            ),
-        }))
+        Some(stack::workloads_wait(
+            kubectl(inv),
+            &format!("{COMPONENT_LABEL}={name}"),
+            format!("the pod network ({name}) ready"),
+            TIMEOUT,
+        ))
     }
 }

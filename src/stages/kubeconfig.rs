@@ -66,12 +66,10 @@ pub fn default_path(inv: &Inventory) -> PathBuf {
 
 /// `https://<api_endpoint, else the first server's address>:6443`.
 pub fn server_url(inv: &Inventory) -> String {
-    let host = match (&inv.cluster.api_endpoint, inv.servers().next()) {
-        (Some(endpoint), _) => endpoint.clone(),
-        (None, Some(first)) => k3s::address_of(first),
-        (None, None) => "127.0.0.1".into(),
-    };
-    format!("https://{}:6443", k3s::url_host(&host))
+    format!(
+        "https://{}",
+        super::kubernetes::kubeadm::control_plane_endpoint(inv)
+    )
 }
 
 /// The admin kubeconfig as k3s wrote it, made this cluster's: one cluster, user and

@@ -17,9 +17,12 @@
 //! a [`Secret`](crate::secret::Secret)) in its env file. That file is a secret `File` Op: its
 //! content is compared by sha256, never read back, never shown in a diff.
 //!
+//! With `cluster.distribution: kubeadm` the stage installs kubeadm, kubelet and kubectl
+//! instead and runs `kubeadm init` or `kubeadm join`, with the same join order (see
+//! [`kubeadm`]).
+//!
 //! Hosts with neither `server` nor `worker` (an NFS server, the registry) are not nodes:
-//! nothing is written there. `cluster.distribution: kubeadm` is not supported yet, and
-//! the stage fails saying so rather than install something else.
+//! nothing is written there.
 
 pub mod k3s;
 pub mod kubeadm;
@@ -162,10 +165,7 @@ impl Kubernetes {
             secret: false,
         });
         watched.push(k3s::CONFIG.into());
-        let wants_password = inv.registry.as_ref().is_some_and(|r| r.password.is_some());
-        if wants_password && self.registry_password.is_none() {
-            bail!("the registry password (registry.credentials.password) was not loaded");
-        }
+        let wants_password = super::registry_login(inv, self.registry_password.as_ref())?;
         if let Some(registries) = k3s::registries_yaml(inv, self.registry_password.as_ref()) {
             ops.push(Op::File {
                 path: k3s::REGISTRIES.into(),
@@ -237,6 +237,14 @@ impl Kubernetes {
         let reload = "systemctl daemon-reload && ";
         match role {
             k3s::NodeRole::FirstServer { .. } => {
+                // Probed with the stage, before anything is written.
+                ops.insert(
+                    0,
+                    Op::Require {
+                        check: "command -v openssl >/dev/null 2>&1".into(),
+                        message: kubeadm::OPENSSL_MISSING.into(),
+                    },
+                );
                 ops.push(Op::File {
                     path: kubeadm::INIT_CONFIG.into(),
                     content: kubeadm::init_config(inv, &hf.host),
@@ -291,29 +299,11 @@ impl Kubernetes {
 /// (only `reset` plans without one: install refuses to start without it, before any host
 /// is touched) the binary's destination is all there is, and all reset needs.
 fn uploads(inv: &Inventory, bundle: Option<&Bundle>, arch: &str) -> anyhow::Result<Vec<Op>> {
+    let mut ops = vec![binary_upload(bundle, "k3s", arch, BIN)?];
     let Some(bundle) = bundle else {
-        return Ok(vec![Op::Upload {
-            src: String::new(),
-            dest: BIN.into(),
-            sha256: String::new(),
-            mode: 0o755,
-        }]);
+        return Ok(ops);
     };
     let arch = crate::bundle::dpkg_arch(arch);
-    let bin = k3s::bundle_binary(arch);
-    let Some(binary) = bundle.files.iter().find(|f| f.path == bin) else {
-        bail!(
-            "the bundle {} has no {bin}, the k3s binary for this {arch} host; add it (and \
-             its sha256 and size to bundle.yaml)",
-            bundle.dir.display()
-        );
-    };
-    let mut ops = vec![Op::Upload {
-        src: bundle.local_path(binary).display().to_string(),
-        dest: BIN.into(),
-        sha256: binary.sha256.clone(),
-        mode: 0o755,
-    }];
     let images = k3s::images_dir(inv);
     for f in bundle
         .files
@@ -363,37 +353,54 @@ fn join_token(inv: &Inventory, hf: &HostFacts) -> anyhow::Result<String> {
 }
 
 /// kubeadm, kubelet and kubectl for a host of `uname -m` `arch`, from the bundle's `bin/`.
-/// Without a bundle (reset) only their destinations.
 fn kubeadm_uploads(bundle: Option<&Bundle>, arch: &str) -> anyhow::Result<Vec<Op>> {
-    let arch = crate::bundle::dpkg_arch(arch);
     kubeadm::BINARIES
         .iter()
-        .map(|name| {
-            let dest = format!("{}/{name}", kubeadm::BIN_DIR);
-            let Some(bundle) = bundle else {
-                return Ok(Op::Upload {
-                    src: String::new(),
-                    dest,
-                    sha256: String::new(),
-                    mode: 0o755,
-                });
-            };
-            let path = kubeadm::bundle_binary(name, arch);
-            let Some(file) = bundle.files.iter().find(|f| f.path == path) else {
-                bail!(
-                    "the bundle {} has no {path}, the {name} binary for this {arch} host; add \
-                     it (and its sha256 and size to bundle.yaml)",
-                    bundle.dir.display()
-                );
-            };
-            Ok(Op::Upload {
-                src: bundle.local_path(file).display().to_string(),
-                dest,
-                sha256: file.sha256.clone(),
-                mode: 0o755,
-            })
-        })
+        .map(|name| binary_upload(bundle, name, arch, &format!("{}/{name}", kubeadm::BIN_DIR)))
         .collect()
+}
+
+/// The bundle path of binary `name` for a dpkg architecture, as the releases name them:
+/// `bin/<name>` for amd64, `bin/<name>-<arch>` otherwise.
+pub fn bundle_binary(name: &str, arch: &str) -> String {
+    match arch {
+        "amd64" => format!("bin/{name}"),
+        other => format!("bin/{name}-{other}"),
+    }
+}
+
+/// Binary `name` for a host of `uname -m` `arch`, from the bundle to `dest`, mode 0755.
+/// Without a bundle (only `reset` plans without one: install refuses to start without it,
+/// before any host is touched) the destination is all there is, and all reset needs.
+fn binary_upload(
+    bundle: Option<&Bundle>,
+    name: &str,
+    arch: &str,
+    dest: &str,
+) -> anyhow::Result<Op> {
+    let Some(bundle) = bundle else {
+        return Ok(Op::Upload {
+            src: String::new(),
+            dest: dest.into(),
+            sha256: String::new(),
+            mode: 0o755,
+        });
+    };
+    let arch = crate::bundle::dpkg_arch(arch);
+    let path = bundle_binary(name, arch);
+    let Some(file) = bundle.files.iter().find(|f| f.path == path) else {
+        bail!(
+            "the bundle {} has no {path}, the {name} binary for this {arch} host; add it (and \
+             its sha256 and size to bundle.yaml)",
+            bundle.dir.display()
+        );
+    };
+    Ok(Op::Upload {
+        src: bundle.local_path(file).display().to_string(),
+        dest: dest.into(),
+        sha256: file.sha256.clone(),
+        mode: 0o755,
+    })
 }
 
 /// The first server's join material, as the engine handed it over; in a dry run before

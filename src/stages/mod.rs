@@ -80,6 +80,16 @@ pub fn all(inputs: &Inputs) -> Vec<Box<dyn Stage>> {
     ]
 }
 
+/// Whether the stages that write the mirror's login (`kubernetes` for k3s, `runtime` for
+/// kubeadm's containerd) write a password, which must then have been loaded.
+pub fn registry_login(inv: &Inventory, loaded: Option<&Secret>) -> anyhow::Result<bool> {
+    let wanted = inv.registry.as_ref().is_some_and(|r| r.password.is_some());
+    if wanted && loaded.is_none() {
+        anyhow::bail!("the registry password (registry.credentials.password) was not loaded");
+    }
+    Ok(wanted)
+}
+
 /// The stage names, in order (for flags and messages).
 pub fn names() -> Vec<&'static str> {
     all(&Inputs::default()).iter().map(|s| s.name()).collect()

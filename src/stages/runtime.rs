@@ -105,19 +105,7 @@ impl Stage for Runtime {
             });
         }
         if kubeadm_containerd {
-            let file = |path: String, content: String| Op::File {
-                path,
-                content,
-                mode: 0o644,
-                owner: "root:root".into(),
-                secret: false,
-            };
-            let wants_password = inv.registry.as_ref().is_some_and(|r| r.password.is_some());
-            if wants_password && self.registry_password.is_none() {
-                anyhow::bail!(
-                    "the registry password (registry.credentials.password) was not loaded"
-                );
-            }
+            let wants_password = super::registry_login(inv, self.registry_password.as_ref())?;
             ops.push(Op::File {
                 path: containerd::CONFIG.into(),
                 content: containerd::config_toml(inv, gpu, self.registry_password.as_ref()),
@@ -126,8 +114,14 @@ impl Stage for Runtime {
                 owner: "root:root".into(),
                 secret: wants_password,
             });
-            for (path, text) in containerd::hosts_files(inv) {
-                ops.push(file(path, text));
+            for (path, content) in containerd::hosts_files(inv) {
+                ops.push(Op::File {
+                    path,
+                    content,
+                    mode: 0o644,
+                    owner: "root:root".into(),
+                    secret: false,
+                });
             }
             ops.push(Op::Service {
                 name: "containerd".into(),

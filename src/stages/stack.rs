@@ -88,32 +88,13 @@ impl Stage for StackStage {
             if let Some(why) = components::known(name).and_then(|c| (c.conflict)(inv)) {
                 bail!("stack component {name}: {why}");
             }
-            let files = documents(bundle, name)?;
-            let mut docs: Vec<Value> = files.into_iter().flat_map(|(_, docs)| docs).collect();
-            prepare(inv, name, &mut docs, rewrite.as_ref());
-            let (crds, rest) = split(docs);
-            let wait_crds = format!(
-                "{kubectl} wait --for=condition=Established customresourcedefinition \
-                 -l {COMPONENT_LABEL}={name} --timeout={CRD_TIMEOUT_SECS}s"
-            );
-            ops.extend(
-                manifests::manifest(
-                    &format!("stack/{name}/crds.yaml"),
-                    to_yaml(&crds)?,
-                    kubectl,
-                    Some(&wait_crds),
-                )
-                .with_context(|| format!("stack component {name}: its CRDs"))?,
-            );
-            ops.extend(
-                manifests::manifest(
-                    &format!("stack/{name}/resources.yaml"),
-                    to_yaml(&rest)?,
-                    kubectl,
-                    None,
-                )
-                .with_context(|| format!("stack component {name}"))?,
-            );
+            ops.extend(component_ops(
+                inv,
+                bundle,
+                rewrite.as_ref(),
+                ("stack", name),
+                kubectl,
+            )?);
         }
         // After the components: the gateway's namespace comes with them.
         ops.extend(manifests::secret_manifest(TLS_MANIFEST, tls, kubectl)?);
@@ -128,33 +109,78 @@ impl Stage for StackStage {
         if inv.stack.components.is_empty() {
             return None;
         }
-        let kubectl = kubectl(inv);
-        let get = |kind: &str| {
+        Some(workloads_wait(
+            kubectl(inv),
+            COMPONENT_LABEL,
             format!(
-                "{kubectl} get {kind} --all-namespaces -l {COMPONENT_LABEL} -o json \
-                 --request-timeout=10s"
-            )
-        };
-        Some(Finish::Wait(Wait {
-            what: format!(
                 "every workload of {} ready",
                 inv.stack.components.join(", ")
             ),
-            command: format!(
-                "{} && {} && {}",
-                get("deployments"),
-                get("statefulsets"),
-                get("daemonsets")
-            ),
-            timeout: inv.stack.timeout,
-            interval: Duration::from_secs(5),
-            judge: Arc::new(workloads::judge),
-            hint: format!(
-                "{kubectl} get deployments,statefulsets,daemonsets,pods --all-namespaces -l \
-                 {COMPONENT_LABEL} -o wide"
-            ),
-        }))
+            inv.stack.timeout,
+        ))
     }
+}
+
+/// The Ops that apply one component's manifests from the bundle, kept on the first server
+/// under `DIR/<group>/<name>/` (`group`: the stage, `stack` or `cni`): every document
+/// labelled and rewritten ([`prepare`]), the CRDs first, waited for until Established,
+/// then the rest.
+pub fn component_ops(
+    inv: &Inventory,
+    bundle: &Bundle,
+    rewrite: Option<&Rewrite<'_>>,
+    (group, name): (&str, &str),
+    kubectl: &str,
+) -> anyhow::Result<Vec<Op>> {
+    let files = documents(bundle, name)?;
+    let mut docs: Vec<Value> = files.into_iter().flat_map(|(_, docs)| docs).collect();
+    prepare(inv, name, &mut docs, rewrite);
+    let (crds, rest) = split(docs);
+    let wait_crds = format!(
+        "{kubectl} wait --for=condition=Established customresourcedefinition \
+         -l {COMPONENT_LABEL}={name} --timeout={CRD_TIMEOUT_SECS}s"
+    );
+    let mut ops = manifests::manifest(
+        &format!("{group}/{name}/crds.yaml"),
+        to_yaml(&crds)?,
+        kubectl,
+        Some(&wait_crds),
+    )
+    .with_context(|| format!("{group} component {name}: its CRDs"))?;
+    ops.extend(
+        manifests::manifest(
+            &format!("{group}/{name}/resources.yaml"),
+            to_yaml(&rest)?,
+            kubectl,
+            None,
+        )
+        .with_context(|| format!("{group} component {name}"))?,
+    );
+    Ok(ops)
+}
+
+/// Waits until every Deployment, StatefulSet and DaemonSet matching the label `selector`
+/// is ready (judged by [`workloads::judge`], which names each one that is not).
+pub fn workloads_wait(kubectl: &str, selector: &str, what: String, timeout: Duration) -> Finish {
+    let get = |kind: &str| {
+        format!("{kubectl} get {kind} --all-namespaces -l {selector} -o json --request-timeout=10s")
+    };
+    Finish::Wait(Wait {
+        what,
+        command: format!(
+            "{} && {} && {}",
+            get("deployments"),
+            get("statefulsets"),
+            get("daemonsets")
+        ),
+        timeout,
+        interval: Duration::from_secs(5),
+        judge: Arc::new(workloads::judge),
+        hint: format!(
+            "{kubectl} get deployments,statefulsets,daemonsets,pods --all-namespaces -l \
+             {selector} -o wide"
+        ),
+    })
 }
 
 /// The `kubernetes.io/tls` Secret of `stack.tls`, from its local PEM files (checked to be
@@ -328,7 +354,7 @@ fn set_env(doc: &mut Value, name: &str, value: &str) {
 
 /// CRDs, and everything else with Namespaces first (objects in a namespace are refused
 /// before it exists).
-pub fn split(docs: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
+fn split(docs: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
     let kind = |d: &Value| {
         d.get("kind")
             .and_then(Value::as_str)
@@ -346,7 +372,7 @@ pub fn split(docs: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
 }
 
 /// The documents as one multi-document YAML text; `None` when there are none.
-pub fn to_yaml(docs: &[Value]) -> anyhow::Result<Option<String>> {
+fn to_yaml(docs: &[Value]) -> anyhow::Result<Option<String>> {
     if docs.is_empty() {
         return Ok(None);
     }

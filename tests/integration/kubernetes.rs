@@ -251,6 +251,20 @@ pub(crate) fn secret_never_leaked(lab: &Lab, what: &str, token: &str, outputs: &
     }
 }
 
+/// In `out`, each of `stages` was skipped (done, Ops unchanged) on each of `nodes`.
+pub(crate) fn skipped(out: &Outcome, nodes: &[&str], stages: &[&str]) {
+    for node in nodes {
+        let part = host_part(out, node);
+        for stage in stages {
+            assert!(
+                part.contains(&format!("{stage:<10} skipped")),
+                "{node} did not skip {stage}:\n{}",
+                out.stdout
+            );
+        }
+    }
+}
+
 /// After `reset`: none of `files` (space-separated) on `node`, and no process whose command
 /// line matches `process` (a `pgrep -f` pattern).
 pub(crate) fn nothing_left(lab: &Lab, node: &str, files: &str, process: &str, reset: &Outcome) {
@@ -371,19 +385,12 @@ fn k3s_installs_joins_every_node_and_writes_the_kubeconfig_then_skips_and_resets
         "{}",
         second.stdout
     );
-    for node in ["node1", "node2", "node3"] {
-        let part = host_part(&second, node);
-        for stage in ["os", "packages", "runtime", "kubernetes"] {
-            assert!(
-                part.contains(&format!("{stage:<10} skipped")),
-                "{node} {stage}:\n{}",
-                second.stdout
-            );
-        }
-    }
-    let node1 = host_part(&second, "node1");
-    assert!(node1.contains("ready      skipped"), "{}", second.stdout);
-    assert!(node1.contains("kubeconfig skipped"), "{}", second.stdout);
+    skipped(
+        &second,
+        &["node1", "node2", "node3"],
+        &["os", "packages", "runtime", "kubernetes"],
+    );
+    skipped(&second, &["node1"], &["ready", "kubeconfig"]);
     let plan = gpuctl(&lab, &["plan"]).success();
     assert!(plan.stdout.contains("0 changes to make"), "{}", plan.stdout);
     let dry = install(&lab, &["--dry-run", "--force", "kubernetes"]).success();
@@ -519,16 +526,11 @@ fn a_worker_killed_in_the_kubernetes_stage_resumes_without_redoing_the_others() 
     lab.start("node3");
     lab.exec("node3", "rm -f /tmp/hold /usr/local/sbin/systemctl");
     let again = install(&lab, &[]).success();
-    for node in ["node1", "node2"] {
-        let part = host_part(&again, node);
-        for stage in ["os", "packages", "runtime", "kubernetes"] {
-            assert!(
-                part.contains(&format!("{stage:<10} skipped")),
-                "{node} redid {stage}:\n{}",
-                again.stdout
-            );
-        }
-    }
+    skipped(
+        &again,
+        &["node1", "node2"],
+        &["os", "packages", "runtime", "kubernetes"],
+    );
     assert!(
         !host_part(&again, "node3").contains("kubernetes skipped"),
         "{}",

@@ -159,10 +159,8 @@ fn list_with_an_inventory_finds_template_and_bundle_images() {
         .stderr_has("manifests/notebooks");
 }
 
-/// With kubeadm, render also writes what the stages generate in code: kubeadm's init
-/// configuration and containerd's, the GPU nodes' with the nvidia runtime.
-#[test]
-fn render_for_kubeadm_writes_the_init_configuration_and_containerds() {
+/// [`setup`] for kubeadm, with calico's manifests in the bundle.
+fn kubeadm_setup() -> tempfile::TempDir {
     let dir = setup();
     write(
         &dir.path().join("lab.yaml"),
@@ -171,6 +169,18 @@ fn render_for_kubeadm_writes_the_init_configuration_and_containerds() {
             "cluster: { name: tpl, distribution: kubeadm, version: v1.30.6 }",
         ),
     );
+    write(
+        &dir.path().join("bundle/manifests/calico/calico.yaml"),
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: { name: calico-node, namespace: kube-system }\nspec:\n  template:\n    spec:\n      containers:\n      - { name: calico-node, image: docker.io/calico/node:v3.28.0 }\n",
+    );
+    dir
+}
+
+/// With kubeadm, render also writes what the stages generate in code: kubeadm's init
+/// configuration and containerd's, the GPU nodes' with the nvidia runtime.
+#[test]
+fn render_for_kubeadm_writes_the_init_configuration_and_containerds() {
+    let dir = kubeadm_setup();
     let out = dir.path().join("rendered");
     Gpuctl::new()
         .args(["render", "--out"])
@@ -190,18 +200,7 @@ fn render_for_kubeadm_writes_the_init_configuration_and_containerds() {
 /// the images of the pod network's manifests in the bundle.
 #[test]
 fn list_for_kubeadm_names_its_control_plane_images_and_the_pod_network() {
-    let dir = setup();
-    write(
-        &dir.path().join("lab.yaml"),
-        &INVENTORY.replace(
-            "cluster: { name: tpl }",
-            "cluster: { name: tpl, distribution: kubeadm, version: v1.30.6 }",
-        ),
-    );
-    write(
-        &dir.path().join("bundle/manifests/calico/calico.yaml"),
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: { name: calico-node, namespace: kube-system }\nspec:\n  template:\n    spec:\n      containers:\n      - { name: calico-node, image: docker.io/calico/node:v3.28.0 }\n",
-    );
+    let dir = kubeadm_setup();
     let run = Gpuctl::new()
         .args(["mirror-images", "list"])
         .inventory(&dir.path().join("lab.yaml"))

@@ -105,14 +105,6 @@ pub fn images_dir(inv: &Inventory) -> String {
     format!("{}/agent/images", data_dir(inv))
 }
 
-/// The bundle path of the k3s binary for a dpkg architecture (k3s's release names).
-pub fn bundle_binary(arch: &str) -> String {
-    match arch {
-        "amd64" => "bin/k3s".into(),
-        other => format!("bin/k3s-{other}"),
-    }
-}
-
 /// `images/k3s-airgap-images-<arch>.tar[.gz|.zst]` of the bundle.
 pub fn is_airgap_image(path: &str, arch: &str) -> bool {
     path.strip_prefix(&format!("images/k3s-airgap-images-{arch}.tar"))

@@ -44,16 +44,13 @@ const COMPANIONS: [(&str, &str, &str, &str); 2] = [
     ("v1.30.", "3.5.15-0", "v1.11.3", "3.9"),
     ("v1.31.", "3.5.15-0", "v1.11.3", "3.10"),
 ];
+/// The first server computes the CA pin for joining nodes with openssl.
+pub const OPENSSL_MISSING: &str = "openssl is not installed on the first server, and gpuctl \
+    computes the CA's public-key pin that joining nodes check with it: put openssl's .deb for \
+    this OS in the bundle's packages/<os-id>-<version>/ and run the packages stage, or install \
+    it yourself";
 /// How long a bootstrap token made for joining lives.
 const TOKEN_TTL: &str = "24h";
-
-/// The bundle path of a kubeadm binary for a dpkg architecture.
-pub fn bundle_binary(name: &str, arch: &str) -> String {
-    match arch {
-        "amd64" => format!("bin/{name}"),
-        other => format!("bin/{name}-{other}"),
-    }
-}
 
 /// The image repository kubeadm pulls its images from: the mirror keeps upstream paths,
 /// so `registry.k8s.io/kube-apiserver` is `MIRROR/kube-apiserver`.
@@ -61,10 +58,17 @@ fn image_repository(inv: &Inventory) -> Option<String> {
     inv.registry.as_ref().map(|r| r.mirror.clone())
 }
 
+/// The [`COMPANIONS`] row of `version`'s minor release.
+fn companions(
+    version: &str,
+) -> Option<&'static (&'static str, &'static str, &'static str, &'static str)> {
+    COMPANIONS.iter().find(|c| version.starts_with(c.0))
+}
+
 /// Every image kubeadm `version` pulls, upstream names (`kubeadm config images list`);
 /// `None` for a minor version gpuctl has no table for.
 pub fn images(version: &str) -> Option<Vec<String>> {
-    let (_, etcd, coredns, pause) = COMPANIONS.iter().find(|c| version.starts_with(c.0))?;
+    let (_, etcd, coredns, pause) = companions(version)?;
     let mut out: Vec<String> = [
         "kube-apiserver",
         "kube-controller-manager",
@@ -83,18 +87,15 @@ pub fn images(version: &str) -> Option<Vec<String>> {
 /// The pause image (the pod sandbox) as the nodes pull it: kubeadm's for the inventory's
 /// version (1.30's, `3.9`, for versions gpuctl has no table for).
 pub fn pause_image(inv: &Inventory) -> String {
-    let pause = COMPANIONS
-        .iter()
-        .find(|c| inv.cluster.version.starts_with(c.0))
-        .map_or("3.9", |c| c.3);
+    let pause = companions(&inv.cluster.version).map_or("3.9", |c| c.3);
     match image_repository(inv) {
         Some(repo) => format!("{repo}/pause:{pause}"),
         None => format!("registry.k8s.io/pause:{pause}"),
     }
 }
 
-/// `HOST:6443` the nodes join and the kubeconfig names: `api_endpoint`, else the first
-/// server's address.
+/// `HOST:6443` the nodes join and every kubeconfig names (k3s's too): `api_endpoint`, else
+/// the first server's address.
 pub fn control_plane_endpoint(inv: &Inventory) -> String {
     let host = match (&inv.cluster.api_endpoint, inv.servers().next()) {
         (Some(e), _) => e.clone(),

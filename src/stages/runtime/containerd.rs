@@ -77,19 +77,9 @@ pub fn config_toml(inv: &Inventory, gpu: bool, password: Option<&Secret>) -> Str
     out
 }
 
-/// A TOML basic string: quotes, backslashes and control characters escaped.
+/// A TOML basic string: JSON's string escapes (`\"`, `\\`, `\n`, `\uXXXX`) are TOML's too.
 fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::Value::from(s).to_string()
 }
 
 /// `(path, text)` of every `hosts.toml`: each public registry and the mirror itself sent to
