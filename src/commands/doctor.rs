@@ -117,9 +117,9 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     {
         let label = format!("cluster@{}", first.name);
         let nonce = nonce.clone();
-        let data_dir = crate::stages::kubernetes::k3s::data_dir(&inv);
+        let distro = dr::distro::Distro::of(&inv.cluster);
         let result = fleet
-            .run_on(first, &label, |ctx| gather_cluster(ctx, nonce, data_dir))
+            .run_on(first, &label, |ctx| gather_cluster(ctx, nonce, distro))
             .await;
         let ev = result
             .outcome
@@ -131,7 +131,7 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
             facts: &facts,
         }));
         let api_up = ev.as_ref().is_ok_and(|e| {
-            e.get("k3s") == Some("present")
+            e.get("cluster") == Some("present")
                 && e.cmd("readyz")
                     .is_some_and(|c| c.ok() && c.lines.iter().any(|l| l.trim() == "ok"))
         });
@@ -301,11 +301,15 @@ async fn gather(
     Ok((ev, ctx.conn.sudo_mode()))
 }
 
-/// The cluster script on the first server, as root (k3s's admin kubeconfig is 0600).
-async fn gather_cluster(ctx: HostCtx, nonce: String, data_dir: String) -> anyhow::Result<Evidence> {
+/// The cluster script on the first server, as root (the admin kubeconfig is 0600).
+async fn gather_cluster(
+    ctx: HostCtx,
+    nonce: String,
+    distro: dr::distro::Distro,
+) -> anyhow::Result<Evidence> {
     if ctx.conn.sudo_mode() == SudoMode::Unavailable {
         anyhow::bail!(
-            "reading the cluster needs root on {} (k3s's admin kubeconfig is root's): give the \
+            "reading the cluster needs root on {} (the admin kubeconfig is root's): give the \
              login sudo",
             ctx.host.name
         );
@@ -313,7 +317,7 @@ async fn gather_cluster(ctx: HostCtx, nonce: String, data_dir: String) -> anyhow
     ctx.progress.step("reading the cluster");
     let out = ctx
         .run(
-            Command::new(dr::cluster::script(&nonce, &data_dir))
+            Command::new(dr::cluster::script(&nonce, &distro))
                 .sudo(true)
                 .timeout(SCRIPT_TIMEOUT),
         )
@@ -511,10 +515,11 @@ async fn smoke(
     let manifest = dr::smoke::manifest(inv, &gpu_nodes);
     let pods = gpu_nodes.len() + usize::from(!names.is_empty());
     let label = format!("smoke@{}", first.name);
+    let kubectl = crate::stages::ready::kubectl(inv);
     let result = fleet
         .run_on(first, &label, |ctx| async move {
             ctx.progress.step("running the smoke pods");
-            dr::smoke::run(&ctx, manifest, pods, timeout).await
+            dr::smoke::run(&ctx, kubectl, manifest, pods, timeout).await
         })
         .await;
     let listed = result

@@ -1,15 +1,17 @@
-//! K6: every server's certificates (k3s keeps them in `<data-dir>/server/tls/`), read
-//! with openssl: the first server's in the cluster script (reported for the cluster), the
+//! K6: every server's certificates (k3s keeps them in `<data-dir>/server/tls/`, kubeadm in
+//! `/etc/kubernetes/pki/` and its `etcd/`; see [`super::distro`]), read with openssl: the first server's in the cluster script (reported for the cluster), the
 //! other servers' in their own host script (reported for each of them: in an HA cluster
 //! each server has its own serving and client certificates, and each expires on its own). An expired API server certificate stops every
 //! kubectl and every kubelet at once, usually a year after install, on a Sunday; k3s renews
 //! its certificates at start when fewer than 90 days remain, so a server that has not been
-//! restarted for a year is the usual cause, and a restart the usual fix. A certificate not
+//! restarted for a year is the usual cause, and a restart the usual fix; kubeadm renews them
+//! only during `kubeadm upgrade`, so a cluster never upgraded meets it a year after init. A certificate not
 //! yet valid by the server's own clock means that clock was set back (or the certificates
 //! came from a machine whose clock ran ahead): TLS then fails the same way.
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 
+use super::distro::Distro;
 use super::evidence::Evidence;
 use super::{CLUSTER, Finding, Findings, HostInput, Severity};
 use crate::inventory::Role;
@@ -18,29 +20,33 @@ use crate::transport::shell::quote;
 /// Fewer days left than this is a warning.
 const WARN_DAYS: i64 = 30;
 
-/// The shell command that prints, per certificate of `<data_dir>/server/tls`,
+/// The shell command that prints, per certificate of `dirs`,
 /// `FILE|notBefore=...|notAfter=...`, then the server's clock as `now EPOCH`.
-fn body(data_dir: &str) -> String {
-    let tls = quote(&format!("{data_dir}/server/tls"));
+fn body(dirs: &[String]) -> String {
+    let globs: Vec<String> = dirs.iter().map(|d| format!("{}/*.crt", quote(d))).collect();
     format!(
         "command -v openssl >/dev/null 2>&1 || {{ echo no-openssl; exit 0; }}; \
-         for f in {tls}/*.crt; do [ -f \"$f\" ] || continue; \
+         for f in {}; do [ -f \"$f\" ] || continue; \
          printf '%s|%s\\n' \"$f\" \"$(openssl x509 -noout -startdate -enddate -in \"$f\" 2>&1 | tr '\\n' '|')\"; \
-         done; echo \"now $(date +%s)\""
+         done; echo \"now $(date +%s)\"",
+        globs.join(" ")
     )
 }
 
 /// The cluster script's line (it runs as root).
-pub fn script_line(data_dir: &str) -> String {
-    format!("c certs sh -c {}\n", quote(&body(data_dir)))
+pub fn script_line(dirs: &[String]) -> String {
+    format!("c certs sh -c {}\n", quote(&body(dirs)))
 }
 
-/// The host script's lines: only where the directory exists (a server with k3s), read as
-/// the login user when it may, else through `sudo -n` (k3s keeps it root's); without
-/// either, `certs_unreadable`.
-pub fn host_script_lines(data_dir: &str) -> String {
-    let tls = quote(&format!("{data_dir}/server/tls"));
-    let body = quote(&body(data_dir));
+/// The host script's lines: only where the first directory exists (a server with the
+/// cluster installed), read as the login user when it may, else through `sudo -n` (k3s
+/// keeps it root's); without either, `certs_unreadable`.
+pub fn host_script_lines(dirs: &[String]) -> String {
+    let Some(first) = dirs.first() else {
+        return String::new();
+    };
+    let tls = quote(first);
+    let body = quote(&body(dirs));
     format!(
         "if [ -d {tls} ] || sudo -n test -d {tls} 2>/dev/null; then\n  \
          if [ -r {tls} ] && [ -x {tls} ]; then c certs sh -c {body}; \
@@ -53,29 +59,34 @@ pub fn host_script_lines(data_dir: &str) -> String {
 pub fn host_check(input: &HostInput, out: &mut Findings) {
     if !input.host.roles.contains(&Role::Server)
         || input.plan.first_server.as_deref() == Some(input.host.name.as_str())
-        || input.plan.k3s_tls_of.is_none()
+        || input.plan.server_certs.is_empty()
     {
         return;
     }
     let name = &input.host.name;
+    let distro = Distro::of(input.cluster);
+    let dir = &input.plan.server_certs[0];
     if input.ev.cmd("certs").is_none() {
         if input.ev.get("certs_unreadable").is_some() {
             out.add(
                 "K6",
                 Severity::Skip,
-                format!("k3s's server/tls/ on {name} is root's, and sudo asks for a password"),
+                format!("{dir} on {name} is root's, and sudo asks for a password"),
             )
             .fix("give the login passwordless sudo, or log in as root, for doctor to read it");
         } else {
             out.add(
                 "K6",
                 Severity::Skip,
-                format!("no k3s certificates on {name} yet (k3s not installed there)"),
+                format!(
+                    "no {} certificates on {name} yet (not installed there)",
+                    distro.name()
+                ),
             );
         }
         return;
     }
-    judge(input.ev, name, out);
+    judge(input.ev, name, &distro, out);
 }
 
 /// One certificate's dates.
@@ -130,18 +141,18 @@ fn parse(lines: &[String]) -> (Vec<Cert>, Option<DateTime<Utc>>, Vec<String>) {
 }
 
 /// K6 from the cluster script's `certs` answer (the first server's certificates).
-pub fn check(ev: &Evidence, first: &str) -> Vec<Finding> {
+pub fn check(ev: &Evidence, first: &str, distro: &Distro) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
     if ev.cmd("certs").is_none() {
         f.add("K6", Severity::Skip, "the certificates were not read");
         return f.list;
     }
-    judge(ev, first, &mut f);
+    judge(ev, first, distro, &mut f);
     f.list
 }
 
 /// K6 from a `certs` answer read on server `first`, added to `f`.
-fn judge(ev: &Evidence, first: &str, f: &mut Findings) {
+fn judge(ev: &Evidence, first: &str, distro: &Distro, f: &mut Findings) {
     let Some(out) = ev.cmd("certs") else {
         return;
     };
@@ -160,7 +171,10 @@ fn judge(ev: &Evidence, first: &str, f: &mut Findings) {
         f.add(
             "K6",
             Severity::Skip,
-            format!("no certificates in k3s's server/tls/ on {first}"),
+            format!(
+                "no certificates in {} on {first}",
+                distro.cert_dirs().join(", ")
+            ),
         )
         .evidence(bad);
         return;
@@ -192,11 +206,7 @@ fn judge(ev: &Evidence, first: &str, f: &mut Findings) {
         .map(|c| format!("{}: {} → {}", c.file, day(c.not_before), day(c.not_after)))
         .chain(bad)
         .collect();
-    let renew = format!(
-        "on {first}: sudo systemctl restart k3s (k3s renews certificates within 90 days of \
-         their end when it starts); a CA (*-ca.crt) needs `k3s certificate rotate-ca`; a clock \
-         that is behind: fix the time (chrony/systemd-timesyncd) before anything else"
-    );
+    let renew = distro.renew_fix(first);
     if !errors.is_empty() {
         f.add("K6", Severity::Error, errors.join("; "))
             .evidence(evidence)
@@ -227,6 +237,32 @@ mod tests {
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_string).collect()
+    }
+
+    fn k3s() -> Distro {
+        Distro::of(&crate::stages::sample::inventory().cluster)
+    }
+
+    #[test]
+    fn kubeadm_reads_pki_and_says_how_kubeadm_renews() {
+        let mut inv = crate::stages::sample::inventory();
+        inv.cluster.distribution = crate::inventory::Distribution::Kubeadm;
+        let kubeadm = Distro::of(&inv.cluster);
+        let line = script_line(&kubeadm.cert_dirs());
+        assert!(line.contains("/etc/kubernetes/pki/*.crt"), "{line}");
+        assert!(line.contains("/etc/kubernetes/pki/etcd/*.crt"), "{line}");
+        let text = "/etc/kubernetes/pki/apiserver.crt|notBefore=Dec  1 00:00:00 2025 GMT|notAfter=Dec  1 00:00:00 2026 GMT|\n\
+                    now 1796256000\n";
+        let f = check(&Evidence::for_test(&[("certs", 0, text)]), "cp1", &kubeadm);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert!(f[0].title.contains("apiserver.crt expired"), "{f:?}");
+        assert!(
+            f[0].fix
+                .as_deref()
+                .unwrap()
+                .contains("kubeadm certs renew all"),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -261,7 +297,7 @@ mod tests {
         assert_eq!(bad.len(), 1);
 
         let ev = Evidence::for_test(&[("certs", 0, text)]);
-        let f = check(&ev, "cp1");
+        let f = check(&ev, "cp1", &k3s());
         let [k6] = &f[..] else { panic!("{f:?}") };
         assert_eq!(k6.severity, Severity::Error);
         assert!(
@@ -284,7 +320,7 @@ mod tests {
             .filter(|l| !l.contains("client-admin") && !l.contains("future"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let f = check(&Evidence::for_test(&[("certs", 0, &soon)]), "cp1");
+        let f = check(&Evidence::for_test(&[("certs", 0, &soon)]), "cp1", &k3s());
         assert_eq!(f[0].severity, Severity::Warn);
         assert!(
             f[0].title.contains(
@@ -300,9 +336,14 @@ mod tests {
         let f = check(
             &Evidence::for_test(&[("certs", 0, "now 1796256000\n")]),
             "cp1",
+            &k3s(),
         );
         assert_eq!(f[0].severity, Severity::Skip);
-        let f = check(&Evidence::for_test(&[("certs", 0, "no-openssl\n")]), "cp1");
+        let f = check(
+            &Evidence::for_test(&[("certs", 0, "no-openssl\n")]),
+            "cp1",
+            &k3s(),
+        );
         assert_eq!(f[0].severity, Severity::Skip);
         assert!(f[0].title.contains("openssl is not installed on cp1"));
     }
@@ -321,7 +362,7 @@ mod host_tests {
         let mut c = Case::healthy(name, false);
         c.plan = ScriptPlan {
             first_server: Some("cp1".into()),
-            k3s_tls_of: Some("/var/lib/rancher/k3s".into()),
+            server_certs: vec!["/var/lib/rancher/k3s/server/tls".into()],
             ..ScriptPlan::default()
         };
         c
@@ -369,7 +410,7 @@ mod host_tests {
         assert!(
             one(&findings, "K6", Severity::Skip)
                 .title
-                .contains("k3s not installed there")
+                .contains("no k3s certificates on cp3 yet")
         );
         let findings = server("cp3").with("@@t kv certs_unreadable=1").findings();
         assert!(

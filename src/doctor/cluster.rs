@@ -1,10 +1,11 @@
-//! Cluster checks, read once through the first server's kubectl (as root, for k3s's admin
-//! kubeconfig): the API answers (K5), every inventory node registered and Ready without
+//! Cluster checks, read once through the first server's kubectl (as root, for the admin
+//! kubeconfig, which k3s and kubeadm both keep 0600; [`super::distro`] says where): the API answers (K5), every inventory node registered and Ready without
 //! pressure (K3), every node carries the labels and taints the inventory gives it (K8),
 //! the device plugin runs ready on every GPU node (A1), every GPU node advertises the GPUs
 //! `nvidia-smi` lists on it (A2), exactly one default
 //! StorageClass, the inventory's (S1), CoreDNS answers `dns.hosts` from
-//! `coredns-custom`, not from edits k3s overwrites (N5), kube-system's DaemonSets not kept
+//! `coredns-custom`, not from edits k3s overwrites (N5; on kubeadm from the Corefile's
+//! gpuctl block), kube-system's DaemonSets not kept
 //! off a node by its taints (K7, [`super::taints`]), and the stack's CRDs are
 //! Established and its workloads ready, and every admission webhook has an endpoint (A5,
 //! [`super::webhooks`]), kube-system's pods running (K7), no volume
@@ -16,7 +17,7 @@
 //! every node registered with the address the inventory
 //! gives it (N2).
 //!
-//! The chain is judged from its first broken link: without k3s on the first server no
+//! The chain is judged from its first broken link: without the cluster on the first server no
 //! cluster check applies yet (each says so); with an API that does not answer, K5 is the
 //! error and the checks that need the API say they wait for it. The judgements reuse the
 //! install stages' own rules ([`crate::stages`]), so doctor and install agree on what is
@@ -27,11 +28,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::compare::Facts;
+use super::distro::Distro;
 use super::evidence::Evidence;
 use super::{CLUSTER, Finding, Findings, Severity};
-use crate::inventory::Inventory;
+use crate::inventory::{Distribution, Inventory};
 use crate::kube::{self, Condition, Node};
-use crate::stages::ready::KUBECTL;
 use crate::stages::runtime::gpu_node;
 use crate::stages::stack::workloads::{self, COMPONENT_LABEL};
 use crate::stages::{gpu, labels, storage};
@@ -45,14 +46,15 @@ pub const IDS: &[&str] = &[
 /// The device plugin's DaemonSet, as the `gpu` stage's template names it.
 pub const DEVICE_PLUGIN: &str = "nvidia-device-plugin-daemonset";
 
-/// The read-only script for the first server; run as root. `data_dir` is k3s's.
-pub fn script(nonce: &str, data_dir: &str) -> String {
-    let q = |args: &str| format!("{KUBECTL} {args} --request-timeout=10s");
+/// The read-only script for the first server; run as root.
+pub fn script(nonce: &str, distro: &Distro) -> String {
+    let kubectl = distro.kubectl();
+    let q = |args: &str| format!("{kubectl} {args} --request-timeout=10s");
     // Several commands as one `sh -c` argument, joined by `&&` or `||`.
     let seq = |sep: &str, cmds: &[String]| crate::transport::shell::quote(&cmds.join(sep));
     format!(
         "M='@@{nonce}'\n{prelude}\n\
-         if [ -x /usr/local/bin/k3s ]; then kv k3s present\n\
+         if {installed}; then kv cluster present\n\
          c readyz sh -c {readyz}\n\
          c nodes {nodes}\n\
          c storageclasses {classes}\n\
@@ -70,10 +72,11 @@ pub fn script(nonce: &str, data_dir: &str) -> String {
          c stack_crds {stack_crds}\n\
          c stack_workloads sh -c {stack_workloads}\n\
          {certs}\
-         else kv k3s absent; fi\n\
+         else kv cluster absent; fi\n\
          kv end 1\n",
         prelude = super::evidence::PRELUDE,
-        certs = super::certificates::script_line(data_dir),
+        installed = distro.installed_test(),
+        certs = super::certificates::script_line(&distro.cert_dirs()),
         // `ok` comes without a newline, which would glue the status marker to it.
         readyz = crate::transport::shell::quote(&format!(
             "{}; r=$?; echo; exit $r",
@@ -133,23 +136,15 @@ pub struct ClusterInput<'a> {
 /// Every cluster finding.
 pub fn check(input: &ClusterInput) -> Vec<Finding> {
     let mut cluster = Findings::new(CLUSTER);
-    if input.inv.cluster.distribution == crate::inventory::Distribution::Kubeadm {
-        // The script reads k3s's kubectl, certificates and CoreDNS ConfigMap; judging a
-        // kubeadm cluster by them would report faults that are not there.
-        skip_all(
-            &mut cluster,
-            "doctor reads k3s clusters only so far; on kubeadm check with `kubectl \
-             --kubeconfig .gpuctl/<cluster>/kubeconfig get nodes,pods -A`",
-        );
-        return cluster.list;
-    }
+    let distro = Distro::of(&input.inv.cluster);
     let ev = match &input.ev {
-        Ok(ev) if ev.get("k3s") == Some("present") => *ev,
+        Ok(ev) if ev.get("cluster") == Some("present") => *ev,
         Ok(_) => {
             skip_all(
                 &mut cluster,
                 &format!(
-                    "no cluster yet: k3s is not installed on {} (gpuctl install)",
+                    "no cluster yet: {} is not installed on {} (gpuctl install)",
+                    distro.name(),
                     input.first
                 ),
             );
@@ -168,11 +163,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
             format!("the API server on {} does not answer /readyz", input.first),
         );
         f.evidence(readyz.map(|c| c.lines.clone()).unwrap_or_default());
-        f.fix(format!(
-            "gpuctl exec --inventory INVENTORY --hosts {first} --sudo -- systemctl status k3s; \
-             then gpuctl install --inventory INVENTORY --only kubernetes --hosts {first}",
-            first = input.first
-        ));
+        f.fix(distro.api_fix(input.first));
         for id in &IDS[1..] {
             cluster.add(id, Severity::Skip, "waits for the API server (K5)");
         }
@@ -184,8 +175,8 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
     let listed = parse::<kube::List<Node>>(ev, "nodes");
     match &listed {
         Ok(list) => {
-            out.extend(nodes(input, list));
-            out.extend(skew(ev, list));
+            out.extend(nodes(input, list, &distro));
+            out.extend(skew(ev, list, &distro));
             out.extend(addresses(input, list));
             out.extend(super::node_runtime::check(input.inv, list));
             out.extend(gpus(input, list));
@@ -200,7 +191,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
             out.extend(f.list);
         }
     }
-    out.extend(super::certificates::check(ev, input.first));
+    out.extend(super::certificates::check(ev, input.first, &distro));
     out.extend(super::runtime_class::check(input.inv, ev, input.facts));
     out.extend(device_plugin(input, ev));
     out.extend(system_pods(ev));
@@ -212,7 +203,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
     out.extend(claims(ev, chrono::Utc::now()));
     out.extend(classes(input.inv, ev));
     out.extend(super::local_path::check(input.inv, ev));
-    out.extend(dns(input.inv, ev));
+    out.extend(dns(input.inv, ev, &distro));
     out.extend(super::pod_images::check(input.inv, ev));
     out
 }
@@ -244,7 +235,7 @@ fn first_line(text: &str) -> String {
 }
 
 /// K3 and K8, one finding each per inventory node.
-fn nodes(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
+fn nodes(input: &ClusterInput, list: &kube::List<Node>, distro: &Distro) -> Vec<Finding> {
     let mut out = Vec::new();
     for host in input.inv.nodes() {
         let mut f = Findings::new(&host.name);
@@ -289,10 +280,7 @@ fn nodes(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
                 };
                 f.add("K3", Severity::Error, format!("Ready={status}"))
                     .evidence([line])
-                    .fix(format!(
-                        "gpuctl exec --inventory INVENTORY --hosts {} --sudo -- systemctl status k3s k3s-agent",
-                        host.name
-                    ));
+                    .fix(distro.node_fix(&host.name));
             }
         }
         out.extend(f.list);
@@ -424,7 +412,7 @@ fn gpus(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
                 f.add("A2", Severity::Error, why)
                     .evidence([format!("status.allocatable[{}]: {have}", gpu::RESOURCE)])
                     .fix(format!(
-                        "{KUBECTL} -n kube-system logs daemonset/{DEVICE_PLUGIN}; \
+                        "kubectl -n kube-system logs daemonset/{DEVICE_PLUGIN}; \
                          gpuctl install --inventory INVENTORY --only gpu"
                     ));
             }
@@ -516,7 +504,7 @@ fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
         )
         .evidence(evidence)
         .fix(format!(
-            "{KUBECTL} -n kube-system describe daemonset {DEVICE_PLUGIN}; {KUBECTL} -n \
+            "kubectl -n kube-system describe daemonset {DEVICE_PLUGIN}; kubectl -n \
              kube-system logs daemonset/{DEVICE_PLUGIN}"
         ));
     } else {
@@ -544,7 +532,7 @@ const KUBELET_SKEW: u32 = 3;
 
 /// K1: every kubelet within the skew policy of the API server, and all of them alike (an
 /// odd one out is a node that missed an upgrade).
-fn skew(ev: &Evidence, list: &kube::List<Node>) -> Vec<Finding> {
+fn skew(ev: &Evidence, list: &kube::List<Node>, distro: &Distro) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
     let server = parse::<serde_json::Value>(ev, "version")
         .ok()
@@ -583,8 +571,10 @@ fn skew(ev: &Evidence, list: &kube::List<Node>) -> Vec<Finding> {
         .iter()
         .map(|(v, nodes)| format!("kubelet {v}: {}", nodes.join(", ")))
         .collect();
-    let fix = "put one k3s version in the bundle (bin/k3s) and run gpuctl install --inventory \
-               INVENTORY --only kubernetes";
+    let fix = format!(
+        "put {} and run gpuctl install --inventory INVENTORY --only kubernetes",
+        distro.version_source()
+    );
     if !wrong.is_empty() {
         f.add(
             "K1",
@@ -658,7 +648,7 @@ fn addresses(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
                     ),
                 )
                 .fix(format!(
-                    "set `internal_address: {w}` for {} (k3s's node-ip) and run gpuctl install \
+                    "set `internal_address: {w}` for {} (the kubelet's node-ip) and run gpuctl install \
                      --inventory INVENTORY --only kubernetes --hosts {}",
                     host.name, host.name
                 ));
@@ -741,14 +731,10 @@ fn system_pods(ev: &Evidence) -> Vec<Finding> {
         );
     } else {
         let fix = if pulls {
-            format!(
-                "images cannot be pulled: gpuctl mirror-images check --inventory INVENTORY; \
-                 {KUBECTL} -n kube-system describe pod NAME"
-            )
+            "images cannot be pulled: gpuctl mirror-images check --inventory INVENTORY; \
+             kubectl -n kube-system describe pod NAME"
         } else {
-            format!(
-                "{KUBECTL} -n kube-system describe pod NAME; {KUBECTL} -n kube-system logs NAME"
-            )
+            "kubectl -n kube-system describe pod NAME; kubectl -n kube-system logs NAME"
         };
         f.add(
             "K7",
@@ -809,9 +795,7 @@ fn claims(ev: &Evidence, now: chrono::DateTime<chrono::Utc>) -> Vec<Finding> {
         lost.extend(pending);
         f.add("S4", Severity::Error, format!("{n} volume claim(s) Lost"))
             .evidence(lost)
-            .fix(format!(
-                "{KUBECTL} describe pvc -n NAMESPACE NAME; restore or recreate its volume"
-            ));
+            .fix("kubectl describe pvc -n NAMESPACE NAME; restore or recreate its volume");
     } else if !pending.is_empty() {
         f.add(
             "S4",
@@ -819,10 +803,10 @@ fn claims(ev: &Evidence, now: chrono::DateTime<chrono::Utc>) -> Vec<Finding> {
             format!("{} volume claim(s) Pending for more than 5 minutes", pending.len()),
         )
         .evidence(pending)
-        .fix(format!(
-            "{KUBECTL} describe pvc -n NAMESPACE NAME (its events say why); check that its \
-             storage class exists and provisions (S1): gpuctl install --inventory INVENTORY --only storage"
-        ));
+        .fix(
+            "kubectl describe pvc -n NAMESPACE NAME (its events say why); check that its \
+             storage class exists and provisions (S1): gpuctl install --inventory INVENTORY --only storage",
+        );
     } else {
         f.add(
             "S4",
@@ -934,8 +918,8 @@ fn stack(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
         )
         .evidence(wrong)
         .fix(format!(
-            "{KUBECTL} get pods --all-namespaces -l {COMPONENT_LABEL} -o wide; \
-             {KUBECTL} describe the workload named; then {fix}"
+            "kubectl get pods --all-namespaces -l {COMPONENT_LABEL} -o wide; \
+             kubectl describe the workload named; then {fix}"
         ));
     } else if count == 0 && crds.items.is_empty() {
         f.add(
@@ -1035,7 +1019,7 @@ fn classes(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
                 )
                 .evidence(evidence)
                 .fix(format!(
-                    "{KUBECTL} annotate storageclass NAME {}=false --overwrite (all but one)",
+                    "kubectl annotate storageclass NAME {}=false --overwrite (all but one)",
                     storage::DEFAULT_ANNOTATION
                 ));
             }
@@ -1050,22 +1034,34 @@ struct ConfigMap {
     data: BTreeMap<String, String>,
 }
 
-/// N5: `dns.hosts` answered by CoreDNS from `coredns-custom`, and not edited into the
-/// `coredns` ConfigMap, which k3s rewrites at every start.
-fn dns(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
+/// N5: `dns.hosts` answered by CoreDNS from where gpuctl keeps it: on k3s `coredns-custom`
+/// (and not edited into the `coredns` ConfigMap, which k3s rewrites at every start); on
+/// kubeadm the managed block of the Corefile itself (kubeadm's CoreDNS imports no
+/// `coredns-custom`).
+fn dns(inv: &Inventory, ev: &Evidence, distro: &Distro) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
     if inv.dns.hosts.is_empty() {
         f.add("N5", Severity::Skip, "no dns.hosts in the inventory");
         return f.list;
     }
     let fix = "gpuctl install --inventory INVENTORY --only dns";
-    let custom: Option<ConfigMap> = parse(ev, "coredns_custom").ok();
-    let block = custom
-        .as_ref()
-        .and_then(|c| c.data.get("gpuctl-hosts.server"))
-        .cloned()
+    let corefile = parse::<ConfigMap>(ev, "coredns")
+        .ok()
+        .and_then(|c| c.data.get("Corefile").cloned())
         .unwrap_or_default();
+    let home = distro.dns_home();
+    let block = match distro.kind {
+        Distribution::K3s => parse::<ConfigMap>(ev, "coredns_custom").ok().map(|c| {
+            c.data
+                .get("gpuctl-hosts.server")
+                .cloned()
+                .unwrap_or_default()
+        }),
+        Distribution::Kubeadm => crate::stages::dns::managed_block(&corefile),
+    };
     let lines: Vec<String> = block
+        .as_deref()
+        .unwrap_or_default()
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
@@ -1076,25 +1072,22 @@ fn dns(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
         .map(|h| format!("{} {}", h.ip, h.names.join(" ")))
         .filter(|want| !lines.contains(want))
         .collect();
-    let corefile = parse::<ConfigMap>(ev, "coredns")
-        .ok()
-        .and_then(|c| c.data.get("Corefile").cloned())
-        .unwrap_or_default();
-    let edited: Vec<&str> = inv
-        .dns
-        .hosts
-        .iter()
-        .flat_map(|h| h.names.iter().map(String::as_str))
-        .filter(|n| corefile.contains(n))
-        .collect();
+    // Only k3s rewrites the Corefile; on kubeadm gpuctl's block is in it by design.
+    let edited: Vec<&str> = match distro.kind {
+        Distribution::K3s => inv
+            .dns
+            .hosts
+            .iter()
+            .flat_map(|h| h.names.iter().map(String::as_str))
+            .filter(|n| corefile.contains(n))
+            .collect(),
+        Distribution::Kubeadm => Vec::new(),
+    };
     if !missing.is_empty() {
-        let title = if custom.is_none() {
-            "coredns-custom does not exist: CoreDNS does not answer dns.hosts".to_string()
+        let title = if block.is_none() {
+            format!("{home} does not exist: CoreDNS does not answer dns.hosts")
         } else {
-            format!(
-                "{} dns.hosts entr(ies) missing from coredns-custom",
-                missing.len()
-            )
+            format!("{} dns.hosts entr(ies) missing from {home}", missing.len())
         };
         f.add("N5", Severity::Error, title)
             .evidence(missing.into_iter().map(|m| format!("missing: {m}")))
@@ -1115,7 +1108,7 @@ fn dns(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
         f.add(
             "N5",
             Severity::Ok,
-            "CoreDNS answers every dns.hosts entry from coredns-custom",
+            format!("CoreDNS answers every dns.hosts entry from {home}"),
         );
     }
     f.list

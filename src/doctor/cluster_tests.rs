@@ -197,7 +197,7 @@ fn a_healthy_cluster_passes_every_check() {
 #[test]
 fn before_install_every_cluster_check_says_it_does_not_apply_yet() {
     let inv = sample::inventory();
-    let ev = Evidence::parse("t", "@@t kv k3s=absent\n@@t kv end=1\n");
+    let ev = Evidence::parse("t", "@@t kv cluster=absent\n@@t kv end=1\n");
     let f = check(&ClusterInput {
         inv: &inv,
         first: "cp1",
@@ -473,4 +473,64 @@ fn kubelets_outside_the_skew_and_nodes_on_another_address_are_named() {
     nodes["items"][1]["status"]["nodeInfo"]["kubeletVersion"] = json!("v1.26.0+k3s1");
     let f = run(&with("nodes", 0, nodes));
     assert_eq!(one(&f, "K1", CLUSTER).severity, Severity::Error);
+}
+
+/// The same checks on kubeadm: N5 reads the Corefile's gpuctl block, the fixes name the
+/// kubelet and kubeadm's own commands.
+#[test]
+fn on_kubeadm_dns_is_the_corefile_block_and_fixes_name_kubeadm() {
+    let mut inv = inventory();
+    inv.cluster.distribution = crate::inventory::Distribution::Kubeadm;
+    let facts = facts();
+    let judge = |cmds: &[(&str, i32, String)]| {
+        let ev = evidence(cmds);
+        check(&ClusterInput {
+            inv: &inv,
+            first: "cp1",
+            ev: Ok(&ev),
+            facts: &facts,
+        })
+    };
+    let corefile = |block: &str| {
+        json!({"data": {"Corefile": format!(
+            ".:53 {{\n    kubernetes cluster.local\n}}\n{block}"
+        )}})
+    };
+    // coredns-custom does not exist on kubeadm: the block is what counts.
+    let mut cmds = with(
+        "coredns",
+        0,
+        corefile(
+            "# BEGIN gpuctl dns.hosts\nhosts {\n  192.168.3.14 login.lab.example lab.example\n  fallthrough\n}\n# END gpuctl dns.hosts\n",
+        ),
+    );
+    cmds.retain(|(n, _, _)| *n != "coredns_custom");
+    let f = judge(&cmds);
+    let n5 = one(&f, "N5", CLUSTER);
+    assert_eq!(n5.severity, Severity::Ok, "{n5:?}");
+    assert!(n5.title.contains("the Corefile's gpuctl block"), "{n5:?}");
+
+    let mut cmds = with("coredns", 0, corefile(""));
+    cmds.retain(|(n, _, _)| *n != "coredns_custom");
+    let f = judge(&cmds);
+    let n5 = one(&f, "N5", CLUSTER);
+    assert_eq!(n5.severity, Severity::Error);
+    assert_eq!(
+        n5.title,
+        "the Corefile's gpuctl block does not exist: CoreDNS does not answer dns.hosts"
+    );
+    assert_eq!(
+        n5.fix.as_deref(),
+        Some("gpuctl install --inventory INVENTORY --only dns")
+    );
+
+    let f = judge(&with("readyz", 1, json!("connection refused")));
+    let k5 = one(&f, "K5", CLUSTER);
+    assert!(
+        k5.fix
+            .as_deref()
+            .unwrap_or_default()
+            .contains("systemctl status kubelet"),
+        "{k5:?}"
+    );
 }

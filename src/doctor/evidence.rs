@@ -221,7 +221,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   c nvidia_smi_driver $T nvidia-smi --query-gpu=driver_version --format=csv,noheader
 fi
 for d in /dev/nvidia*; do [ -c "$d" ] && kv dev "$d"; done
-for u in k3s k3s-agent docker; do
+for u in k3s k3s-agent kubelet containerd docker; do
   for dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
     if [ -e "$dir/$u.service" ]; then
       kv "svc.$u" "$(systemctl is-enabled "$u" 2>/dev/null | head -n1) $(systemctl is-active "$u" 2>/dev/null | head -n1)"
@@ -426,10 +426,10 @@ impl Evidence {
     }
 
     /// The evidence of a cluster script that ran `cmds` as `(name, status, output)`, with
-    /// k3s present.
+    /// The cluster present.
     #[cfg(test)]
     pub fn for_test(cmds: &[(&str, i32, &str)]) -> Evidence {
-        let mut text = String::from("@@t kv k3s=present\n");
+        let mut text = String::from("@@t kv cluster=present\n");
         for (name, status, out) in cmds {
             text.push_str(&format!(
                 "@@t cmd {name}\n{out}\n@@t status {name} {status}\n"
@@ -535,7 +535,7 @@ mod tests {
                         insecure: true,
                     }),
                     first_server: Some("cp1".into()),
-                    k3s_tls_of: Some(k3s.path().display().to_string()),
+                    server_certs: vec![k3s.path().join("server/tls").display().to_string()],
                 },
             ))
             .output()

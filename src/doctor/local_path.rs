@@ -4,7 +4,7 @@
 //! (`/var/lib/rancher/k3s/storage`, or an edit by hand) fills the root disk instead, which
 //! shows up as node DiskPressure and evicted pods long after the volumes were made.
 //!
-//! On each node (its own script), the same check's other half: once k3s runs there, the
+//! On each node (its own script), the same check's other half: once it is a node, the
 //! directory exists (the provisioner's helper pod creates volumes inside it, and fails on
 //! a node without it). Its space is H13's: the directory is one of the paths H13 measures.
 
@@ -35,24 +35,21 @@ struct NodePaths {
     paths: Vec<String>,
 }
 
-/// S2 on one node: `storage.local_path.path` exists once k3s is installed. The node script
+/// S2 on one node: `storage.local_path.path` exists once the node's unit is installed. The node script
 /// reports each measured path with its nearest existing parent (`disk` entries): the
 /// directory exists when the two are the same.
 pub fn host_check(input: &super::HostInput, out: &mut Findings) {
     let Some(path) = &input.plan.local_path else {
         return;
     };
-    let roles = &input.host.roles;
-    if !roles.contains(&crate::inventory::Role::Server)
-        && !roles.contains(&crate::inventory::Role::Worker)
-    {
+    let Some(node) = super::distro::Distro::of(input.cluster).node_unit(input.host) else {
         return;
-    }
-    if input.ev.get("svc.k3s").is_none() && input.ev.get("svc.k3s-agent").is_none() {
+    };
+    if input.ev.get(&format!("svc.{node}")).is_none() {
         out.add(
             "S2",
             Severity::Skip,
-            format!("k3s is not installed here yet; the os stage makes {path}"),
+            format!("{node} is not installed here yet; the os stage makes {path}"),
         );
         return;
     }

@@ -15,6 +15,7 @@ pub mod certificates;
 pub mod cluster;
 pub mod compare;
 pub mod containerd;
+pub mod distro;
 pub mod evidence;
 pub mod gpu;
 pub mod gpu_health;

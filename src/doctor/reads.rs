@@ -47,8 +47,8 @@ pub struct ScriptPlan {
     pub mirror: Option<MirrorProbe>,
     /// The first server (its certificates are read by the cluster script).
     pub first_server: Option<String>,
-    /// k3s's data directory, whose `server/tls/` the other servers read (K6).
-    pub k3s_tls_of: Option<String>,
+    /// The directories of a server's certificates, which the other servers read (K6).
+    pub server_certs: Vec<String>,
 }
 
 /// The address other nodes reach a host at (see [`crate::inventory::Host::node_address`]).
@@ -116,8 +116,7 @@ pub fn plan(inv: &Inventory, disk_paths: Vec<String>) -> ScriptPlan {
             insecure: r.insecure,
         }),
         first_server: inv.servers().next().map(|h| h.name.clone()),
-        k3s_tls_of: (inv.cluster.distribution == crate::inventory::Distribution::K3s)
-            .then(|| crate::stages::kubernetes::k3s::data_dir(inv)),
+        server_certs: super::distro::Distro::of(&inv.cluster).cert_dirs(),
     }
 }
 
@@ -217,9 +216,7 @@ kill $w 2>/dev/null; exit 0' probe "$M""#
         }
         s.push_str("else kv mirror_tool none; fi\n");
     }
-    // K6: a server's own certificates (where k3s keeps them; other hosts have none).
-    if let Some(data_dir) = &plan.k3s_tls_of {
-        s.push_str(&super::certificates::host_script_lines(data_dir));
-    }
+    // K6: a server's own certificates (other hosts have none).
+    s.push_str(&super::certificates::host_script_lines(&plan.server_certs));
     s
 }

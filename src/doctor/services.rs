@@ -1,46 +1,46 @@
 //! K2: the services a node needs run, and start at boot: `k3s` on servers, `k3s-agent` on
-//! workers, `docker` with the docker runtime. Read per host (`systemctl is-enabled` and
-//! `is-active`, only for units that exist), judged against what the inventory makes the
-//! host. A unit that is running but not enabled works until the next reboot, which is when
-//! nobody is watching.
+//! workers, `docker` with the docker runtime; with kubeadm the `kubelet` on every node and
+//! the system's `containerd` (or `docker`) it runs pods through. Read per host
+//! (`systemctl is-enabled` and `is-active`, only for units that exist), judged against what
+//! the inventory makes the host. A unit that is running but not enabled works until the
+//! next reboot, which is when nobody is watching.
 //!
 //! K4, before install: no files of an earlier Kubernetes on the node (a kubeadm cluster's
 //! static pods and etcd, a half-removed k3s), which the new install would trip over.
 
+use super::distro::Distro;
 use super::{Findings, HostInput, Severity};
-use crate::inventory::{ContainerRuntime, Role};
+use crate::inventory::{ContainerRuntime, Distribution};
 
-/// The services `input`'s host needs, once k3s is installed on it.
+/// The services `input`'s host needs once the cluster is installed on it, the node's own
+/// unit first.
 fn wanted(input: &HostInput) -> Vec<&'static str> {
-    let roles = &input.host.roles;
-    let mut out = Vec::new();
-    if roles.contains(&Role::Server) {
-        out.push("k3s");
-    } else if roles.contains(&Role::Worker) {
-        out.push("k3s-agent");
-    }
-    if !out.is_empty() && input.cluster.container_runtime == ContainerRuntime::Docker {
-        out.push("docker");
+    let Some(node) = Distro::of(input.cluster).node_unit(input.host) else {
+        return Vec::new();
+    };
+    let mut out = vec![node];
+    match input.cluster.container_runtime {
+        ContainerRuntime::Docker => out.push("docker"),
+        // k3s embeds its own containerd; kubeadm's kubelet needs the system's.
+        ContainerRuntime::Containerd if input.cluster.distribution == Distribution::Kubeadm => {
+            out.push("containerd");
+        }
+        ContainerRuntime::Containerd => {}
     }
     out
 }
 
 pub fn check(input: &HostInput, out: &mut Findings) {
     let want = wanted(input);
-    if want.is_empty() {
+    let Some(&node) = want.first() else {
         return;
-    }
-    leftovers(input, &want, out);
-    let k3s = if want.contains(&"k3s") {
-        "k3s"
-    } else {
-        "k3s-agent"
     };
-    if input.ev.get(&format!("svc.{k3s}")).is_none() {
+    leftovers(input, node, out);
+    if input.ev.get(&format!("svc.{node}")).is_none() {
         out.add(
             "K2",
             Severity::Skip,
-            format!("no {k3s} service yet (before install)"),
+            format!("no {node} service yet (before install)"),
         );
         return;
     }
@@ -78,20 +78,18 @@ pub fn check(input: &HostInput, out: &mut Findings) {
     out.add("K2", Severity::Error, wrong.join("; "))
         .evidence(evidence)
         .fix(format!(
-            "sudo systemctl enable --now {units}; if it does not stay up: sudo journalctl -u {k3s} -n 50"
+            "sudo systemctl enable --now {units}; if it does not stay up: sudo journalctl -u {node} -n 50"
         ));
 }
 
-/// K4: before k3s is installed here, none of the files an earlier Kubernetes leaves.
-fn leftovers(input: &HostInput, want: &[&str], out: &mut Findings) {
-    let installed = want
-        .iter()
-        .any(|u| u.starts_with("k3s") && input.ev.get(&format!("svc.{u}")).is_some());
-    if installed {
+/// K4: before the cluster is installed here (no `node` unit yet), none of the files an
+/// earlier Kubernetes leaves.
+fn leftovers(input: &HostInput, node: &str, out: &mut Findings) {
+    if input.ev.get(&format!("svc.{node}")).is_some() {
         out.add(
             "K4",
             Severity::Skip,
-            "k3s is installed: leftovers of another install matter before it",
+            format!("{node} is installed: leftovers of another install matter before it"),
         );
         return;
     }
@@ -184,6 +182,29 @@ mod tests {
         );
         case.lines.push("@@t kv svc.k3s=enabled active".into());
         assert_eq!(k4(&case).severity, Severity::Skip);
+    }
+
+    #[test]
+    fn a_kubeadm_node_needs_the_kubelet_and_containerd() {
+        let mut case = Case::healthy("gpu1", true);
+        case.cluster.distribution = crate::inventory::Distribution::Kubeadm;
+        case.cluster.container_runtime = crate::inventory::ContainerRuntime::Containerd;
+        assert_eq!(
+            k2(&case)[0].title,
+            "no kubelet service yet (before install)"
+        );
+        case.lines.push("@@t kv svc.kubelet=enabled active".into());
+        case.lines
+            .push("@@t kv svc.containerd=disabled inactive".into());
+        let f = k2(&case);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].title, "containerd is inactive");
+        assert!(
+            f[0].fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains("enable --now kubelet containerd")
+        );
     }
 
     #[test]

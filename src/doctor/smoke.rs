@@ -14,7 +14,6 @@ use crate::inventory::Inventory;
 use crate::kube::{self, Condition};
 use crate::mirror::rewrite::Rewrite;
 use crate::registry::Reference;
-use crate::stages::ready::KUBECTL;
 use crate::transport::Command;
 
 /// Where the smoke pods run; deleted at the end.
@@ -186,24 +185,26 @@ pub fn judge_dns(names: &[String], listed: Result<&str, String>, image: &str) ->
     f.list
 }
 
-/// Applies the pods, waits for them to finish, and deletes the namespace. Returns the
-/// pods as kubectl last listed them.
+/// Applies the pods with `kubectl` (the distribution's admin kubectl on the first
+/// server), waits for them to finish, and deletes the namespace. Returns the pods as
+/// kubectl last listed them.
 pub async fn run(
     ctx: &HostCtx,
+    kubectl: &str,
     manifest: String,
     pods: usize,
     timeout: Duration,
 ) -> anyhow::Result<String> {
     let applied = ctx
         .run(
-            Command::new(format!("{KUBECTL} apply -f -"))
+            Command::new(format!("{kubectl} apply -f -"))
                 .sudo(true)
                 .stdin(manifest.into_bytes())
                 .timeout(Duration::from_secs(30)),
         )
         .await;
     let result = match applied {
-        Ok(out) if out.success() => wait(ctx, pods, timeout).await,
+        Ok(out) if out.success() => wait(ctx, kubectl, pods, timeout).await,
         Ok(out) => Err(anyhow::anyhow!(
             "the smoke pods could not be created: {}",
             out.stderr_str().trim()
@@ -214,7 +215,7 @@ pub async fn run(
     let _ = ctx
         .run(
             Command::new(format!(
-                "{KUBECTL} delete namespace {NAMESPACE} --ignore-not-found --wait=false"
+                "{kubectl} delete namespace {NAMESPACE} --ignore-not-found --wait=false"
             ))
             .sudo(true)
             .timeout(Duration::from_secs(30)),
@@ -223,13 +224,18 @@ pub async fn run(
     result
 }
 
-async fn wait(ctx: &HostCtx, pods: usize, timeout: Duration) -> anyhow::Result<String> {
+async fn wait(
+    ctx: &HostCtx,
+    kubectl: &str,
+    pods: usize,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let started = Instant::now();
     loop {
         let out = ctx
             .run(
                 Command::new(format!(
-                    "{KUBECTL} -n {NAMESPACE} get pods -o json --request-timeout=10s"
+                    "{kubectl} -n {NAMESPACE} get pods -o json --request-timeout=10s"
                 ))
                 .sudo(true)
                 .timeout(Duration::from_secs(30)),

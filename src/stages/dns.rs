@@ -59,6 +59,15 @@ pub const BLOCK: &str = "dns/hosts.server";
 const BEGIN: &str = "# BEGIN gpuctl dns.hosts";
 const END: &str = "# END gpuctl dns.hosts";
 
+/// The lines of a Corefile's managed block (without its marker lines), `None` when it has
+/// none: what doctor compares with `dns.hosts` on kubeadm.
+pub fn managed_block(corefile: &str) -> Option<String> {
+    let mut lines = corefile.lines().skip_while(|l| *l != BEGIN);
+    lines.next()?;
+    let inner: Vec<&str> = lines.take_while(|l| *l != END).collect();
+    Some(inner.join("\n"))
+}
+
 /// kubeadm: the block rendered from `dns/hosts.server` kept as a file on the first server,
 /// and one command that makes the Corefile's managed block exactly that file (appended
 /// between [`BEGIN`] and [`END`] lines; removed when the file is empty) and restarts
@@ -122,6 +131,18 @@ fn corefile_ops(inv: &Inventory) -> anyhow::Result<Vec<Op>> {
 mod tests {
     use super::*;
     use crate::stages::sample;
+
+    #[test]
+    fn the_managed_block_is_read_back_between_its_markers() {
+        let corefile = format!(
+            ".:53 {{\n    forward . /etc/resolv.conf\n}}\n{BEGIN}\nhosts {{\n  10.0.0.1 a.example\n}}\n{END}\n"
+        );
+        assert_eq!(
+            managed_block(&corefile).as_deref(),
+            Some("hosts {\n  10.0.0.1 a.example\n}")
+        );
+        assert_eq!(managed_block(".:53 {\n}\n"), None);
+    }
 
     #[test]
     fn the_entries_go_to_coredns_custom_and_coredns_restarts_when_they_change() {

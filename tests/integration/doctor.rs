@@ -61,16 +61,11 @@ pub(crate) fn prepare(lab: &Lab) {
             ),
         );
     }
+    gpu_device_nodes(lab, GPU_NODE);
     lab.exec(
         GPU_NODE,
         &format!(
-            "mknod -m 666 /dev/nvidiactl c 195 255 && mknod -m 666 /dev/nvidia-uvm c 511 0 && \
-             mknod -m 666 /dev/nvidia-uvm-tools c 511 1 && \
-             for i in 0 1 2 3; do mknod -m 666 /dev/nvidia$i c 195 $i; done && \
-             mkdir -p /dev/char && for i in 0 1 2 3; do ln -s ../nvidia$i /dev/char/195:$i; done && \
-             ln -s ../nvidiactl /dev/char/195:255 && ln -s ../nvidia-uvm /dev/char/511:0 && \
-             ln -s ../nvidia-uvm-tools /dev/char/511:1 && \
-             mkdir -p /etc/docker && printf '%s\\n' '{DAEMON_JSON}' > /etc/docker/daemon.json"
+            "mkdir -p /etc/docker && printf '%s\\n' '{DAEMON_JSON}' > /etc/docker/daemon.json"
         ),
     );
     lab.exec(
@@ -78,6 +73,20 @@ pub(crate) fn prepare(lab: &Lab) {
         &format!(
             "mkdir -p /etc/rancher/k3s && umask 077 && printf 'mirrors:\\n  docker.io:\\n    endpoint: [\"https://registry.lab:5000\"]\\nconfigs:\\n  registry.lab:5000:\\n    auth:\\n      username: admin\\n      password: {REGISTRY_PASSWORD}\\n' > /etc/rancher/k3s/registries.yaml"
         ),
+    );
+}
+
+/// The device nodes the NVIDIA driver makes for the four GPUs the nvidia-smi fixture lists,
+/// and their `/dev/char` links (`nvidia-ctk system create-dev-char-symlinks`).
+pub(crate) fn gpu_device_nodes(lab: &Lab, node: &str) {
+    lab.exec(
+        node,
+        "mknod -m 666 /dev/nvidiactl c 195 255 && mknod -m 666 /dev/nvidia-uvm c 511 0 && \
+         mknod -m 666 /dev/nvidia-uvm-tools c 511 1 && \
+         for i in 0 1 2 3; do mknod -m 666 /dev/nvidia$i c 195 $i; done && \
+         mkdir -p /dev/char && for i in 0 1 2 3; do ln -s ../nvidia$i /dev/char/195:$i; done && \
+         ln -s ../nvidiactl /dev/char/195:255 && ln -s ../nvidia-uvm /dev/char/511:0 && \
+         ln -s ../nvidia-uvm-tools /dev/char/511:1",
     );
 }
 

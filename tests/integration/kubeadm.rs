@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use crate::cluster_stages::{doctor_json, set_section};
+use crate::doctor::gpu_device_nodes;
 use crate::kubernetes::{
     add_to_bundle, gpu_runtime, gpuctl, host_part, install, nothing_left, secret_never_leaked,
     skipped, state_dir,
@@ -225,18 +226,28 @@ fn kubeadm_inits_joins_brings_calico_then_skips_and_resets() {
         "{text}"
     );
 
-    // doctor's cluster checks read k3s only so far: on kubeadm each says so instead of
-    // reporting faults that are not there; the host checks run as usual.
-    let (_, findings) = doctor_json(&lab, &["--only", "kubernetes"]);
-    let k5 = findings
-        .iter()
-        .find(|(id, host, _)| id == "K5" && host == "cluster")
-        .unwrap_or_else(|| panic!("no K5: {findings:?}"));
-    assert_eq!(k5.2, "skip", "{findings:?}");
-    assert!(
-        !findings.iter().any(|(_, _, s)| s == "error"),
-        "{findings:?}"
-    );
+    // doctor reads the kubeadm cluster as it reads k3s: a healthy install has no error, and
+    // the checks that differ by distribution read kubeadm's own files and units.
+    gpu_device_nodes(&lab, "node3");
+    let (code, findings) = doctor_json(&lab, &[]);
+    let errors: Vec<_> = findings.iter().filter(|(_, _, s)| s == "error").collect();
+    assert!(errors.is_empty() && code == 0, "exit {code}: {errors:?}");
+    let severity = |id: &str, host: &str| {
+        findings
+            .iter()
+            .find(|(i, h, _)| i == id && h == host)
+            .map(|(_, _, s)| s.as_str())
+            .unwrap_or_else(|| panic!("no {id} on {host}: {findings:?}"))
+    };
+    for id in ["K5", "K1", "K6", "N5", "A1"] {
+        assert_eq!(severity(id, "cluster"), "ok", "{id}: {findings:?}");
+    }
+    for node in ["node1", "node2", "node3"] {
+        for id in ["K3", "K8", "K2", "R2", "N2"] {
+            assert_eq!(severity(id, node), "ok", "{id} on {node}: {findings:?}");
+        }
+    }
+    assert_eq!(severity("A2", "node3"), "ok", "{findings:?}");
 
     // The kubeconfig names the first server.
     let kubeconfig = state_dir(&lab).join("kubeconfig");
@@ -269,6 +280,15 @@ fn kubeadm_inits_joins_brings_calico_then_skips_and_resets() {
         &lab,
         "dns",
         "  hosts: [{ ip: 10.9.0.6, names: [registry2.lab.example] }]\n",
+    );
+    // Before install brings it there, doctor names the entry the Corefile's block lacks.
+    let (code, findings) = doctor_json(&lab, &["--only", "network"]);
+    assert_eq!(code, 1, "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|(id, host, s)| id == "N5" && host == "cluster" && s == "error"),
+        "{findings:?}"
     );
     let changed = install(&lab, &[]).success();
     assert!(

@@ -94,7 +94,12 @@ pub fn url_host(addr: &str) -> String {
 }
 
 pub fn data_dir(inv: &Inventory) -> String {
-    inv.cluster
+    cluster_data_dir(&inv.cluster)
+}
+
+/// [`data_dir`] from the cluster section alone.
+pub fn cluster_data_dir(cluster: &crate::inventory::Cluster) -> String {
+    cluster
         .data_dir
         .as_ref()
         .map_or_else(|| DEFAULT_DATA_DIR.to_string(), |d| d.display().to_string())
