@@ -17,12 +17,6 @@ pub async fn run(args: &KubeconfigArgs) -> anyhow::Result<()> {
     let Some(first) = inv.servers().next().map(|h| h.name.clone()) else {
         return Err(BadInput("the inventory has no server".into()).into());
     };
-    if inv.cluster.distribution != crate::inventory::Distribution::K3s {
-        return Err(BadInput(
-            "gpuctl kubeconfig supports k3s clusters only so far (cluster.distribution)".into(),
-        )
-        .into());
-    }
     let dest = match (&args.out, args.merge) {
         (Some(out), _) => out.clone(),
         (None, true) => merge_target()?,

@@ -257,6 +257,17 @@ fn kubeadm_inits_joins_brings_calico_then_skips_and_resets() {
         text.contains(&format!("server: https://{ip1}:6443")),
         "{text}"
     );
+    // `gpuctl kubeconfig` reads kubeadm's admin.conf the same way, into a 0600 file.
+    let out = lab.dir().join("kubeadm-admin.conf");
+    gpuctl(&lab, &["kubeconfig", "--out", &out.display().to_string()]).success();
+    let fetched = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        fetched.contains(&format!("server: https://{ip1}:6443")),
+        "{fetched}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode.ok(), Some(0o600));
 
     // Done: a second install skips every stage, plan finds nothing to change.
     let second = install(&lab, &[]).success();
