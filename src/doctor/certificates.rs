@@ -1,13 +1,15 @@
 //! K6: every server's certificates (k3s keeps them in `<data-dir>/server/tls/`, kubeadm in
-//! `/etc/kubernetes/pki/` and its `etcd/`; see [`super::distro`]), read with openssl: the first server's in the cluster script (reported for the cluster), the
-//! other servers' in their own host script (reported for each of them: in an HA cluster
-//! each server has its own serving and client certificates, and each expires on its own). An expired API server certificate stops every
-//! kubectl and every kubelet at once, usually a year after install, on a Sunday; k3s renews
-//! its certificates at start when fewer than 90 days remain, so a server that has not been
-//! restarted for a year is the usual cause, and a restart the usual fix; kubeadm renews them
-//! only during `kubeadm upgrade`, so a cluster never upgraded meets it a year after init. A certificate not
-//! yet valid by the server's own clock means that clock was set back (or the certificates
-//! came from a machine whose clock ran ahead): TLS then fails the same way.
+//! `/etc/kubernetes/pki/` and its `etcd/`; see [`super::distro`]), read with openssl: the
+//! first server's in the cluster script (reported for the cluster), the other servers' in
+//! their own host script (reported for each of them: in an HA cluster each server has its
+//! own serving and client certificates, and each expires on its own). An expired API server
+//! certificate stops every kubectl and every kubelet at once, usually a year after install,
+//! on a Sunday; k3s renews its certificates at start when fewer than 90 days remain, so a
+//! server that has not been restarted for a year is the usual cause, and a restart the
+//! usual fix; kubeadm renews them only during `kubeadm upgrade`, so a cluster never
+//! upgraded meets it a year after init. A certificate not yet valid by the server's own
+//! clock means that clock was set back (or the certificates came from a machine whose clock
+//! ran ahead): TLS then fails the same way.
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 
@@ -57,15 +59,16 @@ pub fn host_script_lines(dirs: &[String]) -> String {
 
 /// K6 on a server other than the first, from its own script.
 pub fn host_check(input: &HostInput, out: &mut Findings) {
+    let Some(dir) = input.plan.server_certs.first() else {
+        return;
+    };
     if !input.host.roles.contains(&Role::Server)
         || input.plan.first_server.as_deref() == Some(input.host.name.as_str())
-        || input.plan.server_certs.is_empty()
     {
         return;
     }
     let name = &input.host.name;
     let distro = Distro::of(input.cluster);
-    let dir = &input.plan.server_certs[0];
     if input.ev.cmd("certs").is_none() {
         if input.ev.get("certs_unreadable").is_some() {
             out.add(

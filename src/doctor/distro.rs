@@ -31,10 +31,7 @@ impl Distro {
     /// kubectl with the admin kubeconfig, as the install stages call it on the first
     /// server (root's: both admin kubeconfigs are 0600).
     pub fn kubectl(&self) -> &'static str {
-        match self.kind {
-            Distribution::K3s => crate::stages::ready::KUBECTL,
-            Distribution::Kubeadm => kubeadm::KUBECTL,
-        }
+        crate::stages::ready::kubectl_for(self.kind)
     }
 
     /// A shell condition, true on the first server once the cluster is installed there.
@@ -101,10 +98,9 @@ impl Distro {
     pub fn api_fix(&self, host: &str) -> String {
         let look = match self.kind {
             Distribution::K3s => "systemctl status k3s".to_string(),
-            Distribution::Kubeadm => format!(
-                "sh -c 'systemctl status kubelet; ls {}'",
-                "/etc/kubernetes/manifests"
-            ),
+            Distribution::Kubeadm => {
+                "sh -c 'systemctl status kubelet; ls /etc/kubernetes/manifests'".to_string()
+            }
         };
         format!(
             "gpuctl exec --inventory INVENTORY --hosts {host} --sudo -- {look}; then gpuctl \

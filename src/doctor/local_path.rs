@@ -35,9 +35,9 @@ struct NodePaths {
     paths: Vec<String>,
 }
 
-/// S2 on one node: `storage.local_path.path` exists once the node's unit is installed. The node script
-/// reports each measured path with its nearest existing parent (`disk` entries): the
-/// directory exists when the two are the same.
+/// S2 on one node: `storage.local_path.path` exists once the node's unit is installed. The
+/// node script reports each measured path with its nearest existing parent (`disk`
+/// entries): the directory exists when the two are the same.
 pub fn host_check(input: &super::HostInput, out: &mut Findings) {
     let Some(path) = &input.plan.local_path else {
         return;

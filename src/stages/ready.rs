@@ -27,7 +27,12 @@ pub const KUBECTL: &str = "/usr/local/bin/k3s kubectl";
 /// with `/etc/kubernetes/admin.conf`. Never the admin's `kubectl` on `PATH`, whose version
 /// and default kubeconfig gpuctl does not know.
 pub fn kubectl(inv: &Inventory) -> &'static str {
-    match inv.cluster.distribution {
+    kubectl_for(inv.cluster.distribution)
+}
+
+/// [`kubectl`] for a distribution.
+pub fn kubectl_for(distribution: Distribution) -> &'static str {
+    match distribution {
         Distribution::K3s => KUBECTL,
         Distribution::Kubeadm => super::kubernetes::kubeadm::KUBECTL,
     }
