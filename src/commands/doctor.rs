@@ -50,6 +50,8 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
         Progress::detect()
     };
     let (inv, fleet) = open_fleet(&args.connect, progress)?;
+    // The evidence script answers the sudo probe's questions: one exec per host, not two.
+    let fleet = fleet.with_sudo_probe(crate::transport::SudoProbe::Deferred);
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let started = Instant::now();
     let nonce = nonce();
@@ -286,8 +288,14 @@ async fn gather(
     }
     ev.sent_ns = sent;
     ev.received_ns = received;
+    let answer = crate::transport::ProbeAnswer {
+        uid: ev.get("uid").unwrap_or_default().to_string(),
+        user: ev.get("user").unwrap_or_default().to_string(),
+        sudo: ev.get("sudo").unwrap_or_default().to_string(),
+    };
+    let sudo = ctx.conn.settle_sudo(Some(&answer)).await?;
     let unreadable = ev.unreadable();
-    if !unreadable.is_empty() && ctx.conn.sudo_mode() != SudoMode::Unavailable {
+    if !unreadable.is_empty() && sudo != SudoMode::Unavailable {
         ctx.progress.step("reading root-only files");
         let out = ctx
             .run(
@@ -298,7 +306,7 @@ async fn gather(
             .await?;
         ev.merge(Evidence::parse(&nonce, &out.stdout_str()));
     }
-    Ok((ev, ctx.conn.sudo_mode()))
+    Ok((ev, sudo))
 }
 
 /// The cluster script on the first server, as root (the admin kubeconfig is 0600).
@@ -307,7 +315,7 @@ async fn gather_cluster(
     nonce: String,
     distro: dr::distro::Distro,
 ) -> anyhow::Result<Evidence> {
-    if ctx.conn.sudo_mode() == SudoMode::Unavailable {
+    if ctx.conn.settle_sudo(None).await? == SudoMode::Unavailable {
         anyhow::bail!(
             "reading the cluster needs root on {} (the admin kubeconfig is root's): give the \
              login sudo",

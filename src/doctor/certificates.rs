@@ -42,7 +42,9 @@ pub fn script_line(dirs: &[String]) -> String {
 
 /// The host script's lines: only where the first directory exists (a server with the
 /// cluster installed), read as the login user when it may, else through `sudo -n` (k3s
-/// keeps it root's); without either, `certs_unreadable`.
+/// keeps it root's); without either, `certs_unreadable`. sudo is asked whether the
+/// directory exists only where a directory on its way hides it (`hid`) and sudo needs no
+/// password (`$S`): not on every worker.
 pub fn host_script_lines(dirs: &[String]) -> String {
     let Some(first) = dirs.first() else {
         return String::new();
@@ -50,9 +52,9 @@ pub fn host_script_lines(dirs: &[String]) -> String {
     let tls = quote(first);
     let body = quote(&body(dirs));
     format!(
-        "if [ -d {tls} ] || sudo -n test -d {tls} 2>/dev/null; then\n  \
+        "if [ -d {tls} ] || {{ [ \"$S\" = sudo-ok ] && hid {tls} && sudo -n test -d {tls} 2>/dev/null; }}; then\n  \
          if [ -r {tls} ] && [ -x {tls} ]; then c certs sh -c {body}; \
-         elif sudo -n true 2>/dev/null; then c certs sudo -n sh -c {body}; \
+         elif [ \"$S\" = sudo-ok ]; then c certs sudo -n sh -c {body}; \
          else kv certs_unreadable 1; fi\nfi\n"
     )
 }

@@ -56,10 +56,7 @@ impl Facts {
             .and_then(|l| super::host::parse_iptables(l))
             .map(|(_, mode)| mode);
         let gpu_host = super::gpu::is_gpu_host(input);
-        let driver = ev
-            .cmd("nvidia_smi_driver")
-            .filter(|c| c.ok())
-            .and_then(|c| c.lines.first().map(|s| s.trim().to_string()));
+        let driver = super::gpu::smi_driver(ev);
         let cgroup_driver = ev
             .lines("/etc/docker/daemon.json")
             .and_then(|l| super::runtime::parse_daemon_json(l).ok())

@@ -123,9 +123,11 @@ pub const MODULES: &[&str] = &["br_netfilter", "overlay", "nouveau", "nvidia", "
 /// The script for one host. `nonce` separates markers from content; `disk_paths` are the
 /// directories H13 measures (each through its nearest existing parent).
 ///
-/// Forks count when fifty hosts run this at once on small machines: every `/proc/sys`
-/// value comes from one `awk`, `PATH` is searched without `command -v` subshells, and
-/// `df` runs once for all paths.
+/// Processes count when fifty hosts run this at once on small machines (and where each
+/// one is a container, every `exec` is paid again by its filesystem): every file is read
+/// by one `awk` for all of them, every `/proc` value by another, the sudo probe the
+/// connection would otherwise make is answered here, units are asked in one `systemctl`
+/// each for state and activity, and the shell's own builtins do the rest.
 pub fn script(nonce: &str, plan: &super::reads::ScriptPlan) -> String {
     let disk_paths = &plan.disk_paths;
     let m = format!("@@{nonce}");
@@ -135,71 +137,91 @@ pub fn script(nonce: &str, plan: &super::reads::ScriptPlan) -> String {
 LC_ALL=C; export LC_ALL
 M='{m}'
 OIFS=$IFS
+NL='
+'
 {PRELUDE}
 T=""; command -v timeout >/dev/null 2>&1 && T="timeout 20"
 kv time_start "$(date +%s%N)"
-kv uid "$(id -u)"
-kv user "$(id -un)"
-kv nproc "$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)"
+{probe}
+kv uid "$U"; kv user "$N"; kv sudo "$S"
+np=0
+if [ -r /sys/devices/system/cpu/online ]; then
+  read -r on < /sys/devices/system/cpu/online; IFS=,
+  for r in $on; do case $r in *-*) np=$((np + ${{r#*-}} - ${{r%-*}} + 1));; ?*) np=$((np + 1));; esac; done; IFS=$OIFS
+fi
+[ "$np" -gt 0 ] || np=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)
+kv nproc "$np"
 set -- $(uname -nrm)
-kv uname_n "$1"; kv kernel "$2"; kv arch "$3"
-awk -v m="$M" '$1 == "MemTotal:" {{print m " kv meminfo_kib=" $2; exit}}' /proc/meminfo
-"#
+kv uname_n "$1"; kv kernel "$2"; kv arch "$3"; H=$1; R=$2
+"#,
+        probe = crate::transport::SUDO_PROBE_VARS,
     ));
-    s.push_str(&format!("f {}\n", FILES.join(" ")));
-    for p in SECRET_FILES {
-        s.push_str(&format!("rf {p}\n"));
+    // Every file in one `f` (and the credential-bearing ones in one `rf`); globs that
+    // match nothing are dropped by `rd`.
+    s.push('f');
+    for p in FILES {
+        s.push_str(&format!(" {p}"));
     }
     for dir in SYSCTL_DIRS.iter().chain(MODULES_DIRS) {
-        s.push_str(&format!(
-            "for p in {dir}/*.conf; do [ -e \"$p\" ] && f \"$p\"; done\n"
-        ));
+        s.push_str(&format!(" {dir}/*.conf"));
     }
+    s.push_str(" /etc/containerd/certs.d/*/hosts.toml\nrf");
+    for p in SECRET_FILES {
+        s.push_str(&format!(" {p}"));
+    }
+    // H9: the units' proxy drop-ins (a proxy URL may carry a password).
+    for unit in super::reads::PROXY_UNITS {
+        s.push_str(&format!(" /etc/systemd/system/{unit}.service.d/*.conf"));
+    }
+    s.push('\n');
     s.push_str(
         "for u in /etc/systemd/system/swap.target.wants/*; do [ -e \"$u\" ] && kv swap_unit \"${u##*/}\"; done\n",
     );
-    // One awk for every /proc/sys value: sysctl files answer a read at a non-zero offset
-    // with end-of-file, so the shell's byte-by-byte `read` would see one character. Only
-    // files that exist are passed: mawk stops at the first one it cannot open.
+    // One awk for MemTotal and every /proc/sys value: sysctl files answer a read at a
+    // non-zero offset with end-of-file, so the shell's byte-by-byte `read` would see one
+    // character. Only files that exist are passed: mawk stops at the first one it cannot
+    // open.
     s.push_str("set --; for p in");
     for key in SYSCTLS {
         s.push_str(&format!(" /proc/sys/{}", key.replace('.', "/")));
     }
     s.push_str("; do [ -r \"$p\" ] && set -- \"$@\" \"$p\"; done\n");
-    s.push_str("[ $# -gt 0 ] && awk -v m=\"$M\" 'FNR == 1 { k = FILENAME; sub(\"^/proc/sys/\", \"\", k); gsub(\"/\", \".\", k); print m \" kv sysctl.\" k \"=\" $0 }' \"$@\"\n");
-    let pattern = KERNEL_OPTIONS.join("|");
+    s.push_str("awk -v m=\"$M\" 'FILENAME == \"/proc/meminfo\" { if ($1 == \"MemTotal:\") print m \" kv meminfo_kib=\" $2; next } FNR == 1 { k = FILENAME; sub(\"^/proc/sys/\", \"\", k); gsub(\"/\", \".\", k); print m \" kv sysctl.\" k \"=\" $0 }' /proc/meminfo \"$@\"\n");
+    let pattern = format!("^(# )?CONFIG_({}|MODULES)[= ]", KERNEL_OPTIONS.join("|"));
+    let mods = MODULES.join("|");
     s.push_str(&format!(
-        r#"R=$(uname -r)
-if [ -r /proc/config.gz ] && command -v zcat >/dev/null 2>&1; then
+        r#"if [ -r /proc/config.gz ] && command -v gzip >/dev/null 2>&1; then
   kv kconfig_source /proc/config.gz
-  c kconfig sh -c "zcat /proc/config.gz | grep -E '^(# )?CONFIG_({pattern}|MODULES)[= ]'"
+  kc() {{ gzip -cd /proc/config.gz | grep -E '{pattern}'; }}
+  c kconfig kc
 elif [ -r "/boot/config-$R" ]; then
   kv kconfig_source "/boot/config-$R"
-  c kconfig grep -E '^(# )?CONFIG_({pattern}|MODULES)[= ]' "/boot/config-$R"
+  c kconfig grep -E '{pattern}' "/boot/config-$R"
 fi
-kv cgroup_fs "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
-if [ -r /sys/fs/cgroup/cgroup.controllers ]; then kv cgroup_controllers "$(cat /sys/fs/cgroup/cgroup.controllers)"; fi
+if [ -r /sys/fs/cgroup/cgroup.controllers ]; then
+  kv cgroup_fs cgroup2fs
+  read -r cc < /sys/fs/cgroup/cgroup.controllers; kv cgroup_controllers "$cc"
+else kv cgroup_fs "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"; fi
 dirs=""; for d in /sys/fs/cgroup/*; do [ -d "$d" ] && dirs="$dirs ${{d##*/}}"; done; kv cgroup_dirs "$dirs"
 if [ -r /proc/modules ]; then
   kv proc_modules yes
-  while read -r name rest; do case "$name" in {mods_case}) kv module "$name";; esac; done < /proc/modules
+  while read -r name rest; do case "$name" in {mods}) kv module "$name";; esac; done < /proc/modules
 else kv proc_modules no; fi
 if [ -r "/lib/modules/$R/modules.builtin" ]; then
   kv builtin_list yes
-  while read -r path; do name=${{path##*/}}; name=${{name%%.ko*}}; case "$name" in {mods_case}) kv builtin "$name";; esac; done < "/lib/modules/$R/modules.builtin"
+  awk -v m="$M" '{{ n = $0; sub(".*/", "", n); sub("[.]ko.*", "", n); if (n ~ /^({mods})$/) print m " kv builtin=" n }}' "/lib/modules/$R/modules.builtin"
 fi
 for b in {bins}; do
   IFS=:; set -- $PATH; IFS=$OIFS
   for d; do if [ -f "$d/$b" ] && [ -x "$d/$b" ]; then kv "bin.$b" "$d/$b"; break; fi; done
 done
 c iptables_version iptables --version
-c getent getent hosts "$(uname -n)"
+c getent getent hosts "$H"
 if command -v timedatectl >/dev/null 2>&1; then c ntp_sync $T timedatectl show -p NTPSynchronized --value; fi
 if command -v chronyc >/dev/null 2>&1; then c chrony $T chronyc -n tracking; fi
 c ip_route ip -o route show
 c ip_link ip -o link show
 "#,
-        mods_case = MODULES.join("|"),
         bins = BINARIES.join(" "),
     ));
     // Disk: each path through its nearest existing parent, so paths made at install time
@@ -218,19 +240,31 @@ if command -v lspci >/dev/null 2>&1; then c lspci lspci -nn -d 10de:; fi
 if command -v exportfs >/dev/null 2>&1; then c exportfs exportfs -s; fi
 if command -v nvidia-smi >/dev/null 2>&1; then
   c nvidia_smi_list $T nvidia-smi -L
-  c nvidia_smi_driver $T nvidia-smi --query-gpu=driver_version --format=csv,noheader
+  c nvidia_smi_health $T nvidia-smi --query-gpu=index,pci.bus_id,ecc.errors.uncorrected.volatile.total,mig.mode.current,driver_version --format=csv,noheader
 fi
 for d in /dev/nvidia*; do [ -c "$d" ] && kv dev "$d"; done
+set --
 for u in k3s k3s-agent kubelet containerd docker; do
   for dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
-    if [ -e "$dir/$u.service" ]; then
-      kv "svc.$u" "$(systemctl is-enabled "$u" 2>/dev/null | head -n1) $(systemctl is-active "$u" 2>/dev/null | head -n1)"
-      break
-    fi
+    if [ -e "$dir/$u.service" ]; then set -- "$@" "$u"; break; fi
   done
 done
-for p in /etc/containerd/certs.d/*/hosts.toml; do [ -e "$p" ] && f "$p"; done
-kv leftovers "$(for p in /etc/kubernetes/manifests /etc/kubernetes/admin.conf /var/lib/etcd /var/lib/kubelet/config.yaml /var/lib/rancher/k3s; do [ -e "$p" ] && printf '%s ' "$p"; done)"
+if [ $# -gt 0 ]; then
+  en=$(systemctl is-enabled "$@" 2>/dev/null); ac=$(systemctl is-active "$@" 2>/dev/null)
+  nlines "$en"; le=$L; nlines "$ac"
+  for u; do
+    # One line per unit from each, in order; when either says otherwise, unit by unit.
+    if [ "$le" = $# ] && [ "$L" = $# ]; then
+      e=${en%%"$NL"*}; en=${en#*"$NL"}; a=${ac%%"$NL"*}; ac=${ac#*"$NL"}
+    else
+      e=$(systemctl is-enabled "$u" 2>/dev/null); a=$(systemctl is-active "$u" 2>/dev/null)
+      e=${e%%"$NL"*}; a=${a%%"$NL"*}
+    fi
+    kv "svc.$u" "$e $a"
+  done
+fi
+lo=""; for p in /etc/kubernetes/manifests /etc/kubernetes/admin.conf /var/lib/etcd /var/lib/kubelet/config.yaml /var/lib/rancher/k3s; do [ -e "$p" ] && lo="$lo$p "; done
+kv leftovers "$lo"
 "#,
     );
     s.push_str(&super::reads::script(plan));
@@ -239,27 +273,36 @@ kv leftovers "$(for p in /etc/kubernetes/manifests /etc/kubernetes/admin.conf /v
 }
 
 /// Shell functions both scripts use: `kv`, `f PATH...` (print files), `rf PATH...` (print
-/// files through `red`, which replaces credential values). A file behind a directory the
-/// login user cannot enter is "unreadable", not "missing", so the sudo follow-up reads it.
-/// `red` matches keys containing
-/// `password`, `token`, `auth` or `secret` (any case) followed by `:` or `=`, anywhere on a
-/// line (inline JSON objects too), and replaces a quoted value or the rest of the line.
-/// Nested mappings (`auths: {`, `[...auth]`) keep their structure; their leaves are caught.
-pub const PRELUDE: &str = r#"kv() { echo "$M kv $1=$2"; }
-nf() { d=${1%/*}; while [ -n "$d" ] && [ ! -e "$d" ]; do d=${d%/*}; done
-  if [ -n "$d" ] && [ ! -x "$d" ]; then echo "$M unreadable $1"; else echo "$M missing $1"; fi; }
-f() { for p in "$@"; do
-  if [ -f "$p" ]; then
-    if [ -r "$p" ]; then echo "$M file $p"; cat "$p" 2>/dev/null; echo; else echo "$M unreadable $p"; fi
-  else nf "$p"; fi
-done; }
-red() { sed -E -e 's#(://)[^/@[:space:]"]+@#\1<redacted>@#g' -e 's/("?[A-Za-z0-9_.-]*([Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Tt][Oo][Kk][Ee][Nn]|[Aa][Uu][Tt][Hh]|[Ss][Ee][Cc][Rr][Ee][Tt])[A-Za-z0-9_.-]*"?[[:space:]]*[:=][[:space:]]*)("[^"]*"|[^]{["[:space:]].*$)/\1"<redacted>"/g'; }
-rf() { for p in "$@"; do
-  if [ -f "$p" ]; then
-    if [ -r "$p" ]; then echo "$M file $p"; red < "$p"; echo; else echo "$M unreadable $p"; fi
-  else nf "$p"; fi
-done; }
-c() { n=$1; shift; echo "$M cmd $n"; "$@" 2>&1; echo "$M status $n $?"; }"#;
+/// files through `red`, which replaces credential values), `c NAME CMD...` (a command's
+/// output and status), `nlines TEXT` (its number of lines in `L`), `hid PATH` (true when
+/// a directory on the way cannot be entered, so PATH may exist unseen).
+///
+/// `f` and `rf` read every file in one `awk` (processes are what a script on fifty hosts
+/// at once pays for); a glob that matched nothing is dropped, and a file behind a
+/// directory the login user cannot enter is "unreadable", not "missing", so the sudo
+/// follow-up reads it. `red` matches keys containing `password`, `token`, `auth` or
+/// `secret` (any case) followed by `:` or `=`, anywhere on a line (inline JSON objects
+/// too), and replaces a quoted value or the rest of the line; nested mappings (`auths: {`,
+/// `[...auth]`) keep their structure, their leaves are caught. Marker lines pass as they
+/// are.
+pub const PRELUDE: &str = r#"kv() { printf '%s kv %s=%s\n' "$M" "$1" "$2"; }
+hid() { d=${1%/*}; while [ -n "$d" ] && [ ! -e "$d" ]; do d=${d%/*}; done; [ -n "$d" ] && [ ! -x "$d" ]; }
+nf() { if hid "$1"; then echo "$M unreadable $1"; else echo "$M missing $1"; fi; }
+FA='function upto(name,  p) { while (k < ARGC) { p = ARGV[k++]; if (o++) print ""; print m " file " p; if (p == name) return } }
+BEGIN { k = 1 } FNR == 1 { upto(FILENAME) } { print } END { upto(""); if (o) print "" }'
+rd() { r=$1; shift; n=$#
+  while [ "$n" -gt 0 ]; do p=$1; shift; n=$((n - 1))
+    case $p in *'*'*) [ -e "$p" ] || continue;; esac
+    if [ ! -f "$p" ]; then nf "$p"; elif [ -r "$p" ]; then set -- "$@" "$p"; else echo "$M unreadable $p"; fi
+  done
+  [ $# -gt 0 ] || return 0
+  if [ "$r" = r ]; then awk -v m="$M" "$FA" "$@" | red; else awk -v m="$M" "$FA" "$@"; fi; }
+f() { rd f "$@"; }
+rf() { rd r "$@"; }
+red() { sed -E -e "/^$M /b" -e 's#(://)[^/@[:space:]"]+@#\1<redacted>@#g' -e 's/("?[A-Za-z0-9_.-]*([Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Tt][Oo][Kk][Ee][Nn]|[Aa][Uu][Tt][Hh]|[Ss][Ee][Cc][Rr][Ee][Tt])[A-Za-z0-9_.-]*"?[[:space:]]*[:=][[:space:]]*)("[^"]*"|[^]{["[:space:]].*$)/\1"<redacted>"/g'; }
+c() { n=$1; shift; echo "$M cmd $n"; "$@" 2>&1; echo "$M status $n $?"; }
+nlines() { IFS='
+'; set -f; set -- $1; set +f; IFS=$OIFS; L=$#; }"#;
 
 /// The follow-up for files the login user could not read: the same markers, as root.
 /// Only paths the first script named are ever passed here.
@@ -548,6 +591,16 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!ev.get("uname_n").unwrap_or("").is_empty());
+        assert!(
+            ["root", "sudo-ok", "sudo-password", "sudo-missing"]
+                .contains(&ev.get("sudo").unwrap_or("")),
+            "the sudo probe's answer: {:?}",
+            ev.get("sudo")
+        );
+        assert!(
+            ev.get("nproc")
+                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
+        );
         let certs = ev.cmd("certs").cloned().unwrap_or_default();
         assert!(
             certs
@@ -588,6 +641,56 @@ mod tests {
                 .count(),
             2,
             "{df:?}"
+        );
+    }
+
+    /// `f` reads every file in one awk: empty files, a last line without a newline, a
+    /// glob that matches nothing and a missing file come out as `cat` and a loop did.
+    #[test]
+    fn one_awk_reads_every_file_as_cat_did() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let d = dir.path().display().to_string();
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"))
+        };
+        write("a.conf", "one\ntwo\n");
+        write("b.conf", "");
+        write("c.conf", "no newline");
+        write("d.conf", "\n\nblank lines\n\n");
+        let script = format!(
+            "M=@@t\nNL='\n'\n{PRELUDE}\nf {d}/a.conf {d}/b.conf {d}/missing {d}/none/*.conf {d}/c.conf {d}/d.conf\n\
+             rf {d}/c.conf {d}/*.toml\n"
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("sh: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ev = Evidence::parse("t", &text);
+        let lines = |name: &str| ev.lines(&format!("{d}/{name}")).map(<[String]>::to_vec);
+        assert_eq!(
+            lines("a.conf"),
+            Some(vec!["one".into(), "two".into()]),
+            "{text}"
+        );
+        assert_eq!(lines("b.conf"), Some(vec![]), "{text}");
+        assert_eq!(lines("c.conf"), Some(vec!["no newline".into()]), "{text}");
+        assert_eq!(
+            lines("d.conf"),
+            Some(vec!["".into(), "".into(), "blank lines".into(), "".into()]),
+            "{text}"
+        );
+        assert_eq!(*ev.file(&format!("{d}/missing")), FileState::Missing);
+        assert!(
+            ev.files.keys().all(|k| !k.contains('*')),
+            "a glob that matched nothing is not a file: {:?}",
+            ev.files.keys()
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 

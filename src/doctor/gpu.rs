@@ -31,6 +31,18 @@ pub fn smi_gpus(input: &HostInput) -> Option<Vec<String>> {
     )
 }
 
+/// The driver version nvidia-smi reports: the last column of the health query's first
+/// row (`index, pci.bus_id, ecc, mig, driver_version`; one query, not two, as nvidia-smi
+/// takes long to start on hosts without persistence mode).
+pub fn smi_driver(ev: &super::evidence::Evidence) -> Option<String> {
+    let c = ev.cmd("nvidia_smi_health").filter(|c| c.ok())?;
+    let row = c.lines.iter().find(|l| !l.trim().is_empty())?;
+    let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+    (fields.len() >= 5)
+        .then(|| fields[4].to_string())
+        .filter(|v| !v.is_empty())
+}
+
 /// Whether this host counts as a GPU host: `gpu: true`, or `auto` with a GPU in sight.
 pub fn is_gpu_host(input: &HostInput) -> bool {
     match input.host.gpu {
@@ -205,11 +217,7 @@ fn versions(input: &HostInput, out: &mut Findings) {
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.contains('.'))
         .unwrap_or("")
         .to_string();
-    let user = ev
-        .cmd("nvidia_smi_driver")
-        .filter(|c| c.ok())
-        .and_then(|c| c.lines.first().map(|s| s.trim().to_string()))
-        .unwrap_or_default();
+    let user = smi_driver(ev).unwrap_or_default();
     if user.is_empty() {
         out.add(
             "G6",

@@ -72,7 +72,10 @@ fn nouveau_missing_driver_version_skew_and_device_nodes() {
     one(&f, "G7", Skip);
 
     let f = Case::healthy("gpu1", true)
-        .replace("535.183.01", "550.54.15")
+        .replace(
+            "0, 00000000:17:00.0, 0, Disabled, 535.183.01",
+            "0, 00000000:17:00.0, 0, Disabled, 550.54.15",
+        )
         .findings();
     let g6 = one(&f, "G6", Error);
     assert!(

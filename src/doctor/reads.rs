@@ -8,7 +8,10 @@
 use crate::inventory::{Inventory, Role};
 use crate::transport::shell::quote;
 
-/// Seconds a peer port probe may take before it counts as filtered.
+/// Seconds a peer port probe may take before it counts as filtered. A refused or open
+/// port answers at once, so only a dropped one waits this long; but the clock runs from
+/// the start of all probes, and on a host busy with other work (seen: 32 nodes sharing
+/// two cores) 2 s cut probes that had not been scheduled yet.
 pub const PROBE_TIMEOUT_S: u32 = 2;
 
 /// One TCP port on one inventory host, probed from every host (N4).
@@ -136,7 +139,8 @@ const KERNEL_LOG_PATTERN: &str =
     "NVRM|Xid|Key was rejected|module verification failed|Lockdown|nvidia";
 
 /// The script's second half. Runs after the first half's `lspci`/`nvidia-smi`, with its
-/// functions (`kv`, `f`, `rf`, `c`) and `$M`, `$T` defined.
+/// functions (`kv`, `f`, `rf`, `c`, `hid`) and `$M`, `$T`, `$NL` and `$S` (the sudo
+/// probe's answer) defined.
 pub fn script(plan: &ScriptPlan) -> String {
     let mut s = String::new();
     // H8, N4: what listens here (every host's list decides whether peers can be probed
@@ -146,19 +150,23 @@ pub fn script(plan: &ScriptPlan) -> String {
 if command -v firewall-cmd >/dev/null 2>&1; then c firewalld systemctl is-active firewalld; fi
 "#,
     );
-    // H9: the session's proxy variables, and the units' drop-ins and env files (through
-    // the redacting filter: a proxy URL may carry a password).
-    s.push_str("echo \"$M cmd proxy_env\"; env | grep -iE '^(https?|no|all)_proxy=' | red; echo \"$M status proxy_env 0\"\n");
-    for unit in PROXY_UNITS {
-        s.push_str(&format!(
-            "for p in /etc/systemd/system/{unit}.service.d/*.conf; do [ -e \"$p\" ] && rf \"$p\"; done\n"
-        ));
-    }
+    // H9: the session's proxy variables (the units' drop-ins are read with the other
+    // files), through the redacting filter: a proxy URL may carry a password.
+    s.push_str(
+        r#"echo "$M cmd proxy_env"; px=""
+for v in http_proxy https_proxy no_proxy all_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY ALL_PROXY; do
+  eval "x=\${$v-}"; [ -n "$x" ] && px="$px$v=$x$NL"
+done
+[ -n "$px" ] && printf '%s' "$px" | red; echo "$M status proxy_env 0"
+"#,
+    );
     // G3: the module for the running kernel as modprobe would find it; DKMS's view.
     s.push_str(
         r#"if command -v modinfo >/dev/null 2>&1; then c modinfo_nvidia modinfo -F vermagic nvidia; fi
 GPU=""; command -v nvidia-smi >/dev/null 2>&1 && GPU=1; [ -d /sys/module/nvidia ] && GPU=1
-grep -qs 0x10de /sys/bus/pci/devices/*/vendor && GPU=1
+if [ -z "$GPU" ]; then for v in /sys/bus/pci/devices/*/vendor; do
+  [ -r "$v" ] && read -r x < "$v" && [ "$x" = 0x10de ] && GPU=1 && break
+done; fi
 if [ -n "$GPU" ]; then
   if command -v dkms >/dev/null 2>&1; then c dkms dkms status; fi
   if command -v mokutil >/dev/null 2>&1; then c sb_state mokutil --sb-state; fi
@@ -168,26 +176,24 @@ if [ -n "$GPU" ]; then
     // G4, G9: the kernel log, filtered on the host; `sudo -n` where dmesg is restricted
     // to root and sudo needs no password (read-only either way).
     s.push_str(&format!(
-        r#"  if kl=$(dmesg 2>&1); then ks=0; elif command -v sudo >/dev/null 2>&1 && kl=$(sudo -n dmesg 2>&1); then ks=0; else ks=1; fi
+        r#"  if kl=$(dmesg 2>&1); then ks=0; elif [ "$S" = sudo-ok ] && kl=$(sudo -n dmesg 2>&1); then ks=0; else ks=1; fi
   echo "$M cmd kernel_log"
   if [ $ks = 0 ]; then printf '%s\n' "$kl" | grep -E '{KERNEL_LOG_PATTERN}' | tail -n 200; else printf '%s\n' "$kl" | tail -n 2; fi
   echo "$M status kernel_log $ks"
-  if command -v nvidia-smi >/dev/null 2>&1; then
-    c nvidia_smi_health $T nvidia-smi --query-gpu=index,pci.bus_id,ecc.errors.uncorrected.volatile.total,mig.mode.current --format=csv,noheader
-  fi
   set -- /dev/nvidia*; [ -e "$1" ] && c dev_nums stat -c '%n %t %T %F' "$@"
   if [ -d /dev/char ]; then kv dev_char_dir yes; c dev_char find /dev/char -lname '*nvidia*' -printf '%f %l\n'; fi
 fi
 "#
     ));
     // N4: every peer port at once from one bash, each connect in its own subshell, all
-    // cut after the timeout; refused ports answer at once.
+    // cut after the timeout; refused ports answer at once. The killer's own `sleep` is
+    // stopped with it, so nothing of doctor's outlives the script.
     if !plan.probes.is_empty() {
         s.push_str(&format!(
             r#"if command -v bash >/dev/null 2>&1; then bash -c '
 M=$1; shift; i=0
 for t; do ( exec 3<>"/dev/tcp/${{t%:*}}/${{t##*:}}" ) >/dev/null 2>&1 & p[i]=$!; i=$((i+1)); done
-( sleep {PROBE_TIMEOUT_S}; kill "${{p[@]}}" ) >/dev/null 2>&1 & w=$!
+( trap "kill \$z; exit" TERM; sleep {PROBE_TIMEOUT_S} & z=$!; wait $z; kill "${{p[@]}}" ) >/dev/null 2>&1 & w=$!
 i=0; for t; do wait "${{p[i]}}"; s=$?; i=$((i+1))
   case $s in 0) r=open;; 1) r=closed;; *) r=timeout;; esac; echo "$M kv probe=$t $r"; done
 kill $w 2>/dev/null; exit 0' probe "$M""#

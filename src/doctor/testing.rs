@@ -210,9 +210,15 @@ impl Case {
         }
         c = c
             .with("@@t status nvidia_smi_list 0")
-            .with("@@t cmd nvidia_smi_driver")
-            .with("535.183.01")
-            .with("@@t status nvidia_smi_driver 0")
+            .with("@@t cmd nvidia_smi_health");
+        for i in 0..n {
+            c = c.with(&format!(
+                "{i}, 00000000:{:02X}:00.0, 0, Disabled, 535.183.01",
+                0x17 + i
+            ));
+        }
+        c = c
+            .with("@@t status nvidia_smi_health 0")
             .without("@@t missing /proc/driver/nvidia/version")
             .with("@@t file /proc/driver/nvidia/version")
             .with("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.183.01  Sun May 12 19:39:15 UTC 2024")

@@ -197,6 +197,13 @@ impl Fleet {
         })
     }
 
+    /// The fleet with its connections finding their sudo mode `when` (doctor defers it to
+    /// its own script, which answers the same questions).
+    pub fn with_sudo_probe(mut self, when: crate::transport::SudoProbe) -> Fleet {
+        self.opts.connect.sudo_probe = when;
+        self
+    }
+
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
     }
@@ -373,7 +380,12 @@ where
     let conn = Connection::connect(&host.name, &host.endpoint, connect)
         .await
         .inspect_err(|e| log.note(&format!("connect failed: {e}")))?;
-    log.note(&format!("connected (sudo: {:?})", conn.sudo_mode()));
+    match connect.sudo_probe {
+        crate::transport::SudoProbe::AtConnect => {
+            log.note(&format!("connected (sudo: {:?})", conn.sudo_mode()));
+        }
+        crate::transport::SudoProbe::Deferred => log.note("connected (sudo: found later)"),
+    }
     let ctx = HostCtx {
         host: host.clone(),
         conn: conn.clone(),

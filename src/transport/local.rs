@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Mutex;
 
 use super::exec::{self, Exec, Outcome, Stdin};
-use super::sudo::{self, SudoState};
+use super::sudo::{ProbeAnswer, SudoCell, SudoProbe};
 use super::{
     Command, ConnectOptions, Output, OutputSink, PutOptions, PutReport, Stream, SudoMode,
     TransportError,
@@ -20,7 +20,7 @@ use super::{
 
 struct Inner {
     host: String,
-    sudo: SudoState,
+    sudo: SudoCell,
 }
 
 #[derive(Clone)]
@@ -31,15 +31,14 @@ pub struct LocalSession {
 impl LocalSession {
     pub async fn open(host: &str, opts: &ConnectOptions) -> Result<Self, TransportError> {
         let user = std::env::var("USER").unwrap_or_default();
-        let mut session = LocalSession {
+        let session = LocalSession {
             inner: Arc::new(Inner {
                 host: host.to_string(),
-                sudo: SudoState::placeholder(&user),
+                sudo: SudoCell::new(&user, opts.sudo_password.clone()),
             }),
         };
-        let state = sudo::probe(&session, opts.sudo_password.as_ref()).await?;
-        if let Some(inner) = Arc::get_mut(&mut session.inner) {
-            inner.sudo = state;
+        if opts.sudo_probe == SudoProbe::AtConnect {
+            session.settle_sudo(None).await?;
         }
         Ok(session)
     }
@@ -49,11 +48,22 @@ impl LocalSession {
     }
 
     pub fn sudo_mode(&self) -> SudoMode {
-        self.inner.sudo.mode
+        self.inner.sudo.get().mode
+    }
+
+    /// See [`super::Connection::settle_sudo`].
+    pub async fn settle_sudo(
+        &self,
+        answer: Option<&ProbeAnswer>,
+    ) -> Result<SudoMode, TransportError> {
+        self.inner.sudo.settle(self, answer).await
     }
 
     pub async fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
-        exec::run_command(self, &self.inner.sudo, cmd).await
+        if cmd.sudo {
+            self.settle_sudo(None).await?;
+        }
+        exec::run_command(self, self.inner.sudo.get(), cmd).await
     }
 
     pub async fn put(
@@ -62,11 +72,17 @@ impl LocalSession {
         dest: &str,
         opts: &PutOptions,
     ) -> Result<PutReport, TransportError> {
-        super::put::put(self, &self.inner.sudo, src, dest, opts).await
+        if opts.sudo {
+            self.settle_sudo(None).await?;
+        }
+        super::put::put(self, self.inner.sudo.get(), src, dest, opts).await
     }
 
     pub async fn get(&self, path: &str, sudo: bool) -> Result<Vec<u8>, TransportError> {
-        super::put::get(self, &self.inner.sudo, path, sudo).await
+        if sudo {
+            self.settle_sudo(None).await?;
+        }
+        super::put::get(self, self.inner.sudo.get(), path, sudo).await
     }
 
     fn error(&self, what: &str, e: std::io::Error) -> TransportError {

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 pub use error::TransportError;
 pub use put::temp_path;
+pub use sudo::{PROBE_VARS as SUDO_PROBE_VARS, ProbeAnswer, SudoProbe};
 
 use crate::secret::{Secret, SecretSource};
 
@@ -80,6 +81,8 @@ pub struct ConnectOptions {
     pub sudo_password: Option<Secret>,
     pub connect_timeout: Duration,
     pub keepalive: Duration,
+    /// When the sudo mode is found: while connecting, or when the caller settles it.
+    pub sudo_probe: SudoProbe,
 }
 
 impl Default for ConnectOptions {
@@ -92,11 +95,12 @@ impl Default for ConnectOptions {
             sudo_password: None,
             connect_timeout: Duration::from_secs(15),
             keepalive: Duration::from_secs(15),
+            sudo_probe: SudoProbe::AtConnect,
         }
     }
 }
 
-/// How this login gets root on the host, found once when connecting.
+/// How this login gets root on the host, found once per connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SudoMode {
@@ -262,10 +266,26 @@ impl Connection {
         }
     }
 
+    /// How this login gets root; [`SudoMode::Unavailable`] until a deferred probe is
+    /// settled.
     pub fn sudo_mode(&self) -> SudoMode {
         match self {
             Connection::Local(s) => s.sudo_mode(),
             Connection::Ssh(s) => s.sudo_mode(),
+        }
+    }
+
+    /// The sudo mode, found now if the connection deferred it ([`SudoProbe::Deferred`]):
+    /// from `answer`, what a script that ran [`SUDO_PROBE_VARS`] printed, when it is well
+    /// formed (no round trip, unless sudo wants the inventory's password), else by the
+    /// probe. A command that needs sudo settles it first by itself.
+    pub async fn settle_sudo(
+        &self,
+        answer: Option<&ProbeAnswer>,
+    ) -> Result<SudoMode, TransportError> {
+        match self {
+            Connection::Local(s) => s.settle_sudo(answer).await,
+            Connection::Ssh(s) => s.settle_sudo(answer).await,
         }
     }
 

@@ -16,7 +16,7 @@ use russh::{ChannelMsg, ChannelWriteHalf, Preferred, cipher};
 
 use super::exec::{self, Exec, Outcome, Stdin};
 use super::known_hosts::{self, KnownHostsFile, Verdict};
-use super::sudo::{self, SudoState};
+use super::sudo::{ProbeAnswer, SudoCell, SudoProbe};
 use super::{
     Command, ConnectOptions, HostKeyPolicy, Output, OutputSink, PutOptions, PutReport, SshTarget,
     Stream, SudoMode, TransportError, auth,
@@ -163,7 +163,7 @@ struct Inner {
     handle: Handle<Client>,
     /// Bastion connections, outermost first: the target's traffic runs through them.
     jumps: Vec<Handle<Client>>,
-    sudo: SudoState,
+    sudo: SudoCell,
     /// sshd allows 10 channels per connection by default (MaxSessions); more concurrent
     /// commands wait here instead of failing.
     channels: tokio::sync::Semaphore,
@@ -275,18 +275,17 @@ impl SshSession {
                 reason: "internal error: no hop to connect to".into(),
             });
         };
-        let mut session = SshSession {
+        let session = SshSession {
             inner: Arc::new(Inner {
                 host: host.to_string(),
                 handle,
                 jumps: handles,
-                sudo: SudoState::placeholder(&target.user),
+                sudo: SudoCell::new(&target.user, opts.sudo_password.clone()),
                 channels: tokio::sync::Semaphore::new(MAX_CHANNELS),
             }),
         };
-        let state = sudo::probe(&session, opts.sudo_password.as_ref()).await?;
-        if let Some(inner) = Arc::get_mut(&mut session.inner) {
-            inner.sudo = state;
+        if opts.sudo_probe == SudoProbe::AtConnect {
+            session.settle_sudo(None).await?;
         }
         Ok(session)
     }
@@ -296,11 +295,22 @@ impl SshSession {
     }
 
     pub fn sudo_mode(&self) -> SudoMode {
-        self.inner.sudo.mode
+        self.inner.sudo.get().mode
+    }
+
+    /// See [`super::Connection::settle_sudo`].
+    pub async fn settle_sudo(
+        &self,
+        answer: Option<&ProbeAnswer>,
+    ) -> Result<SudoMode, TransportError> {
+        self.inner.sudo.settle(self, answer).await
     }
 
     pub async fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
-        exec::run_command(self, &self.inner.sudo, cmd).await
+        if cmd.sudo {
+            self.settle_sudo(None).await?;
+        }
+        exec::run_command(self, self.inner.sudo.get(), cmd).await
     }
 
     pub async fn put(
@@ -309,11 +319,17 @@ impl SshSession {
         dest: &str,
         opts: &PutOptions,
     ) -> Result<PutReport, TransportError> {
-        super::put::put(self, &self.inner.sudo, src, dest, opts).await
+        if opts.sudo {
+            self.settle_sudo(None).await?;
+        }
+        super::put::put(self, self.inner.sudo.get(), src, dest, opts).await
     }
 
     pub async fn get(&self, path: &str, sudo: bool) -> Result<Vec<u8>, TransportError> {
-        super::put::get(self, &self.inner.sudo, path, sudo).await
+        if sudo {
+            self.settle_sudo(None).await?;
+        }
+        super::put::get(self, self.inner.sudo.get(), path, sudo).await
     }
 
     pub async fn close(&self) {

@@ -1,7 +1,9 @@
 //! sudo: found once per connection; a password never shows up in output or errors.
 
 use gpuctl::secret::Secret;
-use gpuctl::transport::{Command, SudoMode, TransportError};
+use gpuctl::transport::{
+    Command, ProbeAnswer, SUDO_PROBE_VARS, SudoMode, SudoProbe, TransportError,
+};
 
 use super::{connect, expect_err, options, shared, try_connect};
 
@@ -99,5 +101,65 @@ async fn without_a_password_sudo_is_unavailable_with_a_clear_error() {
     assert!(
         text.contains("node2") && text.contains("NOPASSWD") && text.contains("ssh.sudo_password"),
         "{text}"
+    );
+}
+
+/// A deferred probe: the connection has no sudo until it is settled, takes the answer of
+/// a script that ran the probe's shell (no round trip of its own), checks the inventory's
+/// password when sudo wants one, and settles by itself before a sudo command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_sudo_probe_takes_a_scripts_answer() {
+    let lab = shared();
+    let mut opts = options(lab);
+    opts.sudo_probe = SudoProbe::Deferred;
+    let script = format!("{SUDO_PROBE_VARS}\nprintf '%s\\n%s\\n%s\\n' \"$U\" \"$N\" \"$S\"");
+    for (node, want) in [
+        ("node1", SudoMode::NoPassword),
+        ("node2", SudoMode::Password),
+    ] {
+        let conn = try_connect(lab, node, &opts).await.unwrap();
+        assert_eq!(
+            conn.sudo_mode(),
+            SudoMode::Unavailable,
+            "{node}: not found yet"
+        );
+        let out = conn.run(&Command::new(script.as_str())).await.unwrap();
+        let text = out.stdout_str();
+        let lines: Vec<&str> = text.lines().collect();
+        let [uid, user, sudo] = lines[..] else {
+            panic!("{node}: the probe's shell printed {text:?}");
+        };
+        assert_eq!((uid, user), ("1000", "ops"), "{node}");
+        let answer = ProbeAnswer {
+            uid: uid.into(),
+            user: user.into(),
+            sudo: sudo.into(),
+        };
+        assert_eq!(
+            conn.settle_sudo(Some(&answer)).await.unwrap(),
+            want,
+            "{node}"
+        );
+        assert_eq!(conn.sudo_mode(), want, "{node}: settled once");
+        let out = conn.run(&Command::new("id -u").sudo(true)).await.unwrap();
+        assert_eq!(out.stdout_str(), "0\n", "{node}: {}", out.stderr_str());
+    }
+
+    // Never settled: the first sudo command probes first.
+    let conn = try_connect(lab, "node2", &opts).await.unwrap();
+    let out = conn.run(&Command::new("id -u").sudo(true)).await.unwrap();
+    assert_eq!(out.stdout_str(), "0\n", "{}", out.stderr_str());
+    assert_eq!(conn.sudo_mode(), SudoMode::Password);
+
+    // An answer that is not the probe's (an older script): the probe runs instead.
+    let conn = try_connect(lab, "node1", &opts).await.unwrap();
+    let junk = ProbeAnswer {
+        uid: "1000".into(),
+        user: "ops".into(),
+        sudo: String::new(),
+    };
+    assert_eq!(
+        conn.settle_sudo(Some(&junk)).await.unwrap(),
+        SudoMode::NoPassword
     );
 }
