@@ -171,6 +171,9 @@ pub struct Pod {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
+    /// The node it was scheduled on; empty while pending.
+    #[serde(default)]
+    pub node_name: String,
     #[serde(default)]
     pub containers: Vec<Container>,
     #[serde(default)]

@@ -39,8 +39,8 @@ use crate::stages::{gpu, labels, storage};
 
 /// The checks of this family, in report order.
 pub const IDS: &[&str] = &[
-    "K5", "K3", "K8", "K1", "K6", "N2", "R1", "K7", "R6", "A1", "A2", "A5", "S1", "S2", "S4", "N5",
-    "M4",
+    "K5", "K3", "K8", "K1", "K6", "N2", "N1", "R1", "K7", "R6", "A1", "A2", "A5", "S1", "S2", "S4",
+    "N5", "M4",
 ];
 
 /// The device plugin's DaemonSet, as the `gpu` stage's template names it.
@@ -191,6 +191,7 @@ pub fn check(input: &ClusterInput) -> Vec<Finding> {
             out.extend(f.list);
         }
     }
+    out.extend(super::calico::check(input.inv, ev));
     out.extend(super::certificates::check(ev, input.first, &distro));
     out.extend(super::runtime_class::check(input.inv, ev, input.facts));
     out.extend(device_plugin(input, ev));

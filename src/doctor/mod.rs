@@ -11,6 +11,7 @@
 
 pub mod boot;
 pub mod bundle;
+pub mod calico;
 pub mod certificates;
 pub mod cluster;
 pub mod compare;
@@ -216,7 +217,7 @@ pub const CHECKS: &[Check] = &[
     check(
         "K2",
         Layer::Kubernetes,
-        "k3s (or k3s-agent) and docker enabled and active",
+        "the node's Kubernetes unit and its container runtime enabled and active",
     ),
     check(
         "K4",
@@ -249,6 +250,7 @@ pub const CHECKS: &[Check] = &[
         Layer::Network,
         "each node registered with the inventory's address",
     ),
+    check("N1", Layer::Network, "calico-node ready on every node"),
     check(
         "R1",
         Layer::Runtime,

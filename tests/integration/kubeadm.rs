@@ -239,7 +239,7 @@ fn kubeadm_inits_joins_brings_calico_then_skips_and_resets() {
             .map(|(_, _, s)| s.as_str())
             .unwrap_or_else(|| panic!("no {id} on {host}: {findings:?}"))
     };
-    for id in ["K5", "K1", "K6", "N5", "A1"] {
+    for id in ["K5", "K1", "K6", "N5", "N1", "A1"] {
         assert_eq!(severity(id, "cluster"), "ok", "{id}: {findings:?}");
     }
     for node in ["node1", "node2", "node3"] {
@@ -320,6 +320,20 @@ fn kubeadm_inits_joins_brings_calico_then_skips_and_resets() {
     let text = corefile();
     assert!(!text.contains("gpuctl"), "{text}");
     assert!(text.contains("kubernetes cluster.local"), "{text}");
+
+    // Without calico's DaemonSet, N1 says pods get no network and names the cni stage.
+    lab.exec(
+        "node1",
+        &format!("{KUBECTL} -n kube-system delete daemonset calico-node"),
+    );
+    let (code, findings) = doctor_json(&lab, &["--only", "network"]);
+    assert_eq!(code, 1, "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|(id, host, s)| id == "N1" && host == "cluster" && s == "error"),
+        "{findings:?}"
+    );
 
     // Reset: kubeadm reset ran, nothing of the kubeadm path is left, gpuctl's containerd
     // configuration is gone.
