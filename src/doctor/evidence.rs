@@ -520,6 +520,15 @@ impl Evidence {
 mod tests {
     use super::*;
 
+    /// Runs `script` under this machine's `sh`.
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap_or_else(|e| panic!("sh: {e}"))
+    }
+
     #[test]
     fn parses_markers_files_commands_and_repeated_keys() {
         let text = "banner line\n@@n1 kv uid=1000\n@@n1 kv module=overlay\n@@n1 kv module=br_netfilter\n\
@@ -560,29 +569,25 @@ mod tests {
             k3s.path().join("server/tls/server-ca.crt"),
             cert.cert.pem(),
         ));
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script(
-                "n0nce",
-                &super::super::reads::ScriptPlan {
-                    disk_paths: paths,
-                    local_path: None,
-                    nfs: None,
-                    probes: vec![super::super::reads::Probe {
-                        host: "self".into(),
-                        addr: "127.0.0.1".into(),
-                        port: 1,
-                    }],
-                    mirror: Some(super::super::reads::MirrorProbe {
-                        mirror: "127.0.0.1:1".into(),
-                        insecure: true,
-                    }),
-                    first_server: Some("cp1".into()),
-                    server_certs: vec![k3s.path().join("server/tls").display().to_string()],
-                },
-            ))
-            .output()
-            .unwrap_or_else(|e| panic!("sh: {e}"));
+        let out = sh(&script(
+            "n0nce",
+            &super::super::reads::ScriptPlan {
+                disk_paths: paths,
+                local_path: None,
+                nfs: None,
+                probes: vec![super::super::reads::Probe {
+                    host: "self".into(),
+                    addr: "127.0.0.1".into(),
+                    port: 1,
+                }],
+                mirror: Some(super::super::reads::MirrorProbe {
+                    mirror: "127.0.0.1:1".into(),
+                    insecure: true,
+                }),
+                first_server: Some("cp1".into()),
+                server_certs: vec![k3s.path().join("server/tls").display().to_string()],
+            },
+        ));
         let text = String::from_utf8_lossy(&out.stdout);
         let ev = Evidence::parse("n0nce", &text);
         assert!(
@@ -661,11 +666,7 @@ mod tests {
             "M=@@t\nNL='\n'\n{PRELUDE}\nf {d}/a.conf {d}/b.conf {d}/missing {d}/none/*.conf {d}/c.conf {d}/d.conf\n\
              rf {d}/c.conf {d}/*.toml\n"
         );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("sh: {e}"));
+        let out = sh(&script);
         let text = String::from_utf8_lossy(&out.stdout);
         let ev = Evidence::parse("t", &text);
         let lines = |name: &str| ev.lines(&format!("{d}/{name}")).map(<[String]>::to_vec);
@@ -717,11 +718,7 @@ configs:
         let path = dir.path().join("in.yaml");
         std::fs::write(&path, input).unwrap_or_else(|e| panic!("write: {e}"));
         let script = format!("M=@@t\n{PRELUDE}\nrf {}\n", path.display());
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("sh: {e}"));
+        let out = sh(&script);
         let text = String::from_utf8_lossy(&out.stdout);
         for secret in ["K10abc", "xyz", "hunter2", "c2VjcmV0", "p4ss", "\"abc\""] {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");

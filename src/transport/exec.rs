@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use super::shell::{self, Elevation, KILL_GRACE};
-use super::sudo::SudoState;
+use super::sudo::SudoCell;
 use super::{Command, Output, OutputSink, ProgressFn, Stream, TransportError};
 use crate::secret;
 
@@ -192,10 +192,10 @@ where
     Ok(())
 }
 
-/// Runs a [`Command`] on `host` with the sudo wrapping found at connect time.
+/// Runs a [`Command`] on `host` with the sudo wrapping of its connection.
 pub async fn run_command<E: Exec>(
     host: &E,
-    sudo: &SudoState,
+    sudo: &SudoCell,
     cmd: &Command,
 ) -> Result<Output, TransportError> {
     let stdin = Feed::Bytes(Bytes::from(cmd.stdin.clone().unwrap_or_default()));
@@ -217,7 +217,7 @@ pub async fn run_command<E: Exec>(
 #[allow(clippy::too_many_arguments)]
 pub async fn run_script<E: Exec>(
     host: &E,
-    sudo: &SudoState,
+    sudo: &SudoCell,
     script: &str,
     as_root: bool,
     feed: Feed,
@@ -225,14 +225,17 @@ pub async fn run_script<E: Exec>(
     sink: Option<&OutputSink>,
     label: Option<&str>,
 ) -> Result<Outcome, TransportError> {
+    // A connection that deferred its sudo probe finds its mode before the first command
+    // that needs root.
     let elevation = if as_root {
-        sudo.elevation(host.host())?
+        sudo.settle(host, None).await?;
+        sudo.get().elevation(host.host())?
     } else {
         Elevation::None
     };
     let line = shell::command_line(script, elevation, timeout);
     let password_line = match elevation {
-        Elevation::Password => Some(sudo.password_line(host.host())?),
+        Elevation::Password => Some(sudo.get().password_line(host.host())?),
         _ => None,
     };
     // Belt and braces: sudo never echoes the password, but if anything on the host does,
@@ -278,7 +281,7 @@ pub async fn run_script<E: Exec>(
         if out.status == Some(1) && sudo_rejected(&out.stderr) {
             return Err(TransportError::SudoPasswordRejected {
                 host: host.host().to_string(),
-                user: sudo.user.clone(),
+                user: sudo.get().user.clone(),
             });
         }
     }

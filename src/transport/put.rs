@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::exec::{Exec, Feed, run_script};
 use super::shell::quote;
-use super::sudo::SudoState;
+use super::sudo::SudoCell;
 use super::{PutOptions, PutReport, TransportError};
 
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -85,7 +85,7 @@ fn lock_script(temp: &str, open: &str, mode: &str) -> String {
 
 pub async fn put<E: Exec>(
     host: &E,
-    sudo: &SudoState,
+    sudo: &SudoCell,
     src: &Path,
     dest: &str,
     opts: &PutOptions,
@@ -258,7 +258,7 @@ const MISSING: &str = "gpuctl: no such file";
 
 pub async fn get<E: Exec>(
     host: &E,
-    sudo: &SudoState,
+    sudo: &SudoCell,
     path: &str,
     as_root: bool,
 ) -> Result<Vec<u8>, TransportError> {

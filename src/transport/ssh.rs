@@ -307,10 +307,7 @@ impl SshSession {
     }
 
     pub async fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
-        if cmd.sudo {
-            self.settle_sudo(None).await?;
-        }
-        exec::run_command(self, self.inner.sudo.get(), cmd).await
+        exec::run_command(self, &self.inner.sudo, cmd).await
     }
 
     pub async fn put(
@@ -319,17 +316,11 @@ impl SshSession {
         dest: &str,
         opts: &PutOptions,
     ) -> Result<PutReport, TransportError> {
-        if opts.sudo {
-            self.settle_sudo(None).await?;
-        }
-        super::put::put(self, self.inner.sudo.get(), src, dest, opts).await
+        super::put::put(self, &self.inner.sudo, src, dest, opts).await
     }
 
     pub async fn get(&self, path: &str, sudo: bool) -> Result<Vec<u8>, TransportError> {
-        if sudo {
-            self.settle_sudo(None).await?;
-        }
-        super::put::get(self, self.inner.sudo.get(), path, sudo).await
+        super::put::get(self, &self.inner.sudo, path, sudo).await
     }
 
     pub async fn close(&self) {

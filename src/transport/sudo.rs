@@ -74,7 +74,7 @@ pub struct SudoState {
 
 impl SudoState {
     /// The state before the probe has run: nothing may use sudo yet.
-    pub fn placeholder(user: &str) -> SudoState {
+    fn placeholder(user: &str) -> SudoState {
         SudoState {
             mode: SudoMode::Unavailable,
             user: user.to_string(),
