@@ -85,12 +85,54 @@ fn cri(input: &HostInput, out: &mut Findings) {
                 "sudo sed -i -E 's/^([[:space:]]*disabled_plugins[[:space:]]*=).*/\\1 []/' {CONTAINERD} && sudo systemctl restart containerd"
             ));
         }
-        _ => {
+        _ => live(input, out),
+    }
+}
+
+/// R2's live half, once the config enables CRI: what the running containerd says of its
+/// CRI plugin (`ctr plugins ls`: a plugin that failed to start, or a daemon that has not
+/// read the config since CRI was enabled). Without that answer (no sudo, containerd
+/// down: K2 says so), the config's word stands.
+fn live(input: &HostInput, out: &mut Findings) {
+    let enabled = format!("{CONTAINERD} leaves the CRI plugin enabled");
+    let Some(c) = input.ev.cmd("ctr_plugins").filter(|c| c.ok()) else {
+        out.add("R2", Severity::Ok, enabled);
+        return;
+    };
+    let row = c.lines.iter().find(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some("io.containerd.grpc.v1") && w.next() == Some("cri")
+    });
+    let restart = "sudo systemctl restart containerd && sudo journalctl -u containerd -b --no-pager | grep -i cri | tail -n 20";
+    match row {
+        Some(row) if row.split_whitespace().last() == Some("ok") => {
             out.add(
                 "R2",
                 Severity::Ok,
-                format!("{CONTAINERD} leaves the CRI plugin enabled"),
-            );
+                format!("{enabled}, and the running containerd's CRI plugin is ok"),
+            )
+            .evidence([format!("ctr plugins ls: {}", row.trim())]);
+        }
+        Some(row) => {
+            out.add(
+                "R2",
+                Severity::Error,
+                format!(
+                    "containerd's CRI plugin did not start ({}): kubelet cannot run pods through it",
+                    row.split_whitespace().last().unwrap_or("?")
+                ),
+            )
+            .evidence([format!("ctr plugins ls: {}", row.trim())])
+            .fix(restart);
+        }
+        None => {
+            out.add(
+                "R2",
+                Severity::Error,
+                "the running containerd has no CRI plugin although its config enables it: it has not been restarted since",
+            )
+            .evidence(["ctr plugins ls: no io.containerd.grpc.v1 cri".to_string()])
+            .fix(restart);
         }
     }
 }

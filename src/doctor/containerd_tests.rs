@@ -96,3 +96,53 @@ fn docker_hosts_skip_containerd_checks() {
     one(&f, "R2", Severity::Skip);
     one(&f, "R7", Severity::Skip);
 }
+
+/// R2's live half: what the running containerd says of its CRI plugin.
+#[test]
+fn the_running_containerd_must_have_its_cri_plugin_ok() {
+    let with_plugins = |rows: &[&str], status: i32| {
+        let mut c = kubeadm(&["version = 2"]).with("@@t cmd ctr_plugins");
+        c = c
+            .with("TYPE                            ID                       PLATFORMS      STATUS");
+        for r in rows {
+            c = c.with(r);
+        }
+        c.with(&format!("@@t status ctr_plugins {status}"))
+            .findings()
+    };
+    let content = "io.containerd.content.v1        content                  -              ok";
+    let ok = with_plugins(
+        &[
+            content,
+            "io.containerd.grpc.v1           cri                      linux/amd64    ok",
+        ],
+        0,
+    );
+    let r2 = one(&ok, "R2", Severity::Ok);
+    assert!(r2.title.contains("CRI plugin is ok"), "{r2:?}");
+    assert!(r2.evidence[0].starts_with("ctr plugins ls: io.containerd.grpc.v1"));
+
+    let failed = with_plugins(
+        &["io.containerd.grpc.v1           cri                      linux/amd64    error"],
+        0,
+    );
+    let e = one(&failed, "R2", Severity::Error);
+    assert!(e.title.contains("did not start (error)"), "{e:?}");
+    assert!(
+        e.fix
+            .as_deref()
+            .is_some_and(|x| x.contains("journalctl -u containerd"))
+    );
+
+    let stale = with_plugins(&[content], 0);
+    let e = one(&stale, "R2", Severity::Error);
+    assert!(e.title.contains("has not been restarted"), "{e:?}");
+
+    // containerd did not answer (K2 says whether it runs): the config's word stands.
+    let down = with_plugins(
+        &["ctr: failed to dial \"/run/containerd/containerd.sock\""],
+        1,
+    );
+    let r2 = one(&down, "R2", Severity::Ok);
+    assert!(r2.evidence.is_empty(), "{r2:?}");
+}

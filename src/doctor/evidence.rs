@@ -586,6 +586,7 @@ mod tests {
                 }),
                 first_server: Some("cp1".into()),
                 server_certs: vec![k3s.path().join("server/tls").display().to_string()],
+                live_cri: true,
             },
         ));
         let text = String::from_utf8_lossy(&out.stdout);

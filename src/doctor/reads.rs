@@ -8,6 +8,9 @@
 use crate::inventory::{Inventory, Role};
 use crate::transport::shell::quote;
 
+/// Where kubeadm's containerd listens (R2 asks it for its plugins).
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
 /// Seconds a peer port probe may take before it counts as filtered. A refused or open
 /// port answers at once, so only a dropped one waits this long; but the clock runs from
 /// the start of all probes, and on a host busy with other work (seen: 32 nodes sharing
@@ -52,6 +55,9 @@ pub struct ScriptPlan {
     pub first_server: Option<String>,
     /// The directories of a server's certificates, which the other servers read (K6).
     pub server_certs: Vec<String>,
+    /// Ask the running containerd for its plugins (R2's live half): kubeadm with
+    /// containerd, where the CRI plugin is what the kubelet talks to.
+    pub live_cri: bool,
 }
 
 /// The address other nodes reach a host at (see [`crate::inventory::Host::node_address`]).
@@ -120,6 +126,8 @@ pub fn plan(inv: &Inventory, disk_paths: Vec<String>) -> ScriptPlan {
         }),
         first_server: inv.servers().next().map(|h| h.name.clone()),
         server_certs: super::distro::Distro::of(&inv.cluster).cert_dirs(),
+        live_cri: inv.cluster.distribution == crate::inventory::Distribution::Kubeadm
+            && inv.cluster.container_runtime == crate::inventory::ContainerRuntime::Containerd,
     }
 }
 
@@ -221,6 +229,16 @@ kill $w 2>/dev/null; exit 0' probe "$M""#
             }
         }
         s.push_str("else kv mirror_tool none; fi\n");
+    }
+    // R2: the running containerd's plugins; its socket is root's.
+    if plan.live_cri {
+        s.push_str(&format!(
+            r#"if [ -S {CONTAINERD_SOCKET} ] && command -v ctr >/dev/null 2>&1; then
+  if [ -w {CONTAINERD_SOCKET} ]; then c ctr_plugins $T ctr plugins ls
+  elif [ "$S" = sudo-ok ]; then c ctr_plugins $T sudo -n ctr plugins ls; fi
+fi
+"#
+        ));
     }
     // K6: a server's own certificates (other hosts have none).
     s.push_str(&super::certificates::host_script_lines(&plan.server_certs));

@@ -248,6 +248,24 @@ fn kubeadm_inits_joins_brings_calico_then_skips_and_resets() {
         }
     }
     assert_eq!(severity("A2", "node3"), "ok", "{findings:?}");
+    // R2 asked the running containerd (as root, through sudo) for its CRI plugin.
+    let runtime = gpuctl(&lab, &["doctor", "--json", "--only", "runtime"]).success();
+    let report: serde_json::Value = serde_json::from_str(&runtime.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}", runtime.stdout));
+    let r2: Vec<String> = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["id"] == "R2")
+        .map(|f| format!("{} {}", f["title"], f["evidence"]))
+        .collect();
+    assert!(
+        r2.len() == 3
+            && r2
+                .iter()
+                .all(|t| t.contains("CRI plugin is ok") && t.contains("io.containerd.grpc.v1")),
+        "{r2:#?}"
+    );
 
     // The kubeconfig names the first server.
     let kubeconfig = state_dir(&lab).join("kubeconfig");
