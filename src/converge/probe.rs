@@ -52,40 +52,52 @@ pub enum Now {
     },
 }
 
+/// The probe's shell functions. Each process they start is paid on every host for every
+/// step (and where a host is a container, again by its filesystem): one `stat` per file,
+/// `base64 -w 0` where it exists (else `base64 | tr`), and the shell's own expansions for
+/// renaming keys, taking a hash's first word and a command's first line.
 const FUNCTIONS: &str = r#"LC_ALL=C; export LC_ALL
-b64() { base64 | tr -d '\n'; }
+NL='
+'
+if base64 -w 0 </dev/null >/dev/null 2>&1; then b64() { base64 -w 0; }; else b64() { base64 | tr -d '\n'; }; fi
+p_notfile() { echo "@$1 notfile $(printf "$2" "$3" | b64)"; }
 p_file() {
   if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
-  if [ ! -f "$2" ]; then echo "@$1 notfile $(printf 'it is not a regular file' | b64)"; return; fi
-  size=$(stat -c %s "$2")
-  if [ "$size" -gt MAX_FILE ]; then echo "@$1 notfile $(printf 'it is %s bytes, more than gpuctl manages in a file' "$size" | b64)"; return; fi
-  echo "@$1 file $(stat -c '%a %U:%G' "$2") $(b64 < "$2")"
+  if [ ! -f "$2" ]; then p_notfile "$1" 'it is not a regular file'; return; fi
+  st=$(stat -c '%s %a %U:%G' "$2"); size=${st%% *}
+  if [ "$size" -gt MAX_FILE ]; then p_notfile "$1" 'it is %s bytes, more than gpuctl manages in a file' "$size"; return; fi
+  echo "@$1 file ${st#* } $(b64 < "$2")"
 }
 p_sysctl() {
-  f=/proc/sys/$(printf %s "$2" | tr . /)
+  k=$2; f=/proc/sys
+  while :; do case $k in *.*) f=$f/${k%%.*}; k=${k#*.};; *) f=$f/$k; break;; esac; done
   if [ -r "$f" ]; then echo "@$1 sysctl $(tr -s ' \t' '  ' < "$f" | b64)"; else echo "@$1 sysctl"; fi
 }
 p_module() {
-  m=$(printf %s "$2" | tr - _)
+  m=; k=$2
+  while :; do case $k in *-*) m=$m${k%%-*}_; k=${k#*-};; *) m=$m$k; break;; esac; done
   if [ -d "/sys/module/$m" ] || grep -qs "^$m " /proc/modules \
      || grep -qs "/$2.ko" "/lib/modules/$(uname -r)/modules.builtin"; then
     echo "@$1 module loaded"; else echo "@$1 module absent"; fi
 }
 p_service() {
-  e=$(systemctl is-enabled "$2" 2>/dev/null | head -n1); a=$(systemctl is-active "$2" 2>/dev/null | head -n1)
+  e=$(systemctl is-enabled "$2" 2>/dev/null); a=$(systemctl is-active "$2" 2>/dev/null)
+  e=${e%%"$NL"*}; a=${a%%"$NL"*}
   echo "@$1 service ${e:-unknown} ${a:-unknown}"
+}
+p_hash() {
+  if command -v openssl >/dev/null 2>&1; then h=$(openssl dgst -sha256 -r < "$1"); else h=$(sha256sum < "$1"); fi
+  h=${h%% *}
 }
 p_sha() {
   if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
-  if [ ! -f "$2" ]; then echo "@$1 notfile $(printf 'it is not a regular file' | b64)"; return; fi
-  if command -v openssl >/dev/null 2>&1; then s=$(openssl dgst -sha256 -r < "$2"); else s=$(sha256sum < "$2"); fi
-  echo "@$1 sha $(stat -c %a "$2") $(printf %s "$s" | cut -c1-64)"
+  if [ ! -f "$2" ]; then p_notfile "$1" 'it is not a regular file'; return; fi
+  p_hash "$2"; echo "@$1 sha $(stat -c %a "$2") $h"
 }
 p_fsha() {
   if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
-  if [ ! -f "$2" ]; then echo "@$1 notfile $(printf 'it is not a regular file' | b64)"; return; fi
-  if command -v openssl >/dev/null 2>&1; then s=$(openssl dgst -sha256 -r < "$2"); else s=$(sha256sum < "$2"); fi
-  echo "@$1 fsha $(stat -c '%a %U:%G' "$2") $(printf %s "$s" | cut -c1-64)"
+  if [ ! -f "$2" ]; then p_notfile "$1" 'it is not a regular file'; return; fi
+  p_hash "$2"; echo "@$1 fsha $(stat -c '%a %U:%G' "$2") $h"
 }
 p_guard() {
   if sh -c "$2" >/dev/null 2>&1 </dev/null; then echo "@$1 command done"; else echo "@$1 command todo"; fi
@@ -294,6 +306,92 @@ mod tests {
         let empty = out.replace("aGVsbG8K", "");
         assert!(
             matches!(&parse(&steps(), &empty).unwrap()[0], Now::File { content, .. } if content.is_empty())
+        );
+    }
+
+    /// The script runs under this machine's `sh` and answers what the files hold.
+    #[test]
+    fn the_probe_runs_under_sh_and_reads_the_truth() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conf");
+        std::fs::write(&file, "a = 1\n\tb\n").unwrap();
+        let path = |p: &std::path::Path| p.display().to_string();
+        let content = |p: String| Step::Content {
+            path: p,
+            edit: Edit::Whole(String::new()),
+            mode: None,
+            owner: None,
+        };
+        let steps = vec![
+            content(path(&file)),
+            content(path(dir.path())),
+            content(path(&dir.path().join("missing"))),
+            Step::LiveSysctl {
+                key: "kernel.ostype".into(),
+                value: String::new(),
+            },
+            Step::Upload {
+                src: String::new(),
+                dest: path(&file),
+                sha256: String::new(),
+                mode: 0o644,
+            },
+            Step::Content {
+                path: path(&file),
+                edit: Edit::Secret(String::new()),
+                mode: None,
+                owner: None,
+            },
+            Step::Require {
+                check: "true".into(),
+                message: String::new(),
+            },
+        ];
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&steps))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let now = parse(&steps, &text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777
+        };
+        assert!(
+            matches!(&now[0], Now::File { content, mode: m, .. } if content == b"a = 1\n\tb\n" && *m == mode),
+            "{:?}",
+            now[0]
+        );
+        assert!(
+            matches!(&now[1], Now::NotAFile(why) if why.contains("not a regular file")),
+            "{:?}",
+            now[1]
+        );
+        assert_eq!(now[2], Now::Missing);
+        assert_eq!(now[3], Now::Sysctl(Some("Linux".into())));
+        let sha: String = {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(std::fs::read(&file).unwrap());
+            digest.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        assert_eq!(
+            now[4],
+            Now::Hash {
+                mode,
+                sha256: sha.clone()
+            }
+        );
+        assert!(
+            matches!(&now[5], Now::SecretFile { sha256, .. } if *sha256 == sha),
+            "{:?}",
+            now[5]
+        );
+        assert_eq!(now[6], Now::Command { done: true });
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
