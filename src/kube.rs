@@ -129,6 +129,24 @@ impl Node {
     }
 }
 
+/// A DaemonSet as far as readiness goes.
+#[derive(Debug, Deserialize)]
+pub struct DaemonSet {
+    #[serde(default)]
+    pub metadata: Meta,
+    #[serde(default)]
+    pub status: DaemonSetStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetStatus {
+    #[serde(default)]
+    pub desired_number_scheduled: u32,
+    #[serde(default)]
+    pub number_ready: u32,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct StorageClass {
     pub metadata: Meta,

@@ -288,12 +288,7 @@ async fn gather(
     }
     ev.sent_ns = sent;
     ev.received_ns = received;
-    let answer = crate::transport::ProbeAnswer {
-        uid: ev.get("uid").unwrap_or_default().to_string(),
-        user: ev.get("user").unwrap_or_default().to_string(),
-        sudo: ev.get("sudo").unwrap_or_default().to_string(),
-    };
-    let sudo = ctx.conn.settle_sudo(Some(&answer)).await?;
+    let sudo = ctx.conn.settle_sudo(Some(&ev.sudo_answer())).await?;
     let unreadable = ev.unreadable();
     if !unreadable.is_empty() && sudo != SudoMode::Unavailable {
         ctx.progress.step("reading root-only files");

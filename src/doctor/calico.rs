@@ -7,33 +7,16 @@
 //! BGP sessions themselves are shown only from inside the pod (`calicoctl node status`,
 //! `birdcl`), which doctor does not enter; the fix says how to look.
 
-use serde::Deserialize;
-
+use super::cluster::parse;
 use super::evidence::Evidence;
 use super::{CLUSTER, Finding, Findings, Severity};
 use crate::inventory::{Cni, Inventory};
-use crate::kube::{self, List, Pod};
+use crate::kube::{DaemonSet, List, Pod};
 
 /// The DaemonSet and pod label of calico's manifest (the `cni` stage installs it in
 /// kube-system).
 const DAEMONSET: &str = "calico-node";
 const POD_LABEL: (&str, &str) = ("k8s-app", "calico-node");
-
-#[derive(Deserialize)]
-struct DaemonSet {
-    metadata: kube::Meta,
-    #[serde(default)]
-    status: Status,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Status {
-    #[serde(default)]
-    desired_number_scheduled: u32,
-    #[serde(default)]
-    number_ready: u32,
-}
 
 pub fn check(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
@@ -46,12 +29,7 @@ pub fn check(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
         return f.list;
     }
     let install = "gpuctl install --inventory INVENTORY --only cni";
-    let sets = match ev.cmd("system_daemonsets") {
-        Some(c) if c.ok() => kube::list::<DaemonSet>(&c.lines.join("\n"), "DaemonSet"),
-        Some(c) => Err(c.lines.first().cloned().unwrap_or_default()),
-        None => Err("not asked".into()),
-    };
-    let sets = match sets {
+    let sets = match parse::<List<DaemonSet>>(ev, "system_daemonsets") {
         Ok(s) => s,
         Err(why) => {
             f.add(
@@ -111,13 +89,9 @@ pub fn check(inv: &Inventory, ev: &Evidence) -> Vec<Finding> {
 /// `node: pod not ready (Ready=False ...)` for each calico-node pod that is not ready, from
 /// the pods the cluster script read (nothing when it could not read them).
 fn unready_pods(ev: &Evidence) -> Vec<String> {
-    let Some(c) = ev.cmd("pods").filter(|c| c.ok()) else {
+    let Ok(pods) = parse::<List<Pod>>(ev, "pods") else {
         return Vec::new();
     };
-    let Ok(pods) = kube::list::<Pod>(&c.lines.join("\n"), "Pod") else {
-        return Vec::new();
-    };
-    let pods: List<Pod> = pods;
     pods.items
         .iter()
         .filter(|p| {

@@ -1,24 +1,24 @@
 //! Cluster checks, read once through the first server's kubectl (as root, for the admin
-//! kubeconfig, which k3s and kubeadm both keep 0600; [`super::distro`] says where): the API answers (K5), every inventory node registered and Ready without
-//! pressure (K3), every node carries the labels and taints the inventory gives it (K8),
-//! the device plugin runs ready on every GPU node (A1), every GPU node advertises the GPUs
-//! `nvidia-smi` lists on it (A2), exactly one default
-//! StorageClass, the inventory's (S1), CoreDNS answers `dns.hosts` from
-//! `coredns-custom`, not from edits k3s overwrites (N5; on kubeadm from the Corefile's
-//! gpuctl block), kube-system's DaemonSets not kept
-//! off a node by its taints (K7, [`super::taints`]), and the stack's CRDs are
-//! Established and its workloads ready, and every admission webhook has an endpoint (A5,
-//! [`super::webhooks`]), kube-system's pods running (K7), no volume
-//! claim Lost or long Pending (S4), every kubelet within the supported skew of the API
-//! server (K1), the server's certificates not expired nor near their end (K6,
+//! kubeconfig, which k3s and kubeadm both keep 0600; [`super::distro`] says where): the API
+//! answers (K5), every inventory node registered and Ready without pressure (K3), every
+//! node carries the labels and taints the inventory gives it (K8), the device plugin runs
+//! ready on every GPU node (A1), every GPU node advertises the GPUs `nvidia-smi` lists on
+//! it (A2), exactly one default StorageClass, the inventory's (S1), CoreDNS answers
+//! `dns.hosts` from `coredns-custom`, not from edits k3s overwrites (N5; on kubeadm from
+//! the Corefile's gpuctl block), kube-system's DaemonSets not kept off a node by its taints
+//! (K7, [`super::taints`]), the stack's CRDs Established and its workloads ready, and every
+//! admission webhook with an endpoint (A5, [`super::webhooks`]), kube-system's pods running
+//! (K7), no volume claim Lost or long Pending (S4), every kubelet within the supported skew
+//! of the API server (K1), the server's certificates not expired nor near their end (K6,
 //! [`super::certificates`]), the GPU pods' RuntimeClass (R6, [`super::runtime_class`]),
 //! each kubelet's runtime the inventory's (R1, [`super::node_runtime`]), local-path volumes
-//! under the inventory's path (S2, [`super::local_path`]), every image the pods run pulled through the mirror (M4, [`super::pod_images`]), and
-//! every node registered with the address the inventory
-//! gives it (N2).
+//! under the inventory's path (S2, [`super::local_path`]), every image the pods run pulled
+//! through the mirror (M4, [`super::pod_images`]), calico-node ready on every node (N1,
+//! [`super::calico`]), and every node registered with the address the inventory gives it
+//! (N2).
 //!
-//! The chain is judged from its first broken link: without the cluster on the first server no
-//! cluster check applies yet (each says so); with an API that does not answer, K5 is the
+//! The chain is judged from its first broken link: without the cluster on the first server
+//! no cluster check applies yet (each says so); with an API that does not answer, K5 is the
 //! error and the checks that need the API say they wait for it. The judgements reuse the
 //! install stages' own rules ([`crate::stages`]), so doctor and install agree on what is
 //! right.
@@ -216,7 +216,7 @@ fn skip_all(out: &mut Findings, why: &str) {
 }
 
 /// A command's JSON answer, or why there is none.
-fn parse<T: for<'de> Deserialize<'de>>(ev: &Evidence, cmd: &str) -> Result<T, String> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(ev: &Evidence, cmd: &str) -> Result<T, String> {
     let Some(c) = ev.cmd(cmd) else {
         return Err("not asked".into());
     };
@@ -423,21 +423,6 @@ fn gpus(input: &ClusterInput, list: &kube::List<Node>) -> Vec<Finding> {
     out
 }
 
-#[derive(Deserialize)]
-struct DaemonSet {
-    #[serde(default)]
-    status: DaemonSetStatus,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DaemonSetStatus {
-    #[serde(default)]
-    desired_number_scheduled: u32,
-    #[serde(default)]
-    number_ready: u32,
-}
-
 /// A1: the device plugin's DaemonSet exists and has a ready pod on every GPU node.
 fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
     let mut f = Findings::new(CLUSTER);
@@ -464,7 +449,7 @@ fn device_plugin(input: &ClusterInput, ev: &Evidence) -> Vec<Finding> {
         return f.list;
     }
     let fix = "gpuctl install --inventory INVENTORY --only labels,gpu";
-    let ds: DaemonSet = match parse(ev, "device_plugin") {
+    let ds: kube::DaemonSet = match parse(ev, "device_plugin") {
         Ok(ds) => ds,
         Err(why) => {
             f.add(

@@ -12,9 +12,7 @@ use crate::transport::shell::quote;
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
 /// Seconds a peer port probe may take before it counts as filtered. A refused or open
-/// port answers at once, so only a dropped one waits this long; but the clock runs from
-/// the start of all probes, and on a host busy with other work (seen: 32 nodes sharing
-/// two cores) 2 s cut probes that had not been scheduled yet.
+/// port answers at once, so only a dropped one waits this long.
 pub const PROBE_TIMEOUT_S: u32 = 2;
 
 /// One TCP port on one inventory host, probed from every host (N4).
@@ -195,16 +193,17 @@ fi
     ));
     // N4: every peer port at once from one bash, each connect in its own subshell, all
     // cut after the timeout; refused ports answer at once. The killer's own `sleep` is
-    // stopped with it, so nothing of doctor's outlives the script.
+    // stopped and reaped with it, so nothing of doctor's outlives the script (not even a
+    // zombie for the host's init to collect).
     if !plan.probes.is_empty() {
         s.push_str(&format!(
             r#"if command -v bash >/dev/null 2>&1; then bash -c '
 M=$1; shift; i=0
 for t; do ( exec 3<>"/dev/tcp/${{t%:*}}/${{t##*:}}" ) >/dev/null 2>&1 & p[i]=$!; i=$((i+1)); done
-( trap "kill \$z; exit" TERM; sleep {PROBE_TIMEOUT_S} & z=$!; wait $z; kill "${{p[@]}}" ) >/dev/null 2>&1 & w=$!
+( trap "kill \$z; wait \$z; exit" TERM; sleep {PROBE_TIMEOUT_S} & z=$!; wait $z; kill "${{p[@]}}" ) >/dev/null 2>&1 & w=$!
 i=0; for t; do wait "${{p[i]}}"; s=$?; i=$((i+1))
   case $s in 0) r=open;; 1) r=closed;; *) r=timeout;; esac; echo "$M kv probe=$t $r"; done
-kill $w 2>/dev/null; exit 0' probe "$M""#
+kill $w 2>/dev/null; wait $w; exit 0' probe "$M""#
         ));
         for p in &plan.probes {
             s.push(' ');

@@ -60,6 +60,17 @@ pub struct ProbeAnswer {
     pub sudo: String,
 }
 
+impl ProbeAnswer {
+    /// A uid, and one of the words [`PROBE_VARS`] sets `S` to.
+    pub fn is_well_formed(&self) -> bool {
+        self.uid.parse::<u32>().is_ok()
+            && matches!(
+                self.sudo.as_str(),
+                "root" | "sudo-ok" | "sudo-password" | "sudo-missing"
+            )
+    }
+}
+
 /// The sudo facts of one connection.
 #[derive(Clone, Debug)]
 pub struct SudoState {
@@ -140,17 +151,6 @@ pub async fn probe<E: Exec>(
         return Err(unexpected(host.host(), &text, &out.stderr_str()));
     }
     decide(host, &answer, password).await
-}
-
-impl ProbeAnswer {
-    /// A uid, and one of the words [`PROBE_VARS`] sets `S` to.
-    pub fn is_well_formed(&self) -> bool {
-        self.uid.parse::<u32>().is_ok()
-            && matches!(
-                self.sudo.as_str(),
-                "root" | "sudo-ok" | "sudo-password" | "sudo-missing"
-            )
-    }
 }
 
 fn unexpected(host: &str, stdout: &str, stderr: &str) -> TransportError {

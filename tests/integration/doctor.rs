@@ -238,6 +238,11 @@ fn doctor_passes_a_prepared_lab_finds_each_fault_and_changes_nothing() {
     // Healthy: exactly the kernel-dependent findings, nothing else; read-only proven.
     let before = snapshot(&lab);
     let (out, json) = doctor(&inventory, &[]);
+    // Nothing doctor started outlives it (the peer probes' timer included).
+    for node in NODES {
+        let left = lab.exec(node, "pgrep -u ops -a -x sleep || true");
+        assert!(left.trim().is_empty(), "{node}: doctor left {left}");
+    }
     let after = snapshot(&lab);
     assert_eq!(before, after, "doctor changed a file on a node");
     assert_eq!(schema_errors(&json), Vec::<String>::new(), "{json:#}");
