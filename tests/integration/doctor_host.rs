@@ -176,6 +176,10 @@ fn doctor_finds_port_proxy_module_health_runtime_and_mirror_faults() {
             listening(&lab, "node1", 6443);
         }
         lab.exec(node, inject);
+        if ids[0] == "H8" {
+            // The listener starts in the background: every peer's probe must find it up.
+            listening(&lab, node, 10250);
+        }
         let (out, json) = doctor(&inventory, &[]);
         out.code(1);
         match ids[0] {
