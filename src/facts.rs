@@ -11,11 +11,13 @@ pub const SCRIPT: &str = r#"
 echo "os_id=${ID:-unknown}"
 echo "os_version=${VERSION_ID:-}"
 echo "os_name=${PRETTY_NAME:-unknown}"
-echo "kernel=$(uname -r)"
+read -r kr 2>/dev/null </proc/sys/kernel/osrelease || kr=$(uname -r)
+echo "kernel=$kr"
 echo "arch=$(uname -m)"
-echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)"
+read -r hn 2>/dev/null </proc/sys/kernel/hostname || hn=$(hostname 2>/dev/null || cat /etc/hostname)
+echo "hostname=$hn"
 echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)"
-awk '/^MemTotal:/ {print "mem_kib=" $2}' /proc/meminfo
+while read -r k v _; do if [ "$k" = MemTotal: ]; then echo "mem_kib=$v"; break; fi; done </proc/meminfo
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits 2>/dev/null \
     | sed 's/^/nvidia_gpu=/'

@@ -30,8 +30,9 @@ pub enum Change {
     /// the action for the rest (`enable, start`).
     Changed(String),
     /// A live kernel setting differs on a container, which (almost always) refuses to
-    /// change it: the machine underneath owns it. Tried anyway in a real run; a warning,
-    /// not a change, unless the host accepts it.
+    /// change it: the machine underneath owns it. Tried in a real run unless the probe saw
+    /// that it cannot be taken (a read-only `/proc/sys`, no modules for the kernel); a
+    /// warning, not a change, unless the host accepts it.
     Refused(String),
 }
 
@@ -360,8 +361,11 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
         },
         action: Action::Run { snippet, fatal },
     };
-    // Live kernel settings of a container belong to the machine underneath.
-    let kernel = |detail: String, snippet: String| {
+    // Live kernel settings of a container belong to the machine underneath: tried, and a
+    // refusal is a warning; where the probe saw that the container cannot take them at all
+    // (a read-only /proc/sys, no modules for its kernel), not even tried, so a re-run does
+    // not pay for an attempt that cannot succeed.
+    let kernel = |detail: String, snippet: String, settable: bool| {
         if container {
             Decision {
                 report: StepReport {
@@ -369,9 +373,13 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
                     change: Change::Refused(detail),
                     warning: Some(CONTAINER_KERNEL.to_string()),
                 },
-                action: Action::Run {
-                    snippet,
-                    fatal: false,
+                action: if settable {
+                    Action::Run {
+                        snippet,
+                        fatal: false,
+                    }
+                } else {
+                    Action::Nothing
                 },
             }
         } else {
@@ -379,7 +387,13 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
         }
     };
     match (step, now) {
-        (Step::LiveSysctl { key, value }, Now::Sysctl(current)) => {
+        (
+            Step::LiveSysctl { key, value },
+            Now::Sysctl {
+                value: current,
+                writable,
+            },
+        ) => {
             let want = normalise(value);
             if current.as_deref() == Some(want.as_str()) {
                 return in_sync(what);
@@ -388,13 +402,18 @@ fn live(step: &Step, now: &Now, container: bool, changed: &BTreeSet<String>) -> 
             kernel(
                 format!("live value {from} -> {want}"),
                 format!("sysctl -w {}", quote(&format!("{key}={value}"))),
+                *writable,
             )
         }
-        (Step::LiveModule { name }, Now::Module { loaded }) => {
+        (Step::LiveModule { name }, Now::Module { loaded, loadable }) => {
             if *loaded {
                 return in_sync(what);
             }
-            kernel("load it".into(), format!("modprobe {}", quote(name)))
+            kernel(
+                "load it".into(),
+                format!("modprobe {}", quote(name)),
+                *loadable,
+            )
         }
         (
             Step::Command {

@@ -89,7 +89,16 @@ fn live_kernel_settings_are_warnings_only_in_containers() {
             name: "br_netfilter".into(),
         },
     ];
-    let now = vec![Now::Sysctl(Some("0".into())), Now::Module { loaded: false }];
+    let now = vec![
+        Now::Sysctl {
+            value: Some("0".into()),
+            writable: true,
+        },
+        Now::Module {
+            loaded: false,
+            loadable: true,
+        },
+    ];
     for container in [false, true] {
         let d = decide(&steps, &now, container).unwrap();
         assert_eq!(
@@ -112,11 +121,43 @@ fn live_kernel_settings_are_warnings_only_in_containers() {
     // Already right: nothing to do, wherever it runs.
     let d = decide(
         &steps,
-        &[Now::Sysctl(Some("1".into())), Now::Module { loaded: true }],
+        &[
+            Now::Sysctl {
+                value: Some("1".into()),
+                writable: false,
+            },
+            Now::Module {
+                loaded: true,
+                loadable: false,
+            },
+        ],
         false,
     )
     .unwrap();
     assert!(d.iter().all(|d| d.action == Action::Nothing));
+    // A container that cannot take them (read-only /proc/sys, no modules): a warning,
+    // and nothing is tried; a host that is no container still tries, and fails loudly.
+    let cannot = [
+        Now::Sysctl {
+            value: Some("0".into()),
+            writable: false,
+        },
+        Now::Module {
+            loaded: false,
+            loadable: false,
+        },
+    ];
+    let d = decide(&steps, &cannot, true).unwrap();
+    for d in &d {
+        assert_eq!(d.action, Action::Nothing);
+        assert!(matches!(d.report.change, Change::Refused(_)), "{d:?}");
+        assert!(d.report.warning.is_some());
+    }
+    let d = decide(&steps, &cannot, false).unwrap();
+    assert!(
+        d.iter()
+            .all(|d| matches!(d.action, Action::Run { fatal: true, .. }))
+    );
 }
 
 #[test]

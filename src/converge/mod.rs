@@ -33,7 +33,7 @@ pub use decide::{Change, StepReport};
 
 use crate::fleet::HostCtx;
 use crate::plan::Op;
-use crate::transport::{Command, PutOptions};
+use crate::transport::{Command, INLINE_MAX, PutOptions, inline_script};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Commands in an apply script may unpack archives or start services; still bounded.
@@ -100,30 +100,85 @@ pub async fn converge_steps(
     container: bool,
     mode: Mode,
 ) -> anyhow::Result<StageReport> {
+    let (report, _) = converge_ahead(ctx, stage, &steps, container, mode, None, &[], None).await?;
+    Ok(report)
+}
+
+/// What a converge learned about the steps of the stages after it.
+#[derive(Debug)]
+pub enum Ahead {
+    /// Their answers, probed after this stage's last change.
+    Fresh(Vec<probe::Now>),
+    /// This stage changed nothing: answers probed earlier still hold.
+    Unchanged,
+    /// This stage changed the host and could not probe them afterwards.
+    Stale,
+}
+
+/// Converges `steps` like [`converge_steps`], sharing round trips with the stages after it:
+/// `known` are answers for `steps` probed earlier (nothing changed on the host since), so
+/// no probe is sent; otherwise `ahead` (the later stages' steps) is probed in the same round
+/// trip. When this stage changes the host, `ahead` is probed again at the end of its apply
+/// script. So a run over hosts that are in sync probes all its stages in one round trip,
+/// and a stage with changes costs one round trip for them, not one more for the next probe.
+/// `before_changes` is a script the host runs before this stage changes anything (the
+/// install marks the stage as not done in the host's journal), best effort.
+#[allow(clippy::too_many_arguments)]
+pub async fn converge_ahead(
+    ctx: &HostCtx,
+    stage: &str,
+    steps: &[step::Step],
+    container: bool,
+    mode: Mode,
+    known: Option<Vec<probe::Now>>,
+    ahead: &[step::Step],
+    before_changes: Option<&str>,
+) -> anyhow::Result<(StageReport, Ahead)> {
     let mut report = StageReport::default();
     if steps.is_empty() {
-        return Ok(report);
+        return Ok((report, Ahead::Unchanged));
     }
-    ctx.log
-        .note(&format!("{stage}: probing {} steps", steps.len()));
-    let out = ctx
-        .run(
-            Command::new(probe::script(&steps))
-                .sudo(true)
-                .timeout(PROBE_TIMEOUT),
-        )
-        .await
-        .context("probing the host")?;
-    report.round_trips += 1;
-    if !out.success() {
-        bail!(
-            "the probe exited with {:?}: {}",
-            out.status,
-            out.stderr_str().trim()
-        );
-    }
-    let now = probe::parse(&steps, &out.stdout_str()).map_err(|e| anyhow!(e))?;
-    let decisions = decide::decide(&steps, &now, container)?;
+    let (now, mut learned) = match known.filter(|k| k.len() == steps.len()) {
+        Some(now) => {
+            ctx.log.note(&format!(
+                "{stage}: {} steps, probed with an earlier stage",
+                steps.len()
+            ));
+            (now, Ahead::Unchanged)
+        }
+        None => {
+            let all: Vec<step::Step> = steps.iter().chain(ahead).cloned().collect();
+            ctx.log.note(&format!(
+                "{stage}: probing {} steps{}",
+                steps.len(),
+                if ahead.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {} of the stages after it", ahead.len())
+                }
+            ));
+            let out = ctx
+                .run(
+                    Command::new(probe::script(&all))
+                        .sudo(true)
+                        .timeout(PROBE_TIMEOUT),
+                )
+                .await
+                .context("probing the host")?;
+            report.round_trips += 1;
+            if !out.success() {
+                bail!(
+                    "the probe exited with {:?}: {}",
+                    out.status,
+                    out.stderr_str().trim()
+                );
+            }
+            let mut now = probe::parse(&all, &out.stdout_str()).map_err(|e| anyhow!(e))?;
+            let rest = now.split_off(steps.len());
+            (now, Ahead::Fresh(rest))
+        }
+    };
+    let decisions = decide::decide(steps, &now, container)?;
     report.steps = decisions.iter().map(|d| d.report.clone()).collect();
     for (s, d) in steps.iter().zip(&decisions) {
         if let Change::Changed(detail) = &d.report.change {
@@ -135,10 +190,23 @@ pub async fn converge_steps(
         .iter()
         .any(|d| d.action != decide::Action::Nothing);
     if !mode.applies() || !to_do {
-        return Ok(report);
+        return Ok((report, learned));
     }
 
     report.applied = true;
+    learned = Ahead::Stale;
+    let uploads = decisions
+        .iter()
+        .any(|d| matches!(d.action, decide::Action::Upload { .. }));
+    let mut before = before_changes;
+    if uploads && let Some(script) = before.take() {
+        let out = ctx.run(Command::new(script).sudo(true)).await;
+        if !out.as_ref().is_ok_and(|o| o.success()) {
+            ctx.log
+                .note(&format!("{stage}: the script run before changes failed"));
+        }
+        report.round_trips += 1;
+    }
     for d in &decisions {
         if let decide::Action::Upload {
             src,
@@ -154,6 +222,10 @@ pub async fn converge_steps(
             ctx.log.note(&format!("{stage}: uploaded {dest}"));
         }
     }
+    // Small files travel inside the apply script, written before its commands as a put
+    // would have; bigger ones go through the transport's put first.
+    let mut inline = Vec::new();
+    let mut inline_bytes = 0;
     for (i, d) in decisions.iter().enumerate() {
         if let decide::Action::Put {
             path,
@@ -162,34 +234,59 @@ pub async fn converge_steps(
             owner,
         } = &d.action
         {
-            put(ctx, path, content, *mode, owner.clone())
+            let opts = PutOptions {
+                mode: *mode,
+                owner: owner.clone(),
+                sudo: true,
+                ..PutOptions::default()
+            };
+            if inline_bytes + content.len() <= INLINE_MAX {
+                inline_bytes += content.len();
+                inline.push((i, inline_script(path, content, &opts)));
+                continue;
+            }
+            put(ctx, path, content, opts)
                 .await
                 .with_context(|| format!("writing {path}"))?;
             report.round_trips += 2;
             ctx.log.note(&format!("{stage}: wrote step {i} ({path})"));
         }
     }
-    let runs: Vec<(usize, &str, bool)> = decisions
+    let mut runs: Vec<(usize, &str, bool)> = inline
         .iter()
-        .enumerate()
-        .filter_map(|(i, d)| match &d.action {
-            decide::Action::Run { snippet, fatal } => Some((i, snippet.as_str(), *fatal)),
-            _ => None,
-        })
+        .map(|(i, script)| (*i, script.as_str(), true))
         .collect();
+    runs.extend(
+        decisions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match &d.action {
+                decide::Action::Run { snippet, fatal } => Some((i, snippet.as_str(), *fatal)),
+                _ => None,
+            }),
+    );
     if runs.is_empty() {
-        return Ok(report);
+        return Ok((report, learned));
+    }
+    let mut script = String::new();
+    if let Some(pre) = before {
+        script.push_str(&format!("( {pre}\n) >/dev/null 2>&1\n"));
+    }
+    script.push_str(&decide::apply_script(&runs));
+    if !ahead.is_empty() {
+        script.push_str(&format!("echo {AHEAD}\n"));
+        script.push_str(&probe::script(ahead));
     }
     let out = ctx
-        .run(
-            Command::new(decide::apply_script(&runs))
-                .sudo(true)
-                .timeout(APPLY_TIMEOUT),
-        )
+        .run(Command::new(script).sudo(true).timeout(APPLY_TIMEOUT))
         .await
         .context("applying changes")?;
     report.round_trips += 1;
-    let text = out.stdout_str();
+    let stdout = out.stdout_str();
+    let (text, ahead_text) = match stdout.split_once(&format!("\n{AHEAD}\n")) {
+        Some((applied, probed)) => (format!("{applied}\n"), Some(probed)),
+        None => (stdout.to_string(), None),
+    };
     for (i, _, fatal) in &runs {
         let line = text.lines().find(|l| l.starts_with(&format!("@{i} ")));
         let what = report.steps[*i].what.clone();
@@ -227,8 +324,18 @@ pub async fn converge_steps(
             _ => bail!("the apply script said nothing about {what}"),
         }
     }
-    Ok(report)
+    // The apply itself went through; a probe answer that does not parse only means the
+    // next stage probes again.
+    if let Some(probed) = ahead_text
+        && let Ok(now) = probe::parse(ahead, probed)
+    {
+        learned = Ahead::Fresh(now);
+    }
+    Ok((report, learned))
 }
+
+/// The line between an apply script's answers and the probe of the stages after it.
+const AHEAD: &str = "@@ahead";
 
 /// Puts the local artifact `src` at `dest` (resumable; the transport verifies the host's
 /// sha256 against the local file's) and checks that the local file is still the one the
@@ -259,23 +366,14 @@ async fn upload(
 
 /// Writes `content` to `path` on the host through the transport's put (a local temp file
 /// is its source; it is removed when this returns).
-async fn put(
-    ctx: &HostCtx,
-    path: &str,
-    content: &[u8],
-    mode: Option<u32>,
-    owner: Option<String>,
-) -> anyhow::Result<()> {
+async fn put(ctx: &HostCtx, path: &str, content: &[u8], opts: PutOptions) -> anyhow::Result<()> {
     let mut local = tempfile::NamedTempFile::new().context("creating a local temp file")?;
     local.write_all(content)?;
     local.flush()?;
     let opts = PutOptions {
-        mode,
-        owner,
-        sudo: true,
         // Config files are small: no transfer bar.
         progress: Some(Arc::new(|_| {})),
-        ..PutOptions::default()
+        ..opts
     };
     ctx.put(local.path(), path, &opts).await?;
     Ok(())

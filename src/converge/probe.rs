@@ -27,10 +27,16 @@ pub enum Now {
     },
     /// A directory, a device, or a file over [`MAX_FILE`]: never overwritten.
     NotAFile(String),
-    /// The live value, whitespace-normalised; `None` when the key does not exist.
-    Sysctl(Option<String>),
+    Sysctl {
+        /// The live value, whitespace-normalised; `None` when the key does not exist.
+        value: Option<String>,
+        /// `/proc/sys` takes writes here (a container's is usually mounted read-only).
+        writable: bool,
+    },
     Module {
         loaded: bool,
+        /// The host has modules for its running kernel to load (a container has none).
+        loadable: bool,
     },
     Service {
         enabled: String,
@@ -52,15 +58,33 @@ pub enum Now {
     },
 }
 
-/// The probe's shell functions. Each process they start is paid on every host for every
-/// step (and where a host is a container, again by its filesystem): one `stat` per file,
-/// `base64 -w 0` where it exists (else `base64 | tr`), and the shell's own expansions for
-/// renaming keys, taking a hash's first word and a command's first line.
+/// The probe's shell functions. Each process they start is paid on every host (and where
+/// a host is a container, again by its filesystem), so steps of one kind share them: all
+/// files of a probe are read by one `stat`, one `cat` and one `base64` (their contents
+/// travel as one blob, cut by offset), all uploads are hashed by one `stat` and one hash
+/// process, all live sysctls by one `grep -H` (each line `PATH:VALUE`; the kernel answers
+/// only whole reads, so the shell's byte-wise `read` cannot take them), and module names
+/// and the kernel release are worked out by the shell itself.
+///
+/// A service costs one `systemctl show` for both its unit-file and its active state (no
+/// `-p`: some systemctl implementations honour only the last one given); a systemctl
+/// whose `show` lacks `ActiveState` is asked `is-enabled` and `is-active` instead. A unit
+/// that does not exist is `not-found`, whatever unit-file state a stand-in makes up for it.
 const FUNCTIONS: &str = r#"LC_ALL=C; export LC_ALL
 NL='
 '
 if base64 -w 0 </dev/null >/dev/null 2>&1; then b64() { base64 -w 0; }; else b64() { base64 | tr -d '\n'; }; fi
 p_notfile() { echo "@$1 notfile $(printf "$2" "$3" | b64)"; }
+p_regular() {
+  r=
+  while [ $# -gt 1 ]; do
+    if [ ! -e "$2" ]; then echo "@$1 missing"
+    elif [ ! -f "$2" ]; then p_notfile "$1" 'it is not a regular file'
+    else r="$r$1 $2$NL"; fi
+    shift 2
+  done
+}
+p_count() { c=0; t=$1; while [ -n "$t" ]; do c=$((c+1)); t=${t#*"$NL"}; done; }
 p_file() {
   if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
   if [ ! -f "$2" ]; then p_notfile "$1" 'it is not a regular file'; return; fi
@@ -68,21 +92,62 @@ p_file() {
   if [ "$size" -gt MAX_FILE ]; then p_notfile "$1" 'it is %s bytes, more than gpuctl manages in a file' "$size"; return; fi
   echo "@$1 file ${st#* } $(b64 < "$2")"
 }
-p_sysctl() {
-  k=$2; f=/proc/sys
-  while :; do case $k in *.*) f=$f/${k%%.*}; k=${k#*.};; *) f=$f/$k; break;; esac; done
-  if [ -r "$f" ]; then echo "@$1 sysctl $(tr -s ' \t' '  ' < "$f" | b64)"; else echo "@$1 sysctl"; fi
+p_files() {
+  p_regular "$@"; set --; idx=
+  while IFS= read -r l; do
+    [ -n "$l" ] || continue
+    idx="$idx ${l%% *}"; set -- "$@" "${l#* }"
+  done <<EOS
+$r
+EOS
+  [ $# -gt 0 ] || return 0
+  st=$(stat -c '%s %a %U:%G' "$@")$NL; p_count "$st"
+  if [ "$c" != $# ]; then
+    for i in $idx; do p_file "$i" "$1"; shift; done
+    return 0
+  fi
+  o=0
+  for i in $idx; do
+    l=${st%%"$NL"*}; st=${st#*"$NL"}; size=${l%% *}; f=$1; shift
+    if [ "$size" -gt MAX_FILE ]; then p_notfile "$i" 'it is %s bytes, more than gpuctl manages in a file' "$size"; continue; fi
+    echo "@$i file ${l#* } $o $size"; o=$((o+size)); set -- "$@" "$f"
+  done
+  if [ $# -gt 0 ]; then echo "@blob $(cat -- "$@" | b64)"; fi
+}
+p_sysctls() {
+  ps=
+  while [ $# -gt 1 ]; do
+    k=$2; f=/proc/sys
+    while :; do case $k in *.*) f=$f/${k%%.*}; k=${k#*.};; *) f=$f/$k; break;; esac; done
+    if [ -w "$f" ] || [ ! -e "$f" ]; then w=rw; else w=ro; fi
+    echo "@$1 sysctl $w $f"
+    if [ -r "$f" ]; then ps="$ps $f"; fi
+    shift 2
+  done
+  if [ -n "$ps" ]; then grep -H '' $ps 2>/dev/null; fi
 }
 p_module() {
   m=; k=$2
   while :; do case $k in *-*) m=$m${k%%-*}_; k=${k#*-};; *) m=$m$k; break;; esac; done
-  if [ -d "/sys/module/$m" ] || grep -qs "^$m " /proc/modules \
-     || grep -qs "/$2.ko" "/lib/modules/$(uname -r)/modules.builtin"; then
-    echo "@$1 module loaded"; else echo "@$1 module absent"; fi
+  if [ -d "/sys/module/$m" ]; then echo "@$1 module loaded"; return; fi
+  [ -n "$kr" ] || read -r kr < /proc/sys/kernel/osrelease || kr=$(uname -r)
+  d=/lib/modules/$kr
+  if [ ! -d "$d" ]; then echo "@$1 module absent nomodules"
+  elif grep -qs "/$2.ko" "$d/modules.builtin"; then echo "@$1 module loaded"
+  else echo "@$1 module absent"; fi
 }
 p_service() {
-  e=$(systemctl is-enabled "$2" 2>/dev/null); a=$(systemctl is-active "$2" 2>/dev/null)
-  e=${e%%"$NL"*}; a=${a%%"$NL"*}
+  e=; a=; n=; s=$(systemctl show "$2" 2>/dev/null)
+  while IFS= read -r l; do
+    case $l in UnitFileState=*) e=${l#*=};; ActiveState=*) a=${l#*=};; LoadState=not-found) n=1;; esac
+  done <<EOS
+$s
+EOS
+  if [ -n "$n" ]; then e=not-found; fi
+  if [ -z "$a" ]; then
+    e=$(systemctl is-enabled "$2" 2>/dev/null); a=$(systemctl is-active "$2" 2>/dev/null)
+    e=${e%%"$NL"*}; a=${a%%"$NL"*}
+  fi
   echo "@$1 service ${e:-unknown} ${a:-unknown}"
 }
 p_hash() {
@@ -93,6 +158,27 @@ p_sha() {
   if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
   if [ ! -f "$2" ]; then p_notfile "$1" 'it is not a regular file'; return; fi
   p_hash "$2"; echo "@$1 sha $(stat -c %a "$2") $h"
+}
+p_shas() {
+  p_regular "$@"; set --; idx=
+  while IFS= read -r l; do
+    [ -n "$l" ] || continue
+    idx="$idx ${l%% *}"; set -- "$@" "${l#* }"
+  done <<EOS
+$r
+EOS
+  [ $# -gt 0 ] || return 0
+  ms=$(stat -c %a "$@")$NL
+  if command -v openssl >/dev/null 2>&1; then hl=$(openssl dgst -sha256 -r "$@"); else hl=$(sha256sum "$@"); fi
+  hl=$hl$NL; p_count "$ms"; a=$c; p_count "$hl"
+  if [ "$a" != $# ] || [ "$c" != $# ]; then
+    for i in $idx; do p_sha "$i" "$1"; shift; done
+    return 0
+  fi
+  for i in $idx; do
+    m=${ms%%"$NL"*}; ms=${ms#*"$NL"}; h=${hl%%"$NL"*}; hl=${hl#*"$NL"}
+    echo "@$i sha $m ${h%% *}"
+  done
 }
 p_fsha() {
   if [ ! -e "$2" ]; then echo "@$1 missing"; return; fi
@@ -107,6 +193,11 @@ p_guard() {
 /// The probe script for `steps`.
 pub fn script(steps: &[Step]) -> String {
     let mut s = FUNCTIONS.replace("MAX_FILE", &MAX_FILE.to_string());
+    // Files are read together, uploads hashed together, sysctls read together (see
+    // FUNCTIONS).
+    let mut files = String::new();
+    let mut uploads = String::new();
+    let mut sysctls = String::new();
     for (i, step) in steps.iter().enumerate() {
         let line = match step {
             Step::Content {
@@ -114,16 +205,34 @@ pub fn script(steps: &[Step]) -> String {
                 edit: Edit::Secret(_),
                 ..
             } => format!("p_fsha {i} {}", quote(path)),
-            Step::Content { path, .. } => format!("p_file {i} {}", quote(path)),
-            Step::LiveSysctl { key, .. } => format!("p_sysctl {i} {}", quote(key)),
+            Step::Content { path, .. } => {
+                files.push_str(&format!(" {i} {}", quote(path)));
+                continue;
+            }
+            Step::Upload { dest, .. } => {
+                uploads.push_str(&format!(" {i} {}", quote(dest)));
+                continue;
+            }
+            Step::LiveSysctl { key, .. } => {
+                sysctls.push_str(&format!(" {i} {}", quote(key)));
+                continue;
+            }
             Step::LiveModule { name } => format!("p_module {i} {}", quote(name)),
             Step::Service { name, .. } => format!("p_service {i} {}", quote(name)),
             Step::Command { guard, .. } => format!("p_guard {i} {}", quote(guard)),
-            Step::Upload { dest, .. } => format!("p_sha {i} {}", quote(dest)),
             Step::Require { check, .. } => format!("p_guard {i} {}", quote(check)),
         };
         s.push_str(&line);
         s.push('\n');
+    }
+    if !files.is_empty() {
+        s.push_str(&format!("p_files{files}\n"));
+    }
+    if !sysctls.is_empty() {
+        s.push_str(&format!("p_sysctls{sysctls}\n"));
+    }
+    if !uploads.is_empty() {
+        s.push_str(&format!("p_shas{uploads}\n"));
     }
     s.push_str("echo @end\n");
     s
@@ -135,10 +244,27 @@ pub fn parse(steps: &[Step], output: &str) -> Result<Vec<Now>, String> {
         return Err("the probe's answer was cut off (no @end line)".into());
     }
     let mut answers: HashMap<usize, Vec<&str>> = HashMap::new();
+    let mut blob = None;
+    // Live sysctl values, from `grep -H`: every line of a file is `PATH:LINE`.
+    let mut sysctl_values: HashMap<&str, Vec<&str>> = HashMap::new();
     for line in output.lines() {
+        if line.starts_with("/proc/sys/")
+            && let Some((path, value)) = line.split_once(':')
+        {
+            sysctl_values.entry(path).or_default().push(value);
+            continue;
+        }
         let Some(rest) = line.strip_prefix('@') else {
             continue;
         };
+        if let Some(b) = rest.strip_prefix("blob ") {
+            blob = Some(
+                data_encoding::BASE64
+                    .decode(b.as_bytes())
+                    .map_err(|e| format!("bad base64 in the probe's answer: {e}"))?,
+            );
+            continue;
+        }
         let mut words = rest.split(' ');
         if let Some(Ok(i)) = words.next().map(str::parse::<usize>) {
             answers.insert(i, words.collect());
@@ -165,17 +291,39 @@ pub fn parse(steps: &[Step], output: &str) -> Result<Vec<Now>, String> {
                 owner: (*owner).to_string(),
                 sha256: (*sha256).to_string(),
             },
+            (Step::Content { .. }, ["file", mode, owner, offset, size]) => Now::File {
+                mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+                owner: (*owner).to_string(),
+                content: {
+                    let at: usize = offset.parse().map_err(|_| bad())?;
+                    let len: usize = size.parse().map_err(|_| bad())?;
+                    blob.as_deref()
+                        .and_then(|b| b.get(at..at.checked_add(len)?))
+                        .ok_or_else(|| {
+                            format!(
+                                "{} changed while it was probed (its content is not the size \
+                                 stat gave); run again",
+                                step.describe()
+                            )
+                        })?
+                        .to_vec()
+                },
+            },
             (Step::Content { .. }, ["file", mode, owner, rest @ ..]) => Now::File {
                 mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
                 owner: (*owner).to_string(),
                 content: decode(rest.first().copied().unwrap_or(""))?,
             },
-            (Step::LiveSysctl { .. }, ["sysctl"]) => Now::Sysctl(None),
-            (Step::LiveSysctl { .. }, ["sysctl", value]) => {
-                Now::Sysctl(Some(normalise(&String::from_utf8_lossy(&decode(value)?))))
-            }
-            (Step::LiveModule { .. }, ["module", state]) => Now::Module {
+            (Step::LiveSysctl { .. }, ["sysctl", w, path]) => Now::Sysctl {
+                // `None`: the key does not exist (or cannot be read).
+                value: sysctl_values
+                    .get(path)
+                    .map(|lines| normalise(&lines.join(" "))),
+                writable: *w != "ro",
+            },
+            (Step::LiveModule { .. }, ["module", state, rest @ ..]) => Now::Module {
                 loaded: *state == "loaded",
+                loadable: rest.first() != Some(&"nomodules"),
             },
             (Step::Service { .. }, ["service", enabled, active]) => Now::Service {
                 enabled: (*enabled).to_string(),
@@ -270,15 +418,15 @@ mod tests {
     fn the_script_quotes_every_argument() {
         let s = script(&steps());
         assert!(s.contains("p_guard 4 'test -d '\\''/d'\\'''\n"), "{s}");
-        assert!(s.contains("p_file 0 /etc/hosts\n"), "{s}");
-        assert!(s.contains("p_sha 6 /var/cache/gpuctl/debs/a.deb\n"), "{s}");
+        assert!(s.contains("p_files 0 /etc/hosts 5 /nope\n"), "{s}");
+        assert!(s.contains("p_shas 6 /var/cache/gpuctl/debs/a.deb\n"), "{s}");
         assert!(s.contains("p_guard 7 'command -v dockerd'\n"), "{s}");
         assert!(s.ends_with("echo @end\n"));
     }
 
     #[test]
     fn answers_are_read_per_step() {
-        let out = "noise\n@0 file 644 root:root aGVsbG8K\n@1 sysctl MQ==\n@2 module loaded\n\
+        let out = "noise\n@0 file 644 root:root aGVsbG8K\n@1 sysctl rw /proc/sys/net/ipv4/ip_forward\n/proc/sys/net/ipv4/ip_forward:1\n@2 module loaded\n\
                    @3 service enabled active\n@4 command todo\n@5 missing\n\
                    @6 sha 644 0123abcd\n@7 command done\n@end\n";
         let now = parse(&steps(), out).unwrap();
@@ -290,8 +438,20 @@ mod tests {
                 content: b"hello\n".to_vec()
             }
         );
-        assert_eq!(now[1], Now::Sysctl(Some("1".into())));
-        assert_eq!(now[2], Now::Module { loaded: true });
+        assert_eq!(
+            now[1],
+            Now::Sysctl {
+                value: Some("1".into()),
+                writable: true
+            }
+        );
+        assert_eq!(
+            now[2],
+            Now::Module {
+                loaded: true,
+                loadable: true
+            }
+        );
         assert_eq!(now[4], Now::Command { done: false });
         assert_eq!(now[5], Now::Missing);
         assert_eq!(
@@ -322,6 +482,16 @@ mod tests {
             mode: None,
             owner: None,
         };
+        let other = dir.path().join("other file");
+        std::fs::write(&other, "").unwrap();
+        let third = dir.path().join("third");
+        std::fs::write(&third, "x\ny").unwrap();
+        let upload = |dest: String| Step::Upload {
+            src: String::new(),
+            dest,
+            sha256: String::new(),
+            mode: 0o644,
+        };
         let steps = vec![
             content(path(&file)),
             content(path(dir.path())),
@@ -346,6 +516,18 @@ mod tests {
                 check: "true".into(),
                 message: String::new(),
             },
+            // Uploads are hashed in one batch; these sit around the first one above.
+            upload(path(dir.path())),
+            upload(path(&dir.path().join("missing"))),
+            upload(path(&other)),
+            // Files share one blob, cut by offset: an empty one, then another with content.
+            content(path(&other)),
+            content(path(&third)),
+            // An integer sysctl: the kernel answers only a whole read of it.
+            Step::LiveSysctl {
+                key: "kernel.pid_max".into(),
+                value: String::new(),
+            },
         ];
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -369,7 +551,11 @@ mod tests {
             now[1]
         );
         assert_eq!(now[2], Now::Missing);
-        assert_eq!(now[3], Now::Sysctl(Some("Linux".into())));
+        assert!(
+            matches!(&now[3], Now::Sysctl { value: Some(v), .. } if v == "Linux"),
+            "{:?}",
+            now[3]
+        );
         let sha: String = {
             use sha2::Digest as _;
             let digest = sha2::Sha256::digest(std::fs::read(&file).unwrap());
@@ -388,11 +574,54 @@ mod tests {
             now[5]
         );
         assert_eq!(now[6], Now::Command { done: true });
+        assert!(matches!(&now[7], Now::NotAFile(_)), "{:?}", now[7]);
+        assert_eq!(now[8], Now::Missing);
+        let other_mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(&other).unwrap().permissions().mode() & 0o7777
+        };
+        assert_eq!(
+            now[9],
+            Now::Hash {
+                mode: other_mode,
+                // sha256 of nothing.
+                sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()
+            }
+        );
+        assert!(
+            matches!(&now[10], Now::File { content, .. } if content.is_empty()),
+            "{:?}",
+            now[10]
+        );
+        assert!(
+            matches!(&now[11], Now::File { content, .. } if content == b"x\ny"),
+            "{:?}",
+            now[11]
+        );
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
+        assert!(
+            matches!(&now[12], Now::Sysctl { value: Some(v), .. } if v == pid_max.trim()),
+            "{:?}",
+            now[12]
+        );
         assert!(
             out.stderr.is_empty(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn a_file_that_changed_while_probed_is_an_error() {
+        let steps = vec![Step::Content {
+            path: "/etc/hosts".into(),
+            edit: Edit::Whole("x".into()),
+            mode: None,
+            owner: None,
+        }];
+        // stat said 5 bytes, the blob holds 4.
+        let err = parse(&steps, "@0 file 644 root:root 0 5\n@blob aGVsbA==\n@end\n").unwrap_err();
+        assert!(err.contains("changed while it was probed"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! last stage or the first failure, then the host lock is released.
 //!
 //! Round trips on a host where everything is done: one for facts, one to release the
-//! lock. A stage that has to be probed costs one more, and changes cost the writes.
+//! lock (which also carries the host's journal). Stages that have to be probed share one
+//! more (see `ahead.rs`); a stage with changes costs one apply script, plus one per upload.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::select::Selected;
+use crate::converge::step::Step;
 use crate::converge::{self, Mode, StageReport};
 use crate::fleet::HostCtx;
 use crate::inventory::Inventory;
@@ -65,6 +67,8 @@ pub struct HostOutcome {
     pub facts: Option<HostFacts>,
     pub stages: Vec<StageOutcome>,
     pub warnings: Vec<String>,
+    /// The host's journal as the facts round trip read it.
+    host_journal: Option<crate::state::HostJournal>,
 }
 
 /// A stage failed on this host; its later stages did not run.
@@ -114,15 +118,36 @@ pub async fn run_host(run: Arc<RunCtx>, ctx: HostCtx) -> anyhow::Result<HostOutc
     };
     if let Some(l) = &run.lock {
         // Released even after a failure: the journal says where to resume, the lock
-        // would only block that resume.
-        let out = ctx
-            .run(Command::new(remote::unlock_script(&l.run)).sudo(true))
-            .await;
-        if !out.as_ref().is_ok_and(|o| o.success()) {
+        // would only block that resume. The host's copy of the journal travels with it:
+        // one round trip at the end instead of one per stage.
+        let journal = journal_for_host(&run, &ctx.host.name, &outcome);
+        let mut script = String::new();
+        if journal.is_some() {
+            script.push_str(&format!(
+                "if ( {} ); then echo @journal-written; fi\n",
+                remote::WRITE_JOURNAL
+            ));
+        }
+        script.push_str(&remote::unlock_script(&l.run));
+        script.push_str("echo @unlocked\n");
+        let mut cmd = Command::new(script).sudo(true);
+        if let Some(text) = journal.clone() {
+            cmd = cmd.stdin(text.into_bytes());
+        }
+        let out = ctx.run(cmd).await;
+        let said = out.as_ref().map(|o| o.stdout_str()).unwrap_or_default();
+        if !said.lines().any(|l| l == "@unlocked") {
             outcome.warnings.push(format!(
                 "could not release the host lock {}; the next install from this machine \
                  takes it over",
                 remote::LOCK
+            ));
+        }
+        if journal.is_some() && !said.lines().any(|l| l == "@journal-written") {
+            ctx.log.note(&format!(
+                "cannot write the host journal {}: {}",
+                remote::JOURNAL,
+                out.map_or_else(|e| e.to_string(), |o| o.stderr_str())
             ));
         }
     }
@@ -176,6 +201,7 @@ async fn begin(
     }
     match journal {
         Some(Ok(theirs)) => {
+            outcome.host_journal = Some(theirs.clone());
             if let Ok(mut j) = run.journal.lock() {
                 j.merge_host(&ctx.host.name, theirs);
             }
@@ -250,31 +276,28 @@ async fn stages(
     outcome: &mut HostOutcome,
 ) -> Result<(), (&'static str, String)> {
     let mut first_failure = None;
-    for sel in run.selected.iter().filter(|s| s.name != "facts") {
-        let Some(stage) = run.stages.get(sel.index) else {
-            continue;
-        };
-        if stage.scope() == Scope::Cluster {
-            continue;
-        }
+    let mine: Vec<(&Selected, &dyn Stage)> = run
+        .selected
+        .iter()
+        .filter(|s| s.name != "facts")
+        .filter_map(|sel| Some((sel, run.stages.get(sel.index)?.as_ref())))
+        .filter(|(_, stage)| stage.scope() == Scope::Host)
+        .collect();
+    let mut ahead = super::ahead::Lookahead::default();
+    for (k, &(sel, stage)) in mine.iter().enumerate() {
         ctx.progress.step(sel.name);
         let started = Instant::now();
         let notes = stage.notes(&run.inv, hf);
         for n in &notes {
             ctx.log.note(&format!("{}: note: {n}", sel.name));
         }
-        let status = one_stage(run, ctx, sel, stage.as_ref(), hf).await;
+        let later = mine.get(k + 1..).unwrap_or_default();
+        let status = one_stage(run, ctx, sel, stage, hf, later, &mut ahead).await;
         let failed = match &status {
             Status::Failed(msg) => Some(msg.clone()),
             _ => None,
         };
-        super::gate::after(
-            run,
-            ctx,
-            stage.as_ref(),
-            failed.as_deref().map_or(Ok(()), Err),
-        )
-        .await;
+        super::gate::after(run, ctx, stage, failed.as_deref().map_or(Ok(()), Err)).await;
         outcome.stages.push(StageOutcome {
             name: sel.name,
             status,
@@ -291,14 +314,16 @@ async fn stages(
     first_failure.map_or(Ok(()), Err)
 }
 
-/// One stage on this host: wait for what it waits for, plan, skip when done, or converge;
-/// then checkpoint.
+/// One stage on this host: wait for what it waits for, plan, skip when done, or converge
+/// (probing the later stages in the same round trips); then checkpoint.
 async fn one_stage(
     run: &RunCtx,
     ctx: &HostCtx,
     sel: &Selected,
     stage: &dyn Stage,
     hf: &HostFacts,
+    later: &[(&Selected, &dyn Stage)],
+    ahead: &mut super::ahead::Lookahead,
 ) -> Status {
     let checkpointed = stage.checkpointed();
     let (ops, digest) = match super::gate::before(run, ctx, stage, hf).await {
@@ -309,13 +334,13 @@ async fn one_stage(
             }
             Err(e) => {
                 let msg = crate::secret::redact(&format!("{e:#}"));
-                record(run, ctx, sel.name, "", Err(msg.clone()), checkpointed).await;
+                record(run, ctx, sel.name, "", Err(msg.clone()), false).await;
                 return Status::Failed(msg);
             }
         },
         Err(msg) => {
             let msg = crate::secret::redact(&msg);
-            record(run, ctx, sel.name, "", Err(msg.clone()), checkpointed).await;
+            record(run, ctx, sel.name, "", Err(msg.clone()), false).await;
             return Status::Failed(msg);
         }
     };
@@ -324,25 +349,118 @@ async fn one_stage(
             .note(&format!("{}: skipped, done since {since}", sel.name));
         return Status::Skipped { since };
     }
-    match converge::converge(ctx, sel.name, &ops, hf.container, run.mode).await {
-        Ok(report) => {
-            record(
-                run,
-                ctx,
-                sel.name,
-                &digest,
-                Ok(report.changes()),
-                checkpointed,
-            )
-            .await;
+    let steps = converge::step::lower(sel.name, &ops);
+    let known = ahead.take(sel.name, &digest);
+    let later = super::ahead::plan_later(run, ctx, hf, later);
+    let ahead_steps: Vec<Step> = later.iter().flat_map(|l| l.steps.iter().cloned()).collect();
+    let undone = not_done_script(run, &ctx.host.name, sel.name, &digest, checkpointed);
+    match converge::converge_ahead(
+        ctx,
+        sel.name,
+        &steps,
+        hf.container,
+        run.mode,
+        known,
+        &ahead_steps,
+        undone.as_deref(),
+    )
+    .await
+    {
+        Ok((report, learned)) => {
+            ahead.learn(learned, &later);
+            record(run, ctx, sel.name, &digest, Ok(report.changes()), false).await;
             Status::Ran(report)
         }
         Err(e) => {
             let msg = crate::secret::redact(&format!("{e:#}"));
-            record(run, ctx, sel.name, &digest, Err(msg.clone()), checkpointed).await;
+            record(run, ctx, sel.name, &digest, Err(msg.clone()), false).await;
             Status::Failed(msg)
         }
     }
+}
+
+/// A script that writes the host's journal with `stage` marked as not done, run before
+/// the stage changes the host. The host's copy is otherwise written only at the end of
+/// the run; without this, a run killed halfway would leave the host saying the stage is
+/// done as it was before, and another workstation would skip it.
+fn not_done_script(
+    run: &RunCtx,
+    host: &str,
+    stage: &str,
+    digest: &str,
+    checkpointed: bool,
+) -> Option<String> {
+    if !checkpointed || run.lock.is_none() {
+        return None;
+    }
+    run.journal_path.as_ref()?;
+    let mut part = run.journal.lock().ok()?.host(host);
+    part.stages.insert(
+        stage.to_string(),
+        Checkpoint {
+            digest: digest.to_string(),
+            result: StageResult::Failed,
+            at: crate::state::journal::now(),
+            changes: 0,
+            error: Some("its run ended while it was changing the host".into()),
+        },
+    );
+    let text = serde_json::to_string_pretty(&part).ok()?;
+    let opts = crate::transport::PutOptions {
+        mode: Some(0o600),
+        owner: Some("root:root".into()),
+        ..Default::default()
+    };
+    Some(crate::transport::inline_script(
+        remote::JOURNAL,
+        text.as_bytes(),
+        &opts,
+    ))
+}
+
+/// The host's part of the journal, for the round trip that releases the host lock, when
+/// it tells the host something new: a stage that checkpoints changed the host, failed, or
+/// ended with another digest or result than the host's journal had. A `--verify` that
+/// found everything in sync writes nothing.
+fn journal_for_host(run: &RunCtx, host: &str, outcome: &HostOutcome) -> Option<String> {
+    // Reset removes the host's journal with everything else gpuctl wrote.
+    if run.reset {
+        return None;
+    }
+    run.journal_path.as_ref()?;
+    let part = run.journal.lock().ok()?.host(host);
+    let checkpointed = |name: &str| {
+        run.stages
+            .iter()
+            .any(|s| s.name() == name && s.checkpointed())
+    };
+    let had = |name: &str| {
+        outcome
+            .host_journal
+            .as_ref()
+            .and_then(|j| j.stages.get(name))
+    };
+    let news = outcome
+        .stages
+        .iter()
+        .filter(|o| checkpointed(o.name))
+        .any(|o| match &o.status {
+            Status::Skipped { .. } => false,
+            Status::Failed(_) => true,
+            Status::Ran(report) => {
+                report.applied
+                    || match (had(o.name), part.stages.get(o.name)) {
+                        (Some(old), Some(new)) => {
+                            old.digest != new.digest || old.result != new.result
+                        }
+                        _ => true,
+                    }
+            }
+        });
+    if !news {
+        return None;
+    }
+    serde_json::to_string_pretty(&part).ok()
 }
 
 /// When the stage is done on `host` with these Ops (and may be skipped): since when.
@@ -398,8 +516,8 @@ pub(super) async fn record(
         }
         Err(_) => return,
     };
-    // Stages that always run (facts, preflight) are not worth a round trip of their own:
-    // their checkpoints reach the host with the next checkpointed stage's write.
+    // Host stages' checkpoints reach the host with the round trip that releases its lock
+    // (see `run_host`); cluster stages, run over a connection of their own, write now.
     if !to_host {
         return;
     }

@@ -6,6 +6,7 @@
 //! Hosts run independently (bounded by `--concurrency`): a failed host stops its own later
 //! stages, the others carry on, and every failure is reported together.
 
+mod ahead;
 mod cluster;
 pub(crate) mod gate;
 pub mod host;

@@ -50,20 +50,30 @@ pub fn script(inv: &Inventory) -> String {
     s.push_str(
         "if [ -f /.dockerenv ] || [ -f /run/.containerenv ] || grep -qa 'container=' /proc/1/environ 2>/dev/null; \
          then echo container=1; else echo container=0; fi\n\
-         awk 'NR>1 {print \"swap=\" $1}' /proc/swaps 2>/dev/null\n\
-         if getent hosts \"$(hostname)\" >/dev/null 2>&1; then echo resolves=1; else echo resolves=0; fi\n",
+         {{ read -r _; while read -r f _; do echo \"swap=$f\"; done; }} 2>/dev/null </proc/swaps\n\
+         if getent hosts \"$hn\" >/dev/null 2>&1; then echo resolves=1; else echo resolves=0; fi\n",
     );
     for c in REQUIRED_COMMANDS {
         s.push_str(&format!(
             "command -v {c} >/dev/null 2>&1 || echo missing={c}\n"
         ));
     }
-    for d in watched_dirs(inv) {
-        let d = quote(&d.display().to_string());
-        // A directory that does not exist yet will live on its nearest existing parent.
+    // One `df` for every watched directory; one that does not exist yet will live on its
+    // nearest existing parent.
+    let dirs: Vec<String> = watched_dirs(inv)
+        .iter()
+        .map(|d| quote(&d.display().to_string()))
+        .collect();
+    if !dirs.is_empty() {
+        s.push_str("set --\n");
+        for d in &dirs {
+            s.push_str(&format!(
+                "p={d}; while [ ! -e \"$p\" ]; do case $p in /*/*) p=${{p%/*}};; /*) p=/;; *) p=.;; esac; done; set -- \"$@\" \"$p\"\n"
+            ));
+        }
         s.push_str(&format!(
-            "p={d}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; \
-             df -P \"$p\" | awk -v d={d} 'NR==2 {{sub(\"%\",\"\",$5); print \"disk=\" d \" \" $6 \" \" $5}}'\n"
+            "df -P \"$@\" 2>/dev/null | {{ read -r _; for d in {}; do read -r _ _ _ _ pct mnt || break; echo \"disk=$d $mnt ${{pct%\\%}}\"; done; }}\n",
+            dirs.join(" ")
         ));
     }
     s
@@ -126,5 +136,31 @@ mod tests {
         assert_eq!(hf.disks[1].used_percent, 91);
         let s = script(&inv);
         assert!(s.contains("/home/data/k3s/var"), "{s}");
+    }
+
+    /// The script runs under this machine's `sh` and tells the truth about it.
+    #[test]
+    fn the_script_runs_under_sh() {
+        let inv = super::super::sample::inventory();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&inv))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hf = parse(&inv.hosts[0], SudoMode::NoPassword, &text);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(hf.facts.kernel, kernel.trim(), "{text}");
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(hf.facts.hostname, name.trim(), "{text}");
+        assert!(hf.facts.memory_mib > 0, "{text}");
+        assert!(hf.facts.cpus > 0, "{text}");
+        // Every watched directory, existing or not, has its disk.
+        let dirs = watched_dirs(&inv);
+        assert_eq!(hf.disks.len(), dirs.len(), "{text}");
+        for (disk, dir) in hf.disks.iter().zip(&dirs) {
+            assert_eq!(&disk.path, dir, "{text}");
+            assert!(disk.mount.starts_with('/'), "{text}");
+        }
     }
 }

@@ -120,28 +120,42 @@ impl Stage for Packages {
     }
 }
 
-/// A shell function `ok NAME VERSION`: the package is installed at VERSION or newer.
-const OK_FN: &str = "ok() { case \"$(dpkg-query -W -f '${Status}' \"$1\" 2>/dev/null)\" in \
-    *' installed') dpkg --compare-versions \"$(dpkg-query -W -f '${Version}' \"$1\")\" ge \"$2\" ;; \
-    *) false ;; esac; }";
+/// One `dpkg-query` for every package of the bundle, then a shell function `ok KEY
+/// VERSION`: the package (`name:arch`) is installed at VERSION or newer. dpkg runs again
+/// only to compare a version that is not exactly the one wanted.
+fn ok_fn(debs: &[Deb]) -> String {
+    let names: Vec<String> = debs.iter().map(|d| quote(&d.query_name())).collect();
+    format!(
+        "s=\"\n$(dpkg-query -W -f '${{Package}}:${{Architecture}} ${{Version}} ${{Status}}\\n' {} 2>/dev/null)\"\n\
+         ok() {{ l=${{s#*\"\n$1 \"}}; [ \"$l\" != \"$s\" ] || return 1; l=${{l%%\"\n\"*}}; \
+         case $l in *' installed') ;; *) return 1 ;; esac; \
+         [ \"${{l%% *}}\" = \"$2\" ] || dpkg --compare-versions \"${{l%% *}}\" ge \"$2\"; }}",
+        names.join(" ")
+    )
+}
+
+/// How [`ok_fn`] names a package: dpkg-query's `${Package}:${Architecture}`.
+fn key(d: &Deb) -> String {
+    format!("{}:{}", d.name, d.arch)
+}
 
 fn guard(debs: &[Deb]) -> String {
     let checks: Vec<String> = debs
         .iter()
-        .map(|d| format!("ok {} {}", quote(&d.query_name()), quote(&d.version)))
+        .map(|d| format!("ok {} {}", quote(&key(d)), quote(&d.version)))
         .collect();
-    format!("{OK_FN}; {}", checks.join(" && "))
+    format!("{}\n{}", ok_fn(debs), checks.join(" && "))
 }
 
 fn install_script(debs: &[Deb]) -> String {
     let names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
     let mut s = format!("# install {} from {DEB_DIR}\n", names.join(", "));
-    s.push_str(OK_FN);
+    s.push_str(&ok_fn(debs));
     s.push_str("\nset --\n");
     for d in debs {
         s.push_str(&format!(
             "ok {} {} || set -- \"$@\" {}\n",
-            quote(&d.query_name()),
+            quote(&key(d)),
             quote(&d.version),
             quote(&format!("{DEB_DIR}/{}", d.file_name))
         ));

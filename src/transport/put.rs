@@ -253,6 +253,45 @@ pub async fn put<E: Exec>(
     })
 }
 
+/// Content up to this size may travel inside a script instead of through [`put`]: the whole
+/// command line reaches the host as one argument, which Linux caps at 128 KiB, and base64
+/// adds a third.
+pub const INLINE_MAX: usize = 48 * 1024;
+
+/// A script that writes `content` at `dest` with the same guarantees as [`put`] — a temp
+/// file beside `dest`, mode and owner as `opts` says (or kept from the file it replaces),
+/// an atomic `mv`, and the in-place fallback with a one-time backup for a bind-mounted
+/// `dest` — for content small enough to travel in the script itself ([`INLINE_MAX`]).
+/// Writing config files this way costs no round trip of its own: it runs inside a
+/// larger script (converge's apply script). It fails (non-zero, why on stderr) without
+/// leaving its temp file behind.
+pub fn inline_script(dest: &str, content: &[u8], opts: &PutOptions) -> String {
+    let (dir, _) = split(dest);
+    let sha = {
+        use sha2::{Digest as _, Sha256};
+        data_encoding::HEXLOWER.encode(&Sha256::digest(content))
+    };
+    let (d, t) = (quote(dest), quote(&temp_path(dest, &sha)));
+    let b64 = data_encoding::BASE64.encode(content);
+    format!(
+        "(umask 022; mkdir -p {dir}) || exit 1\n\
+         (umask 077; printf '%s' '{b64}' | base64 -d > {t}) || {{ rm -f {t}; exit 1; }}\n\
+         {attrs_temp}\
+         if err=$(mv -f {t} {d} 2>&1); then exit 0; fi\n\
+         case \"$err\" in *'Device or resource busy'*) ;; *) rm -f {t}; echo \"$err\" >&2; exit 1;; esac\n\
+         [ -e {bak} ] || cp -p {d} {bak} || {{ rm -f {t}; exit 1; }}\n\
+         cat {t} > {d} || {{ rm -f {t}; exit 1; }}\n\
+         rm -f {t}\n\
+         {attrs_dest}",
+        dir = quote(&dir),
+        attrs_temp = attrs_script(&t, opts, Some(&d)).replace("|| exit 1", &format!("|| {{ rm -f {t}; exit 1; }}")),
+        attrs_dest = attrs_script(&d, opts, None),
+        bak = quote(&format!("{dest}.gpuctl-backup")),
+    )
+    .trim_end()
+    .to_string()
+}
+
 /// Marker on stderr for a missing file, so it is told apart from sudo's own failures.
 const MISSING: &str = "gpuctl: no such file";
 

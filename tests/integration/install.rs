@@ -58,12 +58,15 @@ fn wait_for_file(lab: &Lab, node: &str, path: &str, deadline: Duration) {
 /// A `modprobe` that says it started (`/tmp/modprobe-started`) and then waits while
 /// `/tmp/hold` exists (at most 120 s): a stage that is visibly in the middle of applying.
 /// sudo's secure_path puts /usr/local/sbin first, so the os stage's apply script finds it.
+/// The node also gets a modules directory for its kernel: without one the probe knows no
+/// module can be loaded there and the stage would not try.
 fn hold_modprobe(lab: &Lab, node: &str) {
     lab.exec(
         node,
         "touch /tmp/hold && printf '%s\\n' '#!/bin/sh' 'touch /tmp/modprobe-started' \
          'i=0; while [ -e /tmp/hold ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done' \
-         > /usr/local/sbin/modprobe && chmod 755 /usr/local/sbin/modprobe",
+         > /usr/local/sbin/modprobe && chmod 755 /usr/local/sbin/modprobe \
+         && mkdir -p /lib/modules/$(uname -r)",
     );
 }
 
@@ -193,6 +196,32 @@ fn install_converges_skips_when_done_and_reruns_only_what_changed() {
         .success();
     assert!(plan.stdout.contains("0 changes to make"), "{}", plan.stdout);
 
+    // --verify probes os again: on hosts in sync that is one round trip between facts and
+    // the lock's release, and the host's journal, with nothing new to say, is not rewritten
+    // (a container's read-only /proc/sys and missing modules are not even tried).
+    let journal_mtime = "stat -c %.9Y /var/lib/gpuctl/state.json";
+    let before = lab.exec("node1", journal_mtime);
+    let verify = install(&lab, &["--only", "os", "--verify"]).success();
+    assert!(
+        verify.stdout.contains("0 changes made"),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(lab.exec("node1", journal_mtime), before);
+    let runs = state_dir(&lab).join("runs");
+    let last = std::fs::read_dir(&runs)
+        .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .max()
+        .unwrap_or_else(|| panic!("no run logs in {}", runs.display()));
+    let log = std::fs::read_to_string(last.join("node1.log")).unwrap_or_default();
+    let commands = log
+        .lines()
+        .filter(|l| l.ends_with(" run (as root):"))
+        .count();
+    assert_eq!(commands, 3, "facts, one probe, the lock's release:\n{log}");
+
     // A full install runs preflight (never checkpointed) and skips os; then a new data
     // directory in the inventory re-runs os, and only os, on every host.
     let full = install(&lab, &["--skip", HOST_ONLY]).success();
@@ -265,6 +294,13 @@ fn a_node_killed_mid_stage_fails_alone_and_a_rerun_resumes_it() {
 
     lab.start("node3");
     lab.exec("node3", "rm -f /tmp/hold /usr/local/sbin/modprobe");
+    // The host's own journal was marked before os changed anything, so a workstation
+    // that reads it does not take os for done.
+    let host_journal = lab.exec("node3", "cat /var/lib/gpuctl/state.json");
+    assert!(
+        host_journal.contains("its run ended while it was changing the host"),
+        "{host_journal}"
+    );
     // The lock the killed run left on node3 belongs to a gpuctl that has ended.
     lab.exec("node3", "test -e /var/lib/gpuctl/install.lock");
     let again = install(&lab, &["--only", "os"]).success();
