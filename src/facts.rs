@@ -24,7 +24,13 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   echo "nvidia_smi_status=$?"
 fi
 if command -v lspci >/dev/null 2>&1; then
-  echo "pci_nvidia=$(lspci -d 10de: 2>/dev/null | grep -ciE 'vga|3d|display')"
+  n=0
+  while IFS= read -r l; do
+    case $l in *[Vv][Gg][Aa]*|*3[Dd]*|*[Dd][Ii][Ss][Pp][Ll][Aa][Yy]*) n=$((n+1));; esac
+  done <<EOS
+$(lspci -d 10de: 2>/dev/null)
+EOS
+  echo "pci_nvidia=$n"
 fi
 "#;
 

@@ -59,12 +59,16 @@ pub enum Now {
 }
 
 /// The probe's shell functions. Each process they start is paid on every host (and where
-/// a host is a container, again by its filesystem), so steps of one kind share them: all
-/// files of a probe are read by one `stat`, one `cat` and one `base64` (their contents
-/// travel as one blob, cut by offset), all uploads are hashed by one `stat` and one hash
-/// process, all live sysctls by one `grep -H` (each line `PATH:VALUE`; the kernel answers
-/// only whole reads, so the shell's byte-wise `read` cannot take them), and module names
-/// and the kernel release are worked out by the shell itself.
+/// a host is a container, again by its filesystem), so steps of one kind share them:
+/// - the regular files of a probe (`p_each` sorts out the missing and odd ones) are read by
+///   one `stat`, one `cat` and one `base64`; their contents travel as one blob, cut by
+///   offset;
+/// - all uploads are hashed by one `stat` and one hash process;
+/// - all live sysctls are read by one `grep -H` (each line `PATH:VALUE`): the kernel answers
+///   only whole reads, so the shell's byte-wise `read` cannot take them;
+/// - module names and the kernel release are worked out by the shell itself;
+/// - `base64 -w 0` is tried on the data itself: a `base64` without `-w` (BusyBox) fails
+///   before it reads anything, and the portable form takes the same input.
 ///
 /// A service costs one `systemctl show` for both its unit-file and its active state (no
 /// `-p`: some systemctl implementations honour only the last one given); a systemctl
@@ -73,16 +77,24 @@ pub enum Now {
 const FUNCTIONS: &str = r#"LC_ALL=C; export LC_ALL
 NL='
 '
-if base64 -w 0 </dev/null >/dev/null 2>&1; then b64() { base64 -w 0; }; else b64() { base64 | tr -d '\n'; }; fi
+b64() { base64 -w 0 2>/dev/null || base64 | tr -d '\n'; }
 p_notfile() { echo "@$1 notfile $(printf "$2" "$3" | b64)"; }
-p_regular() {
-  r=
+p_each() {
+  fn=$1; shift; r=
   while [ $# -gt 1 ]; do
     if [ ! -e "$2" ]; then echo "@$1 missing"
     elif [ ! -f "$2" ]; then p_notfile "$1" 'it is not a regular file'
     else r="$r$1 $2$NL"; fi
     shift 2
   done
+  set --; idx=
+  while IFS= read -r l; do
+    [ -n "$l" ] || continue
+    idx="$idx ${l%% *}"; set -- "$@" "${l#* }"
+  done <<EOS
+$r
+EOS
+  if [ $# -gt 0 ]; then "$fn" "$@"; fi
 }
 p_count() { c=0; t=$1; while [ -n "$t" ]; do c=$((c+1)); t=${t#*"$NL"}; done; }
 p_file() {
@@ -93,14 +105,6 @@ p_file() {
   echo "@$1 file ${st#* } $(b64 < "$2")"
 }
 p_files() {
-  p_regular "$@"; set --; idx=
-  while IFS= read -r l; do
-    [ -n "$l" ] || continue
-    idx="$idx ${l%% *}"; set -- "$@" "${l#* }"
-  done <<EOS
-$r
-EOS
-  [ $# -gt 0 ] || return 0
   st=$(stat -c '%s %a %U:%G' "$@")$NL; p_count "$st"
   if [ "$c" != $# ]; then
     for i in $idx; do p_file "$i" "$1"; shift; done
@@ -160,14 +164,6 @@ p_sha() {
   p_hash "$2"; echo "@$1 sha $(stat -c %a "$2") $h"
 }
 p_shas() {
-  p_regular "$@"; set --; idx=
-  while IFS= read -r l; do
-    [ -n "$l" ] || continue
-    idx="$idx ${l%% *}"; set -- "$@" "${l#* }"
-  done <<EOS
-$r
-EOS
-  [ $# -gt 0 ] || return 0
   ms=$(stat -c %a "$@")$NL
   if command -v openssl >/dev/null 2>&1; then hl=$(openssl dgst -sha256 -r "$@"); else hl=$(sha256sum "$@"); fi
   hl=$hl$NL; p_count "$ms"; a=$c; p_count "$hl"
@@ -226,13 +222,13 @@ pub fn script(steps: &[Step]) -> String {
         s.push('\n');
     }
     if !files.is_empty() {
-        s.push_str(&format!("p_files{files}\n"));
+        s.push_str(&format!("p_each p_files{files}\n"));
     }
     if !sysctls.is_empty() {
         s.push_str(&format!("p_sysctls{sysctls}\n"));
     }
     if !uploads.is_empty() {
-        s.push_str(&format!("p_shas{uploads}\n"));
+        s.push_str(&format!("p_each p_shas{uploads}\n"));
     }
     s.push_str("echo @end\n");
     s
@@ -418,8 +414,11 @@ mod tests {
     fn the_script_quotes_every_argument() {
         let s = script(&steps());
         assert!(s.contains("p_guard 4 'test -d '\\''/d'\\'''\n"), "{s}");
-        assert!(s.contains("p_files 0 /etc/hosts 5 /nope\n"), "{s}");
-        assert!(s.contains("p_shas 6 /var/cache/gpuctl/debs/a.deb\n"), "{s}");
+        assert!(s.contains("p_each p_files 0 /etc/hosts 5 /nope\n"), "{s}");
+        assert!(
+            s.contains("p_each p_shas 6 /var/cache/gpuctl/debs/a.deb\n"),
+            "{s}"
+        );
         assert!(s.contains("p_guard 7 'command -v dockerd'\n"), "{s}");
         assert!(s.ends_with("echo @end\n"));
     }

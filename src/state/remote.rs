@@ -79,10 +79,10 @@ cat > \"$t\" || exit 1\n\
 sync \"$t\" 2>/dev/null || sync\n\
 mv -f \"$t\" /var/lib/gpuctl/state.json\n";
 
-/// Removes the host lock if this run holds it.
+/// Removes the host lock if this run holds it (the lock is one line, read by the shell).
 pub fn unlock_script(run: &str) -> String {
     format!(
-        "if grep -qF {needle} {LOCK} 2>/dev/null; then rm -f {LOCK}; fi\n",
+        "if read -r l 2>/dev/null <{LOCK} && case $l in *{needle}*) true;; *) false;; esac; then rm -f {LOCK}; fi\n",
         needle = quote(&format!("\"run\":\"{run}\""))
     )
 }

@@ -82,6 +82,19 @@ fn ping_exec_and_copy_on_three_nodes() {
     assert!(gpu_row.contains("4× Tesla T4"), "{}", ping.stdout);
     assert!(gpu_row.contains("nopasswd"), "{}", ping.stdout);
     assert!(gpu_row.contains("Debian GNU/Linux 12"), "{}", ping.stdout);
+    // Without a driver the cards still show on the PCI bus (the lab's lspci fixture).
+    lab.exec("node3", "mv /usr/bin/nvidia-smi /usr/bin/nvidia-smi.off");
+    let ping = Gpuctl::new()
+        .args(["ping", "--hosts", "node3"])
+        .inventory(&lab.inventory)
+        .run()
+        .success();
+    assert!(
+        ping.stdout.contains("4 on PCI, nvidia-smi sees none"),
+        "{}",
+        ping.stdout
+    );
+    lab.exec("node3", "mv /usr/bin/nvidia-smi.off /usr/bin/nvidia-smi");
 
     // Identical answers fold into one group; different ones stay apart.
     Gpuctl::new()
