@@ -33,7 +33,7 @@ pub use decide::{Change, StepReport};
 
 use crate::fleet::HostCtx;
 use crate::plan::Op;
-use crate::transport::{Command, INLINE_MAX, PutOptions, inline_script};
+use crate::transport::{Command, PutOptions, SCRIPT_MAX, inline_script};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Commands in an apply script may unpack archives or start services; still bounded.
@@ -223,9 +223,24 @@ pub async fn converge_ahead(
         }
     }
     // Small files travel inside the apply script, written before its commands as a put
-    // would have; bigger ones go through the transport's put first.
+    // would have, while the script stays under SCRIPT_MAX; the others go through the
+    // transport's put first.
+    let ahead_probe = if ahead.is_empty() {
+        String::new()
+    } else {
+        probe::script(ahead)
+    };
+    let commands: usize = decisions
+        .iter()
+        .map(|d| match &d.action {
+            // The snippet and the apply script's wrapping of it.
+            decide::Action::Run { snippet, .. } => snippet.len() + 200,
+            _ => 0,
+        })
+        .sum();
+    let mut room =
+        SCRIPT_MAX.saturating_sub(before.map_or(0, str::len) + ahead_probe.len() + commands + 200);
     let mut inline = Vec::new();
-    let mut inline_bytes = 0;
     for (i, d) in decisions.iter().enumerate() {
         if let decide::Action::Put {
             path,
@@ -240,9 +255,10 @@ pub async fn converge_ahead(
                 sudo: true,
                 ..PutOptions::default()
             };
-            if inline_bytes + content.len() <= INLINE_MAX {
-                inline_bytes += content.len();
-                inline.push((i, inline_script(path, content, &opts)));
+            let script = inline_script(path, content, &opts);
+            if script.len() + 200 <= room {
+                room -= script.len() + 200;
+                inline.push((i, script));
                 continue;
             }
             put(ctx, path, content, opts)
@@ -275,7 +291,7 @@ pub async fn converge_ahead(
     script.push_str(&decide::apply_script(&runs));
     if !ahead.is_empty() {
         script.push_str(&format!("echo {AHEAD}\n"));
-        script.push_str(&probe::script(ahead));
+        script.push_str(&ahead_probe);
     }
     let out = ctx
         .run(Command::new(script).sudo(true).timeout(APPLY_TIMEOUT))

@@ -379,6 +379,9 @@ async fn one_stage(
     }
 }
 
+/// How big the host's journal may be to be marked as not done inside an apply script.
+const NOT_DONE_MAX: usize = 16 * 1024;
+
 /// A script that writes the host's journal with `stage` marked as not done, run before
 /// the stage changes the host. The host's copy is otherwise written only at the end of
 /// the run; without this, a run killed halfway would leave the host saying the stage is
@@ -405,7 +408,21 @@ fn not_done_script(
             error: Some("its run ended while it was changing the host".into()),
         },
     );
-    let text = serde_json::to_string_pretty(&part).ok()?;
+    // It travels inside the apply script, whose command line is capped: the other stages'
+    // errors are left out when they make it long (the end of the run writes them), and
+    // a journal still too long is not marked (the old window: the end of the run).
+    let mut text = serde_json::to_string(&part).ok()?;
+    if text.len() > NOT_DONE_MAX {
+        for (name, cp) in part.stages.iter_mut() {
+            if name != stage && cp.error.is_some() {
+                cp.error = Some("(see the journal beside the inventory)".into());
+            }
+        }
+        text = serde_json::to_string(&part).ok()?;
+    }
+    if text.len() > NOT_DONE_MAX {
+        return None;
+    }
     let opts = crate::transport::PutOptions {
         mode: Some(0o600),
         owner: Some("root:root".into()),

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::TransportError;
-pub use put::{INLINE_MAX, inline_script, temp_path};
+pub use put::{SCRIPT_MAX, inline_script, temp_path};
 pub use sudo::{PROBE_VARS as SUDO_PROBE_VARS, ProbeAnswer, SudoProbe};
 
 use crate::secret::{Secret, SecretSource};

@@ -253,15 +253,15 @@ pub async fn put<E: Exec>(
     })
 }
 
-/// Content up to this size may travel inside a script instead of through [`put`]: the whole
-/// command line reaches the host as one argument, which Linux caps at 128 KiB, and base64
-/// adds a third.
-pub const INLINE_MAX: usize = 48 * 1024;
+/// How long a script that carries file contents ([`inline_script`]) may grow: the whole
+/// command line reaches the host as one argument, which Linux caps at 128 KiB; the rest is
+/// room for the command's own wrapping (sudo, timeout, quoting).
+pub const SCRIPT_MAX: usize = 96 * 1024;
 
 /// A script that writes `content` at `dest` with the same guarantees as [`put`] — a temp
 /// file beside `dest`, mode and owner as `opts` says (or kept from the file it replaces),
 /// an atomic `mv`, and the in-place fallback with a one-time backup for a bind-mounted
-/// `dest` — for content small enough to travel in the script itself ([`INLINE_MAX`]).
+/// `dest` — for content small enough to travel in the script itself (see [`SCRIPT_MAX`]).
 /// Writing config files this way costs no round trip of its own: it runs inside a
 /// larger script (converge's apply script). It fails (non-zero, why on stderr) without
 /// leaving its temp file behind.
@@ -345,6 +345,54 @@ mod tests {
         );
         assert_eq!(temp_path("/x", sha), "/.x.gpuctl-0123456789abcdef.part");
         assert_eq!(temp_path("rel", sha), "./.rel.gpuctl-0123456789abcdef.part");
+    }
+
+    /// The script runs under this machine's `sh`: a new file gets the mode asked for, a
+    /// replaced one keeps its mode, and no temp file is left either way.
+    #[test]
+    fn an_inline_script_writes_atomically_under_sh() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let run = |script: String| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let new = dir.path().join("sub dir/new.conf");
+        let new = new.display().to_string();
+        let opts = PutOptions {
+            mode: Some(0o600),
+            ..PutOptions::default()
+        };
+        run(inline_script(&new, b"a = 'b'\n\x00\xff", &opts));
+        assert_eq!(
+            std::fs::read(&new).ok(),
+            Some(b"a = 'b'\n\x00\xff".to_vec())
+        );
+        let mode = |p: &str| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .ok()
+        };
+        assert_eq!(mode(&new), Some(0o600));
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o640))
+            .unwrap_or_else(|e| panic!("{e}"));
+        run(inline_script(&new, b"", &PutOptions::default()));
+        assert_eq!(std::fs::read(&new).ok(), Some(Vec::new()));
+        assert_eq!(mode(&new), Some(0o640));
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("sub dir"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 
     #[test]
