@@ -138,7 +138,7 @@ pub async fn converge_ahead(
     if steps.is_empty() {
         return Ok((report, Ahead::Unchanged));
     }
-    let (now, mut learned) = match known.filter(|k| k.len() == steps.len()) {
+    let (now, learned) = match known.filter(|k| k.len() == steps.len()) {
         Some(now) => {
             ctx.log.note(&format!(
                 "{stage}: {} steps, probed with an earlier stage",
@@ -146,37 +146,7 @@ pub async fn converge_ahead(
             ));
             (now, Ahead::Unchanged)
         }
-        None => {
-            let all: Vec<step::Step> = steps.iter().chain(ahead).cloned().collect();
-            ctx.log.note(&format!(
-                "{stage}: probing {} steps{}",
-                steps.len(),
-                if ahead.is_empty() {
-                    String::new()
-                } else {
-                    format!(" and {} of the stages after it", ahead.len())
-                }
-            ));
-            let out = ctx
-                .run(
-                    Command::new(probe::script(&all))
-                        .sudo(true)
-                        .timeout(PROBE_TIMEOUT),
-                )
-                .await
-                .context("probing the host")?;
-            report.round_trips += 1;
-            if !out.success() {
-                bail!(
-                    "the probe exited with {:?}: {}",
-                    out.status,
-                    out.stderr_str().trim()
-                );
-            }
-            let mut now = probe::parse(&all, &out.stdout_str()).map_err(|e| anyhow!(e))?;
-            let rest = now.split_off(steps.len());
-            (now, Ahead::Fresh(rest))
-        }
+        None => probe_host(ctx, stage, steps, ahead, &mut report).await?,
     };
     let decisions = decide::decide(steps, &now, container)?;
     report.steps = decisions.iter().map(|d| d.report.clone()).collect();
@@ -193,8 +163,63 @@ pub async fn converge_ahead(
         return Ok((report, learned));
     }
 
+    let learned = apply(ctx, stage, &decisions, ahead, before_changes, &mut report).await?;
+    Ok((report, learned))
+}
+
+/// Probes `steps` and, in the same round trip, `ahead`: the answers for `steps`, and
+/// those for `ahead` to hand on.
+async fn probe_host(
+    ctx: &HostCtx,
+    stage: &str,
+    steps: &[step::Step],
+    ahead: &[step::Step],
+    report: &mut StageReport,
+) -> anyhow::Result<(Vec<probe::Now>, Ahead)> {
+    let all: Vec<step::Step> = steps.iter().chain(ahead).cloned().collect();
+    ctx.log.note(&format!(
+        "{stage}: probing {} steps{}",
+        steps.len(),
+        if ahead.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} of the stages after it", ahead.len())
+        }
+    ));
+    let out = ctx
+        .run(
+            Command::new(probe::script(&all))
+                .sudo(true)
+                .timeout(PROBE_TIMEOUT),
+        )
+        .await
+        .context("probing the host")?;
+    report.round_trips += 1;
+    if !out.success() {
+        bail!(
+            "the probe exited with {:?}: {}",
+            out.status,
+            out.stderr_str().trim()
+        );
+    }
+    let mut now = probe::parse(&all, &out.stdout_str()).map_err(|e| anyhow!(e))?;
+    let rest = now.split_off(steps.len());
+    Ok((now, Ahead::Fresh(rest)))
+}
+
+/// Applies what `decisions` say is out of sync: uploads, then one apply script with the
+/// files that fit in it, the commands and, at its end, the probe of `ahead`. Returns what
+/// it learned of `ahead`.
+async fn apply(
+    ctx: &HostCtx,
+    stage: &str,
+    decisions: &[decide::Decision],
+    ahead: &[step::Step],
+    before_changes: Option<&str>,
+    report: &mut StageReport,
+) -> anyhow::Result<Ahead> {
     report.applied = true;
-    learned = Ahead::Stale;
+    let mut learned = Ahead::Stale;
     let uploads = decisions
         .iter()
         .any(|d| matches!(d.action, decide::Action::Upload { .. }));
@@ -207,7 +232,7 @@ pub async fn converge_ahead(
         }
         report.round_trips += 1;
     }
-    for d in &decisions {
+    for d in decisions {
         if let decide::Action::Upload {
             src,
             dest,
@@ -282,7 +307,7 @@ pub async fn converge_ahead(
             }),
     );
     if runs.is_empty() {
-        return Ok((report, learned));
+        return Ok(learned);
     }
     let mut script = String::new();
     if let Some(pre) = before {
@@ -347,7 +372,7 @@ pub async fn converge_ahead(
     {
         learned = Ahead::Fresh(now);
     }
-    Ok((report, learned))
+    Ok(learned)
 }
 
 /// The line between an apply script's answers and the probe of the stages after it.
