@@ -44,12 +44,17 @@ pub const CONTAINER_KERNEL: &str = "the host is a container, whose kernel belong
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Nothing,
-    /// Write this content through the transport's atomic, verified put.
+    /// Write this content: inside the apply script when it fits, else through the
+    /// transport's atomic, verified put.
     Put {
         path: String,
         content: Vec<u8>,
         mode: Option<u32>,
         owner: Option<String>,
+        /// The content is a secret: it never travels inside a script, whose text is in
+        /// the run log and, while it runs, in the host's process list; the put sends it on
+        /// stdin.
+        secret: bool,
     },
     /// Put the local file `src` at `dest` through the transport's resumable, verified put;
     /// the host must end up with `sha256`.
@@ -184,6 +189,7 @@ fn secret_file(step: &Step, now: &Now) -> Option<Decision> {
             content: content.clone().into_bytes(),
             mode: *mode,
             owner: owner.clone(),
+            secret: true,
         },
     })
 }
@@ -289,6 +295,7 @@ fn content(step: &Step, now: &Now) -> Result<Decision, EditError> {
             content: wanted.into_bytes(),
             mode: *mode,
             owner: owner.clone(),
+            secret: false,
         },
     })
 }

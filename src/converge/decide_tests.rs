@@ -37,7 +37,7 @@ fn a_wrong_mode_alone_is_a_change_with_no_content_diff() {
         d[0].report.change,
         Change::Changed("mode 600 -> 644\n".into())
     );
-    assert!(matches!(d[0].action, Action::Put { .. }));
+    assert!(matches!(d[0].action, Action::Put { secret: false, .. }));
 }
 
 #[test]
@@ -365,4 +365,22 @@ fn unmet_requirements_fail_the_stage_before_any_change_all_at_once() {
     assert_eq!(d[1].report.change, Change::InSync);
     assert_eq!(d[2].action, Action::Nothing);
     assert!(matches!(d[0].action, Action::Put { .. }));
+}
+
+#[test]
+fn a_secret_file_is_put_as_a_secret_and_never_shown() {
+    let step = Step::Content {
+        path: "/etc/rancher/k3s/token".into(),
+        edit: Edit::Secret("s3cr3t-token".into()),
+        mode: Some(0o600),
+        owner: Some("root:root".into()),
+    };
+    let d = decide(&[step], &[Now::Missing], false).unwrap();
+    // The executor keeps a secret out of scripts (and so out of run logs and `ps`).
+    assert!(
+        matches!(&d[0].action, Action::Put { secret: true, content, .. } if content == b"s3cr3t-token"),
+        "{:?}",
+        d[0].action
+    );
+    assert!(!format!("{:?}", d[0].report).contains("s3cr3t"));
 }

@@ -220,36 +220,9 @@ async fn apply(
 ) -> anyhow::Result<Ahead> {
     report.applied = true;
     let mut learned = Ahead::Stale;
-    let uploads = decisions
-        .iter()
-        .any(|d| matches!(d.action, decide::Action::Upload { .. }));
-    let mut before = before_changes;
-    if uploads && let Some(script) = before.take() {
-        let out = ctx.run(Command::new(script).sudo(true)).await;
-        if !out.as_ref().is_ok_and(|o| o.success()) {
-            ctx.log
-                .note(&format!("{stage}: the script run before changes failed"));
-        }
-        report.round_trips += 1;
-    }
-    for d in decisions {
-        if let decide::Action::Upload {
-            src,
-            dest,
-            sha256,
-            mode,
-        } = &d.action
-        {
-            upload(ctx, src, dest, sha256, *mode)
-                .await
-                .with_context(|| format!("uploading {src} to {dest}"))?;
-            report.round_trips += 2;
-            ctx.log.note(&format!("{stage}: uploaded {dest}"));
-        }
-    }
     // Small files travel inside the apply script, written before its commands as a put
-    // would have, while the script stays under SCRIPT_MAX; the others go through the
-    // transport's put first.
+    // would have, while the script stays under SCRIPT_MAX; the others, and every secret,
+    // go through the transport's put, after the uploads.
     let ahead_probe = if ahead.is_empty() {
         String::new()
     } else {
@@ -263,15 +236,17 @@ async fn apply(
             _ => 0,
         })
         .sum();
-    let mut room =
-        SCRIPT_MAX.saturating_sub(before.map_or(0, str::len) + ahead_probe.len() + commands + 200);
+    let mut room = SCRIPT_MAX
+        .saturating_sub(before_changes.map_or(0, str::len) + ahead_probe.len() + commands + 200);
     let mut inline = Vec::new();
+    let mut puts = Vec::new();
     for (i, d) in decisions.iter().enumerate() {
         if let decide::Action::Put {
             path,
             content,
             mode,
             owner,
+            secret,
         } = &d.action
         {
             let opts = PutOptions {
@@ -280,18 +255,56 @@ async fn apply(
                 sudo: true,
                 ..PutOptions::default()
             };
-            let script = inline_script(path, content, &opts);
-            if script.len() + 200 <= room {
-                room -= script.len() + 200;
-                inline.push((i, script));
-                continue;
+            let script = (!secret)
+                .then(|| inline_script(path, content, &opts))
+                .filter(|script| script.len() + 200 <= room);
+            match script {
+                Some(script) => {
+                    room -= script.len() + 200;
+                    inline.push((i, script));
+                }
+                None => puts.push((i, path, content, opts)),
             }
-            put(ctx, path, content, opts)
-                .await
-                .with_context(|| format!("writing {path}"))?;
-            report.round_trips += 2;
-            ctx.log.note(&format!("{stage}: wrote step {i} ({path})"));
         }
+    }
+    let uploads: Vec<_> = decisions
+        .iter()
+        .filter_map(|d| match &d.action {
+            decide::Action::Upload {
+                src,
+                dest,
+                sha256,
+                mode,
+            } => Some((src, dest, sha256, *mode)),
+            _ => None,
+        })
+        .collect();
+    // Whatever changes the host before the apply script needs the script run before
+    // changes to have run first, in a round trip of its own.
+    let mut before = before_changes;
+    if (!uploads.is_empty() || !puts.is_empty())
+        && let Some(script) = before.take()
+    {
+        let out = ctx.run(Command::new(script).sudo(true)).await;
+        if !out.as_ref().is_ok_and(|o| o.success()) {
+            ctx.log
+                .note(&format!("{stage}: the script run before changes failed"));
+        }
+        report.round_trips += 1;
+    }
+    for (src, dest, sha256, mode) in uploads {
+        upload(ctx, src, dest, sha256, mode)
+            .await
+            .with_context(|| format!("uploading {src} to {dest}"))?;
+        report.round_trips += 2;
+        ctx.log.note(&format!("{stage}: uploaded {dest}"));
+    }
+    for (i, path, content, opts) in puts {
+        put(ctx, path, content, opts)
+            .await
+            .with_context(|| format!("writing {path}"))?;
+        report.round_trips += 2;
+        ctx.log.note(&format!("{stage}: wrote step {i} ({path})"));
     }
     let mut runs: Vec<(usize, &str, bool)> = inline
         .iter()

@@ -119,16 +119,15 @@ p_files() {
   if [ $# -gt 0 ]; then echo "@blob $(cat -- "$@" | b64)"; fi
 }
 p_sysctls() {
-  ps=
-  while [ $# -gt 1 ]; do
-    k=$2; f=/proc/sys
+  n=$(($# / 2))
+  while [ "$n" -gt 0 ]; do
+    i=$1; k=$2; shift 2; n=$((n - 1)); f=/proc/sys
     while :; do case $k in *.*) f=$f/${k%%.*}; k=${k#*.};; *) f=$f/$k; break;; esac; done
     if [ -w "$f" ] || [ ! -e "$f" ]; then w=rw; else w=ro; fi
-    echo "@$1 sysctl $w $f"
-    if [ -r "$f" ]; then ps="$ps $f"; fi
-    shift 2
+    echo "@$i sysctl $w $f"
+    if [ -r "$f" ]; then set -- "$@" "$f"; fi
   done
-  if [ -n "$ps" ]; then grep -H '' $ps 2>/dev/null; fi
+  if [ $# -gt 0 ]; then grep -H '' "$@" 2>/dev/null; fi
 }
 p_module() {
   m=; k=$2

@@ -46,11 +46,12 @@ pub fn watched_dirs(inv: &Inventory) -> Vec<PathBuf> {
 
 /// The facts script for `inv`'s hosts: `key=value` lines, read-only.
 pub fn script(inv: &Inventory) -> String {
+    // After facts::SCRIPT, which set `$hn` to the host name.
     let mut s = String::from(facts::SCRIPT);
     s.push_str(
         "if [ -f /.dockerenv ] || [ -f /run/.containerenv ] || grep -qa 'container=' /proc/1/environ 2>/dev/null; \
          then echo container=1; else echo container=0; fi\n\
-         {{ read -r _; while read -r f _; do echo \"swap=$f\"; done; }} 2>/dev/null </proc/swaps\n\
+         { read -r _; while read -r f _; do echo \"swap=$f\"; done; } 2>/dev/null </proc/swaps\n\
          if getent hosts \"$hn\" >/dev/null 2>&1; then echo resolves=1; else echo resolves=0; fi\n",
     );
     for c in REQUIRED_COMMANDS {
@@ -162,5 +163,17 @@ mod tests {
             assert_eq!(&disk.path, dir, "{text}");
             assert!(disk.mount.starts_with('/'), "{text}");
         }
+        let swaps: Vec<String> = std::fs::read_to_string("/proc/swaps")
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        assert_eq!(hf.swaps, swaps, "{text}");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

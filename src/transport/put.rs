@@ -175,16 +175,8 @@ pub async fn put<E: Exec>(
         "LC_ALL=C; export LC_ALL\n{HASH_FN}\n\
          got=$(h {t})\n\
          if [ \"$got\" != {sha} ]; then rm -f {t}; echo \"mismatch $got\"; exit 0; fi\n\
-         {attrs_temp}\
-         if err=$(mv -f {t} {d} 2>&1); then echo moved; exit 0; fi\n\
-         case \"$err\" in *'Device or resource busy'*) ;; *) rm -f {t}; echo \"$err\" >&2; exit 1;; esac\n\
-         [ -e {bak} ] || cp -p {d} {bak} || exit 1\n\
-         cat {t} > {d} || exit 1\n\
-         {attrs_dest}\
-         rm -f {t}; echo copied\n",
-        attrs_temp = attrs_script(&t, opts, Some(&d)),
-        attrs_dest = attrs_script(&d, opts, None),
-        bak = quote(&format!("{dest}.gpuctl-backup")),
+         {place}",
+        place = place_script(dest, &t, opts),
     );
     // An empty file has nothing to resume but still needs its directory and temp file.
     let (script, feed, timeout) = if offset < total || total == 0 {
@@ -271,25 +263,37 @@ pub fn inline_script(dest: &str, content: &[u8], opts: &PutOptions) -> String {
         use sha2::{Digest as _, Sha256};
         data_encoding::HEXLOWER.encode(&Sha256::digest(content))
     };
-    let (d, t) = (quote(dest), quote(&temp_path(dest, &sha)));
-    let b64 = data_encoding::BASE64.encode(content);
+    let t = quote(&temp_path(dest, &sha));
     format!(
         "(umask 022; mkdir -p {dir}) || exit 1\n\
          (umask 077; printf '%s' '{b64}' | base64 -d > {t}) || {{ rm -f {t}; exit 1; }}\n\
-         {attrs_temp}\
-         if err=$(mv -f {t} {d} 2>&1); then exit 0; fi\n\
-         case \"$err\" in *'Device or resource busy'*) ;; *) rm -f {t}; echo \"$err\" >&2; exit 1;; esac\n\
-         [ -e {bak} ] || cp -p {d} {bak} || {{ rm -f {t}; exit 1; }}\n\
-         cat {t} > {d} || {{ rm -f {t}; exit 1; }}\n\
-         rm -f {t}\n\
-         {attrs_dest}",
+         {place}",
         dir = quote(&dir),
-        attrs_temp = attrs_script(&t, opts, Some(&d)).replace("|| exit 1", &format!("|| {{ rm -f {t}; exit 1; }}")),
-        attrs_dest = attrs_script(&d, opts, None),
-        bak = quote(&format!("{dest}.gpuctl-backup")),
+        b64 = data_encoding::BASE64.encode(content),
+        place = place_script(dest, &t, opts),
     )
     .trim_end()
     .to_string()
+}
+
+/// The end of every put: the complete temp file `t` gets its mode and owner and is renamed
+/// onto `dest` (`moved`); a bind-mounted `dest` refuses the rename (EBUSY) and is written
+/// in place after a one-time backup (`copied`). A failure removes the temp file.
+fn place_script(dest: &str, t: &str, opts: &PutOptions) -> String {
+    let d = quote(dest);
+    let fail = format!("{{ rm -f {t}; exit 1; }}");
+    format!(
+        "{attrs_temp}\
+         if err=$(mv -f {t} {d} 2>&1); then echo moved; exit 0; fi\n\
+         case \"$err\" in *'Device or resource busy'*) ;; *) rm -f {t}; echo \"$err\" >&2; exit 1;; esac\n\
+         [ -e {bak} ] || cp -p {d} {bak} || {fail}\n\
+         cat {t} > {d} || {fail}\n\
+         {attrs_dest}\
+         rm -f {t}; echo copied\n",
+        attrs_temp = attrs_script(t, opts, Some(&d)).replace("|| exit 1", &format!("|| {fail}")),
+        attrs_dest = attrs_script(&d, opts, None).replace("|| exit 1", &format!("|| {fail}")),
+        bak = quote(&format!("{dest}.gpuctl-backup")),
+    )
 }
 
 /// Marker on stderr for a missing file, so it is told apart from sudo's own failures.

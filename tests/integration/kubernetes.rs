@@ -234,9 +234,18 @@ pub(crate) fn secret_never_leaked(lab: &Lab, what: &str, token: &str, outputs: &
             .any(|f| f.extension().is_some_and(|e| e == "log")),
         "no run log among {files:?}"
     );
+    let encoded = base64_cores(token);
     for f in files {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
         assert!(!text.contains(token), "the {what} is in {}", f.display());
+        // Nor base64-encoded inside a script or a file's content in a run log.
+        for core in &encoded {
+            assert!(
+                !text.contains(core.as_str()),
+                "the {what} is in {}, base64-encoded",
+                f.display()
+            );
+        }
     }
     for n in &lab.nodes {
         let journal = lab.exec(
@@ -249,6 +258,22 @@ pub(crate) fn secret_never_leaked(lab: &Lab, what: &str, token: &str, outputs: &
             n.name
         );
     }
+}
+
+/// What `secret` looks like inside any base64 text that encodes it: for each of the three
+/// alignments of its bytes to base64's 3-byte groups, the characters that only its own
+/// bytes decide.
+fn base64_cores(secret: &str) -> Vec<String> {
+    (0..3)
+        .map(|pad| {
+            let mut bytes = vec![0u8; pad];
+            bytes.extend_from_slice(secret.as_bytes());
+            let encoded = data_encoding::BASE64.encode(&bytes);
+            let first = pad.div_ceil(3) * 4;
+            let last = bytes.len() / 3 * 4;
+            encoded.get(first..last).unwrap_or_default().to_string()
+        })
+        .collect()
 }
 
 /// In `out`, each of `stages` was skipped (done, Ops unchanged) on each of `nodes`.
